@@ -1,0 +1,35 @@
+# The two fresh-machine commands: `make demo` and `make test`. Each runs the set-up it needs
+# (scripts/setup.sh: libtorch, data, model into ~/.cache/vpt), idempotently, then builds.
+
+SHELL := /bin/bash
+LIBTORCH := $(shell scripts/setup.sh libtorch)
+export LIBTORCH
+# Keep libtorch from oversubscribing small machines; `vpt` also sets its thread count explicitly.
+export OMP_NUM_THREADS ?= $(shell nproc)
+CARGO ?= cargo
+RELEASE := target/release
+
+.PHONY: demo test build setup clippy fmt bench clean-cache
+
+build:
+	$(CARGO) build --release --workspace
+
+setup:
+	@scripts/setup.sh data
+	@scripts/setup.sh model >/dev/null
+
+demo: setup build
+	VPT_SMOLLM2_GGUF=$$(scripts/setup.sh model) $(RELEASE)/vpt compare examples/lm-smollm2.toml \
+	  --arms baseline,v,random_feedback --seeds 1 --out runs/demo
+
+test: setup build
+	VPT_SMOLLM2_GGUF=$$(scripts/setup.sh model) $(CARGO) test --release --workspace -- --test-threads=1
+
+bench: setup build
+	VPT_SMOLLM2_GGUF=$$(scripts/setup.sh model) $(CARGO) bench --workspace
+
+clippy:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,161 @@
+//! `TaskFfi`: the task vtable as it crosses the boundary, and its producer-side implementation.
+#![allow(non_local_definitions)] // emitted inside abi_stable's #[sabi_trait] expansion
+
+use super::{borrow_map, guard, hand_over, tensor::*, to_json, BatchSourceFfi};
+use crate::{Batch, Construction, PluginError, State, Task};
+use abi_stable::{
+    sabi_trait,
+    std_types::{ROption, RResult, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// A lent batch.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct BatchFfi<'a> {
+    /// Where it came from.
+    pub source: BatchSourceFfi,
+    /// Its tensors.
+    pub tensors: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+}
+
+/// A lent construction (empty kind = baseline).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct ConstructionFfi<'a> {
+    /// The construction kind.
+    pub kind: RStr<'a>,
+    /// Its tensors.
+    pub tensors: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+}
+
+/// Owned state: JSON plus tensors.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct StateFfi {
+    /// JSON text of [`State::json`].
+    pub json: RString,
+    /// [`State::tensors`], handed over.
+    pub tensors: RVec<NamedTensorHandle>,
+}
+
+/// The task interface across the boundary; mirrors [`Task`] method for method. JSON carries
+/// the small structured values (info, metrics), tensors carry everything else.
+///
+/// Versioning: methods may only be added after the last one, and an older host then ignores them.
+#[sabi_trait]
+pub trait TaskFfi: Send {
+    /// [`Task::info`] as JSON.
+    fn info(&self) -> RResult<RString, PluginError>;
+    /// [`Task::parameters`].
+    fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError>;
+    /// [`Task::next_batch`].
+    fn next_batch(&mut self, source: BatchSourceFfi) -> RResult<RVec<NamedTensorHandle>, PluginError>;
+    /// [`Task::design_inputs`].
+    fn design_inputs<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<RVec<NamedTensorHandle>, PluginError>;
+    /// [`Task::pretrain_loss`].
+    fn pretrain_loss<'a>(
+        &mut self,
+        batch: BatchFfi<'a>,
+        construction: ConstructionFfi<'a>,
+    ) -> RResult<TensorHandle, PluginError>;
+    /// [`Task::feedback_loss`].
+    fn feedback_loss<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<TensorHandle, PluginError>;
+    /// [`Task::prepare_feedback`].
+    fn prepare_feedback(&mut self) -> RResult<(), PluginError>;
+    /// [`Task::after_step`].
+    fn after_step(&mut self, step: u64) -> RResult<(), PluginError>;
+    /// [`Task::evaluate`], metrics as a JSON object.
+    fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError>;
+    /// [`Task::state`].
+    fn state(&self) -> RResult<StateFfi, PluginError>;
+    /// [`Task::load_state`].
+    #[sabi(last_prefix_field)]
+    fn load_state<'a>(
+        &mut self,
+        json: RStr<'a>,
+        tensors: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+    ) -> RResult<(), PluginError>;
+}
+
+/// An owned, type-erased task from a plugin.
+pub type TaskBox = TaskFfi_TO<'static, abi_stable::std_types::RBox<()>>;
+
+/// Producer side: a plugin's [`Task`] behind the FFI vtable, every call guarded.
+pub struct TaskExport {
+    plugin: String,
+    inner: Box<dyn Task>,
+}
+
+impl TaskExport {
+    /// Wraps `inner`, naming `plugin` in its errors.
+    pub fn new(plugin: &str, inner: Box<dyn Task>) -> Self {
+        TaskExport { plugin: plugin.to_string(), inner }
+    }
+    /// Erases it into a [`TaskBox`].
+    pub fn into_box(self) -> TaskBox {
+        TaskFfi_TO::from_value(self, abi_stable::sabi_trait::TD_Opaque)
+    }
+}
+
+fn batch_of(b: &BatchFfi<'_>) -> Batch {
+    Batch { source: b.source.into(), tensors: borrow_map(b.tensors.as_slice()) }
+}
+
+impl TaskFfi for TaskExport {
+    fn info(&self) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "info", || to_json(&self.inner.info()))
+    }
+    fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError> {
+        guard(&self.plugin, "parameters", || Ok(hand_over(self.inner.parameters()?)))
+    }
+    fn next_batch(&mut self, source: BatchSourceFfi) -> RResult<RVec<NamedTensorHandle>, PluginError> {
+        guard(&self.plugin, "next_batch", || Ok(hand_over(self.inner.next_batch(source.into())?.tensors)))
+    }
+    fn design_inputs(&mut self, batch: BatchFfi<'_>) -> RResult<RVec<NamedTensorHandle>, PluginError> {
+        guard(&self.plugin, "design_inputs", || Ok(hand_over(self.inner.design_inputs(&batch_of(&batch))?)))
+    }
+    fn pretrain_loss(
+        &mut self,
+        batch: BatchFfi<'_>,
+        construction: ConstructionFfi<'_>,
+    ) -> RResult<TensorHandle, PluginError> {
+        guard(&self.plugin, "pretrain_loss", || {
+            let c = Construction {
+                kind: construction.kind.to_string(),
+                tensors: borrow_map(construction.tensors.as_slice()),
+            };
+            Ok(TensorHandle::new(self.inner.pretrain_loss(&batch_of(&batch), &c)?))
+        })
+    }
+    fn feedback_loss(&mut self, batch: BatchFfi<'_>) -> RResult<TensorHandle, PluginError> {
+        guard(&self.plugin, "feedback_loss", || {
+            Ok(TensorHandle::new(self.inner.feedback_loss(&batch_of(&batch))?))
+        })
+    }
+    fn prepare_feedback(&mut self) -> RResult<(), PluginError> {
+        guard(&self.plugin, "prepare_feedback", || self.inner.prepare_feedback())
+    }
+    fn after_step(&mut self, step: u64) -> RResult<(), PluginError> {
+        guard(&self.plugin, "after_step", || self.inner.after_step(step))
+    }
+    fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "evaluate", || to_json(&self.inner.evaluate(limit.into_option())?))
+    }
+    fn state(&self) -> RResult<StateFfi, PluginError> {
+        guard(&self.plugin, "state", || {
+            let s = self.inner.state()?;
+            Ok(StateFfi { json: to_json(&s.json)?, tensors: hand_over(s.tensors) })
+        })
+    }
+    fn load_state(
+        &mut self,
+        json: RStr<'_>,
+        tensors: abi_stable::std_types::RSlice<'_, NamedTensorRef<'_>>,
+    ) -> RResult<(), PluginError> {
+        guard(&self.plugin, "load_state", || {
+            let json = super::from_json(json.as_str(), "task state")?;
+            self.inner.load_state(State { json, tensors: borrow_map(tensors.as_slice()) })
+        })
+    }
+}

@@ -1,0 +1,50 @@
+//! [`ForeignDesigner`]: a plugin's designer, used by the host through the safe [`Designer`] trait.
+
+use crate::{
+    ffi::{designer::*, from_json, lend, take_over, unwrap_ffi},
+    Construction, Designer, DesignerInfo, Result, State, TensorMap,
+};
+use abi_stable::std_types::RStr;
+use tch::Tensor;
+
+/// A designer living in a plugin.
+pub struct ForeignDesigner {
+    inner: DesignerBox,
+    info: DesignerInfo,
+}
+
+impl ForeignDesigner {
+    /// Wraps a designer handed over by a plugin and reads its info once.
+    pub fn new(inner: DesignerBox) -> Result<Self> {
+        let info = from_json(unwrap_ffi(inner.info())?.as_str(), "designer info")?;
+        Ok(ForeignDesigner { inner, info })
+    }
+}
+
+impl Designer for ForeignDesigner {
+    fn info(&self) -> DesignerInfo {
+        self.info.clone()
+    }
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(take_over(unwrap_ffi(self.inner.parameters())?))
+    }
+    fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
+        let refs = lend(inputs);
+        let c = unwrap_ffi(self.inner.construct(refs.as_rslice()))?;
+        Ok(Construction { kind: c.kind.into_string(), tensors: take_over(c.tensors) })
+    }
+    fn regularizer(&mut self, construction: &Construction) -> Result<Option<Tensor>> {
+        let refs = lend(&construction.tensors);
+        let c = ConstructionFfi { kind: RStr::from_str(&construction.kind), tensors: refs.as_rslice() };
+        Ok(unwrap_ffi(self.inner.regularizer(c))?.into_option().map(|h| h.into_tensor()))
+    }
+    fn state(&self) -> Result<State> {
+        let s = unwrap_ffi(self.inner.state())?;
+        Ok(State { json: from_json(s.json.as_str(), "designer state")?, tensors: take_over(s.tensors) })
+    }
+    fn load_state(&mut self, state: State) -> Result<()> {
+        let json = crate::ffi::to_json(&state.json)?;
+        let refs = lend(&state.tensors);
+        unwrap_ffi(self.inner.load_state(json.as_rstr(), refs.as_rslice()))
+    }
+}

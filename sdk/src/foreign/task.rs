@@ -1,0 +1,73 @@
+//! [`ForeignTask`]: a plugin's task, used by the host through the safe [`Task`] trait.
+
+use crate::{
+    ffi::{from_json, lend, take_over, task::*, unwrap_ffi, BatchSourceFfi},
+    Batch, BatchSource, Construction, Metrics, Result, State, Task, TaskInfo, TensorMap,
+};
+use abi_stable::std_types::{ROption, RStr};
+use tch::Tensor;
+
+/// A task living in a plugin. It keeps its [`TaskInfo`] from build time (it never changes).
+pub struct ForeignTask {
+    inner: TaskBox,
+    info: TaskInfo,
+}
+
+impl ForeignTask {
+    /// Wraps a task handed over by a plugin and reads its info once.
+    pub fn new(inner: TaskBox) -> Result<Self> {
+        let info = from_json(unwrap_ffi(inner.info())?.as_str(), "task info")?;
+        Ok(ForeignTask { inner, info })
+    }
+}
+
+fn with_batch<T>(batch: &Batch, f: impl FnOnce(BatchFfi<'_>) -> T) -> T {
+    let refs = lend(&batch.tensors);
+    f(BatchFfi { source: BatchSourceFfi::from(batch.source), tensors: refs.as_rslice() })
+}
+
+impl Task for ForeignTask {
+    fn info(&self) -> TaskInfo {
+        self.info.clone()
+    }
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(take_over(unwrap_ffi(self.inner.parameters())?))
+    }
+    fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
+        let tensors = take_over(unwrap_ffi(self.inner.next_batch(source.into()))?);
+        Ok(Batch { source, tensors })
+    }
+    fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
+        let out = with_batch(batch, |b| self.inner.design_inputs(b));
+        Ok(take_over(unwrap_ffi(out)?))
+    }
+    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
+        let crefs = lend(&construction.tensors);
+        let c = ConstructionFfi { kind: RStr::from_str(&construction.kind), tensors: crefs.as_rslice() };
+        let out = with_batch(batch, |b| self.inner.pretrain_loss(b, c));
+        Ok(unwrap_ffi(out)?.into_tensor())
+    }
+    fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        let out = with_batch(batch, |b| self.inner.feedback_loss(b));
+        Ok(unwrap_ffi(out)?.into_tensor())
+    }
+    fn prepare_feedback(&mut self) -> Result<()> {
+        unwrap_ffi(self.inner.prepare_feedback())
+    }
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        unwrap_ffi(self.inner.after_step(step))
+    }
+    fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
+        let json = unwrap_ffi(self.inner.evaluate(ROption::from(limit)))?;
+        from_json(json.as_str(), "metrics")
+    }
+    fn state(&self) -> Result<State> {
+        let s = unwrap_ffi(self.inner.state())?;
+        Ok(State { json: from_json(s.json.as_str(), "task state")?, tensors: take_over(s.tensors) })
+    }
+    fn load_state(&mut self, state: State) -> Result<()> {
+        let json = crate::ffi::to_json(&state.json)?;
+        let refs = lend(&state.tensors);
+        unwrap_ffi(self.inner.load_state(json.as_rstr(), refs.as_rslice()))
+    }
+}

@@ -1,0 +1,194 @@
+//! A plugin's list of tasks and designers, its manifest, and the entry points the export macro
+//! wires into the root module.
+
+use crate::{
+    ffi::{self, designer::DesignerExport, task::TaskExport},
+    BuildContext, DesignerFactory, Error, Result, TaskFactory,
+};
+use abi_stable::std_types::{RResult, RStr, RString};
+use serde::{Deserialize, Serialize};
+
+/// What `vpt plugins list` shows of a plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Plugin name (used in configs: `task.plugin`).
+    pub plugin: String,
+    /// The plugin crate's version.
+    pub version: String,
+    /// The SDK version it was built against.
+    pub sdk: String,
+    /// The libtorch tag it was built against.
+    pub torch: String,
+    /// Its tasks.
+    pub tasks: Vec<ComponentManifest>,
+    /// Its designers.
+    pub designers: Vec<ComponentManifest>,
+}
+
+/// One task or designer in a [`Manifest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentManifest {
+    /// Name used in configs.
+    pub name: String,
+    /// One line.
+    pub description: String,
+    /// Kinds consumed (tasks) or produced (designers, one entry).
+    pub kinds: Vec<String>,
+    /// JSON Schema of its config.
+    pub schema: serde_json::Value,
+}
+
+type TaskBuild = fn(&serde_json::Value, &BuildContext) -> Result<Box<dyn crate::Task>>;
+type DesignerBuild =
+    fn(&serde_json::Value, &serde_json::Value, &BuildContext) -> Result<Box<dyn crate::Designer>>;
+
+/// A registered task type (built from a [`TaskFactory`]).
+pub struct TaskEntry {
+    manifest: fn() -> ComponentManifest,
+    build: TaskBuild,
+    name: &'static str,
+}
+
+/// A registered designer type (built from a [`DesignerFactory`]).
+pub struct DesignerEntry {
+    manifest: fn() -> ComponentManifest,
+    build: DesignerBuild,
+    name: &'static str,
+}
+
+/// Parses a component config, naming the offending field on error (e.g. `k: invalid type`).
+pub fn parse_config<C: serde::de::DeserializeOwned>(config: &serde_json::Value) -> Result<C> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+    })
+}
+
+fn schema_of<C: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(C)).expect("schemas serialise")
+}
+
+impl TaskEntry {
+    /// The entry for factory `F`.
+    pub fn of<F: TaskFactory>() -> Self {
+        TaskEntry {
+            name: F::NAME,
+            manifest: || ComponentManifest {
+                name: F::NAME.into(),
+                description: F::DESCRIPTION.into(),
+                kinds: F::CONSUMES.iter().map(|s| s.to_string()).collect(),
+                schema: schema_of::<F::Config>(),
+            },
+            build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
+        }
+    }
+    /// Builds the task in-process (used by the export glue and by tests).
+    pub fn build(&self, cfg: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn crate::Task>> {
+        (self.build)(cfg, ctx)
+    }
+}
+
+impl DesignerEntry {
+    /// The entry for factory `F`.
+    pub fn of<F: DesignerFactory>() -> Self {
+        DesignerEntry {
+            name: F::NAME,
+            manifest: || ComponentManifest {
+                name: F::NAME.into(),
+                description: F::DESCRIPTION.into(),
+                kinds: vec![F::PRODUCES.into()],
+                schema: schema_of::<F::Config>(),
+            },
+            build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
+        }
+    }
+    /// Builds the designer in-process.
+    pub fn build(
+        &self,
+        cfg: &serde_json::Value,
+        task_ctx: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn crate::Designer>> {
+        (self.build)(cfg, task_ctx, ctx)
+    }
+}
+
+/// A plugin's registry: its name, version and components.
+pub struct Registry {
+    /// Plugin name.
+    pub plugin: &'static str,
+    /// Plugin crate version.
+    pub version: &'static str,
+    /// Task types.
+    pub tasks: Vec<TaskEntry>,
+    /// Designer types.
+    pub designers: Vec<DesignerEntry>,
+}
+
+impl Registry {
+    /// The plugin's manifest.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            plugin: self.plugin.into(),
+            version: self.version.into(),
+            sdk: crate::SDK_VERSION.into(),
+            torch: crate::TORCH_TAG.into(),
+            tasks: self.tasks.iter().map(|t| (t.manifest)()).collect(),
+            designers: self.designers.iter().map(|d| (d.manifest)()).collect(),
+        }
+    }
+    /// The task entry called `name`.
+    pub fn task(&self, name: &str) -> Result<&TaskEntry> {
+        self.tasks.iter().find(|t| t.name == name).ok_or_else(|| {
+            let have: Vec<_> = self.tasks.iter().map(|t| t.name).collect();
+            Error::config("task.name", format!("plugin `{}` has no task `{name}` (it has: {})", self.plugin, have.join(", ")))
+        })
+    }
+    /// The designer entry called `name`.
+    pub fn designer(&self, name: &str) -> Result<&DesignerEntry> {
+        self.designers.iter().find(|d| d.name == name).ok_or_else(|| {
+            let have: Vec<_> = self.designers.iter().map(|d| d.name).collect();
+            Error::config(
+                "designer.name",
+                format!("plugin `{}` has no designer `{name}` (it has: {})", self.plugin, have.join(", ")),
+            )
+        })
+    }
+}
+
+/// Glue for [`PluginMod::manifest`](crate::ffi::module::PluginMod).
+pub fn export_manifest(reg: &Registry) -> RResult<RString, crate::PluginError> {
+    ffi::guard(reg.plugin, "manifest", || ffi::to_json(&reg.manifest()))
+}
+
+/// Glue for [`PluginMod::new_task`](crate::ffi::module::PluginMod).
+pub fn export_new_task(
+    reg: &Registry,
+    name: RStr<'_>,
+    config: RStr<'_>,
+    ctx: RStr<'_>,
+) -> RResult<ffi::task::TaskBox, crate::PluginError> {
+    ffi::guard(reg.plugin, "new_task", || {
+        let cfg: serde_json::Value = ffi::from_json(config.as_str(), "task config")?;
+        let ctx: BuildContext = ffi::from_json(ctx.as_str(), "build context")?;
+        let task = reg.task(name.as_str())?.build(&cfg, &ctx)?;
+        Ok(TaskExport::new(reg.plugin, task).into_box())
+    })
+}
+
+/// Glue for [`PluginMod::new_designer`](crate::ffi::module::PluginMod).
+pub fn export_new_designer(
+    reg: &Registry,
+    name: RStr<'_>,
+    config: RStr<'_>,
+    task_ctx: RStr<'_>,
+    ctx: RStr<'_>,
+) -> RResult<ffi::designer::DesignerBox, crate::PluginError> {
+    ffi::guard(reg.plugin, "new_designer", || {
+        let cfg: serde_json::Value = ffi::from_json(config.as_str(), "designer config")?;
+        let task_ctx: serde_json::Value = ffi::from_json(task_ctx.as_str(), "task context")?;
+        let ctx: BuildContext = ffi::from_json(ctx.as_str(), "build context")?;
+        let d = reg.designer(name.as_str())?.build(&cfg, &task_ctx, &ctx)?;
+        Ok(DesignerExport::new(reg.plugin, d).into_box())
+    })
+}

@@ -1,0 +1,1 @@
+//! Test harness for plugin authors (finite differences, invariants); see docs/writing-plugins.md.

@@ -1,0 +1,156 @@
+//! The safe interfaces a plugin implements: [`Task`] (a modality plus its downstream target)
+//! and [`Designer`] (φ: turns an unlabeled batch into a prediction problem).
+//!
+//! Plugins return losses; only the host runs backward and steps optimizers.
+
+use crate::{Batch, BatchSource, Construction, Result, State, TensorMap};
+use schemars::JsonSchema;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+/// Named scalar metrics, e.g. `feedback_loss`, `general_loss`, `pass@1`.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// One feedback set of a task (a labeled downstream target).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FeedbackSetInfo {
+    /// Name used in configs and metrics.
+    pub name: String,
+    /// Index of the unlabeled domain it pairs with under domain-matched alignment.
+    pub domain: u32,
+}
+
+/// What a built task tells the host about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Construction kinds its `pretrain_loss` accepts (besides the baseline).
+    pub consumes: Vec<String>,
+    /// Names (from [`Task::parameters`]) of the alignment subset S ⊂ θ.
+    pub alignment: Vec<String>,
+    /// Names of its unlabeled domains (at least one).
+    pub domains: Vec<String>,
+    /// Its feedback sets (at least one).
+    pub feedback_sets: Vec<FeedbackSetInfo>,
+    /// What a designer needs to know to be built for this task (feature sizes, K, …).
+    pub designer_context: serde_json::Value,
+    /// Number of examples per unlabeled batch (the length of `pretrain_loss`'s output).
+    pub batch_size: usize,
+}
+
+/// What a built designer tells the host about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DesignerInfo {
+    /// The construction kind it produces.
+    pub produces: String,
+}
+
+/// Settings every task and designer is built with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildContext {
+    /// Seed for the component's own initialisation and data order.
+    pub seed: u64,
+    /// Device string: `cpu` or `cuda:N`.
+    pub device: String,
+}
+
+impl BuildContext {
+    /// The device as a tch `Device` (unknown strings fall back to CPU).
+    pub fn device(&self) -> tch::Device {
+        match self.device.strip_prefix("cuda") {
+            Some(rest) => tch::Device::Cuda(rest.trim_start_matches(':').parse().unwrap_or(0)),
+            None => tch::Device::Cpu,
+        }
+    }
+}
+
+/// A modality and its downstream target: learner θ, data streams, losses, evaluation.
+///
+/// Invariants the host relies on (and tests): `pretrain_loss` depends on the batch and the
+/// construction only; `feedback_loss` never changes θ; parameters are the live leaf tensors
+/// (the host updates them in place).
+pub trait Task: Send {
+    /// Static facts: kinds consumed, the subset S, domains, feedback sets.
+    fn info(&self) -> TaskInfo;
+    /// θ: the trainable learner parameters, by name (leaf tensors with `requires_grad`).
+    fn parameters(&self) -> Result<TensorMap>;
+    /// The next batch from `source`.
+    fn next_batch(&mut self, source: BatchSource) -> Result<Batch>;
+    /// What a designer sees of an unlabeled batch; detached from θ.
+    fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap>;
+    /// The self-supervised loss per example, shape (B,). A baseline construction means the
+    /// task's default recipe. Must be differentiable in θ and in the construction's tensors.
+    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor>;
+    /// L_down on a feedback batch: a scalar, differentiable in θ.
+    fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor>;
+    /// Called before each meta step (e.g. refit probe heads on frozen features).
+    fn prepare_feedback(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Called after each learner step (e.g. update an EMA teacher).
+    fn after_step(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+    /// Held-out metrics; must include `feedback_loss` and `general_loss`. `limit` caps the
+    /// number of evaluation examples.
+    fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics>;
+    /// Everything needed to resume exactly (buffers, data cursors; θ itself is saved by the host).
+    fn state(&self) -> Result<State>;
+    /// Restores what [`state`](Self::state) saved.
+    fn load_state(&mut self, state: State) -> Result<()>;
+}
+
+/// φ: decides how each unlabeled batch becomes a prediction problem.
+pub trait Designer: Send {
+    /// The kind it produces.
+    fn info(&self) -> DesignerInfo;
+    /// φ by name (leaf tensors with `requires_grad`); empty for fixed designers (controls).
+    fn parameters(&self) -> Result<TensorMap>;
+    /// Builds a construction from the task's design inputs, differentiable in φ.
+    fn construct(&mut self, inputs: &TensorMap) -> Result<Construction>;
+    /// R(φ, c): a scalar regulariser, or `None`.
+    fn regularizer(&mut self, _construction: &Construction) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// State beyond φ (φ itself is saved by the host).
+    fn state(&self) -> Result<State> {
+        Ok(State::default())
+    }
+    /// Restores what [`state`](Self::state) saved.
+    fn load_state(&mut self, _state: State) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A task type a plugin exports: a name, a typed config (its schema is shown by `vpt schema`),
+/// and a constructor.
+pub trait TaskFactory {
+    /// Name used in configs (`task.name`).
+    const NAME: &'static str;
+    /// One line for `vpt plugins list`.
+    const DESCRIPTION: &'static str;
+    /// Construction kinds it consumes (known before building, for config-time checks).
+    const CONSUMES: &'static [&'static str];
+    /// Its config; `#[serde(deny_unknown_fields)]` is expected.
+    type Config: DeserializeOwned + JsonSchema;
+    /// Builds the task.
+    fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>>;
+}
+
+/// A designer type a plugin exports.
+pub trait DesignerFactory {
+    /// Name used in configs (`designer.name`).
+    const NAME: &'static str;
+    /// One line for `vpt plugins list`.
+    const DESCRIPTION: &'static str;
+    /// The construction kind it produces.
+    const PRODUCES: &'static str;
+    /// Its config; `#[serde(deny_unknown_fields)]` is expected.
+    type Config: DeserializeOwned + JsonSchema;
+    /// Builds the designer for a task whose [`TaskInfo::designer_context`] is `task_context`.
+    fn build(
+        config: Self::Config,
+        task_context: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Designer>>;
+}
