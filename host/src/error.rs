@@ -1,0 +1,104 @@
+//! The host's error enum: each variant names the plugin, config field, file or step involved.
+
+use std::path::PathBuf;
+
+/// The host's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the host reports to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A config value is wrong; `field` is its dotted path.
+    #[error("config field `{field}`: {message}")]
+    Config {
+        /// Dotted path, e.g. `meta.period`.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A plugin file could not be loaded (short, one-paragraph message).
+    #[error("cannot load plugin {}: {message}", path.display())]
+    Load {
+        /// The file we tried.
+        path: PathBuf,
+        /// Why, in a sentence or two (the full abi_stable report is behind --verbose).
+        message: String,
+    },
+    /// No plugin of that name was found on the search path.
+    #[error("no plugin named `{name}` found (searched: {searched})")]
+    PluginNotFound {
+        /// The plugin name from the config.
+        name: String,
+        /// The directories and files searched.
+        searched: String,
+    },
+    /// An error from a task, a designer or the SDK.
+    #[error(transparent)]
+    Sdk(#[from] vpt_sdk::Error),
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint or run directory is unusable.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A loss or gradient was NaN/inf where the run cannot continue.
+    #[error("non-finite {what} at step {step}")]
+    NonFinite {
+        /// Which quantity.
+        what: String,
+        /// Learner step.
+        step: u64,
+    },
+    /// A libtorch operation in the host failed.
+    #[error("{op}: {source}")]
+    Tch {
+        /// What the host was doing.
+        op: String,
+        /// The libtorch error.
+        #[source]
+        source: tch::TchError,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl Error {
+    /// A config error naming `field`.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { field: field.into(), message: message.into() }
+    }
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(source: tch::TchError) -> Self {
+        Error::Tch { op: "libtorch".into(), source }
+    }
+}
+
+/// Adds the name of the host operation to a libtorch error.
+pub trait HostTchContext<T> {
+    /// Wraps a `TchError` with `op`.
+    fn op(self, op: &str) -> Result<T>;
+}
+
+impl<T> HostTchContext<T> for std::result::Result<T, tch::TchError> {
+    fn op(self, op: &str) -> Result<T> {
+        self.map_err(|source| Error::Tch { op: op.into(), source })
+    }
+}

@@ -1,0 +1,18 @@
+//! vpt-host: the generic V-pretraining loop (DESIGN.md §1) for any task and designer a plugin
+//! provides, with value estimators, optimizers, budgets, checkpoints and reports.
+
+pub mod budget;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod estimators;
+pub mod loader;
+pub mod meta;
+pub mod optim;
+pub mod plot;
+pub mod report;
+pub mod train;
+pub mod value;
+
+pub use error::{Error, Result};
