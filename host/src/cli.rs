@@ -1,1 +1,146 @@
-//! TODO
+//! The `vpt` command line (clap). Every flag has a doc comment; `main.rs` only dispatches.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// vpt — V-pretraining: continued pretraining whose self-supervised task is designed by φ,
+/// steered by a small labeled feedback set.
+#[derive(Debug, Parser)]
+#[command(name = "vpt", version, about, long_about = None)]
+pub struct Cli {
+    /// Extra plugin files or directories (searched before VPT_PLUGIN_PATH and the defaults).
+    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
+    /// Show full error details (e.g. abi_stable's layout report).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Config file plus `--set` overrides, shared by the commands that read a config.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// The run config (TOML), e.g. examples/tiny.toml.
+    pub config: PathBuf,
+    /// Override a config value: `--set key.path=value` (repeatable; validated like the file).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train one run (one arm, one seed) under the config's budget.
+    Run {
+        /// Config and overrides (omit the config with --resume).
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Override a config value: `--set key.path=value`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Run directory (default: runs/<config stem>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its latest checkpoint (config from the run).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Stop after this many learner steps, as if interrupted (for testing resume).
+        #[arg(long, hide = true)]
+        halt_after: Option<u64>,
+    },
+    /// Evaluate a config's task (optionally from a checkpoint) and print the metrics as JSON.
+    Eval {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// A run directory (latest checkpoint) or a checkpoint directory.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Cap on evaluation examples.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Run arms × seeds under one budget and write report.md, report.json and SVG plots.
+    Compare {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Comma-separated arms: baseline, v, random_feedback, or names from [arms.*].
+        #[arg(long, value_delimiter = ',', default_value = "baseline,v,random_feedback")]
+        arms: Vec<String>,
+        /// Number of seeds per arm (run.seed, run.seed+1, …).
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// One-step value probe: predicted η·g_downᵀg_pre against the realised drop of L_down
+    /// after one plain gradient step, over many batches; prints Pearson r.
+    Probe {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Number of batches.
+        #[arg(long, default_value_t = 64)]
+        batches: usize,
+        /// Step size η of the plain gradient step.
+        #[arg(long, default_value_t = 1e-2)]
+        eta: f64,
+        /// Learner steps taken before probing (so θ is not at its initialisation).
+        #[arg(long, default_value_t = 0)]
+        warmup_steps: u64,
+        /// Write probe.json and a scatter plot here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Inspect plugins.
+    Plugins {
+        /// What to do.
+        #[command(subcommand)]
+        action: PluginsAction,
+    },
+    /// Print the JSON Schema of a task's or designer's config (`NAME` or `PLUGIN:NAME`), or of
+    /// the run config itself (`run`).
+    Schema {
+        /// Component name.
+        name: String,
+    },
+    /// Scaffold new things.
+    New {
+        /// What to create.
+        #[command(subcommand)]
+        what: NewWhat,
+    },
+}
+
+/// `vpt plugins …`.
+#[derive(Debug, Subcommand)]
+pub enum PluginsAction {
+    /// List plugins on the search path with their tasks, designers and schemas.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one plugin file and show its manifest, or a short reason it cannot load.
+    Inspect {
+        /// The plugin file.
+        path: PathBuf,
+    },
+}
+
+/// `vpt new …`.
+#[derive(Debug, Subcommand)]
+pub enum NewWhat {
+    /// Scaffold a designer plugin crate (builds outside the workspace against vpt-sdk).
+    Plugin {
+        /// Plugin name (a lowercase identifier).
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to the vpt-sdk crate the new plugin depends on (default: this checkout's sdk/).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}

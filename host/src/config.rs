@@ -1,1 +1,476 @@
-//! TODO
+//! The typed run config: defaults < file < `--set` overrides; validated before any plugin loads,
+//! with errors that name the field.
+
+use crate::{Error, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::Path};
+
+/// A whole run: what to train, how to steer it, and the budget.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed, budget, evaluation and checkpoint cadence, device.
+    pub run: RunSection,
+    /// The task (modality + downstream target) and its plugin.
+    pub task: ComponentSection,
+    /// The designer φ; absent or `enabled = false` means the baseline construction.
+    #[serde(default)]
+    pub designer: Option<DesignerSection>,
+    /// The value estimator and meta-step cadence.
+    #[serde(default)]
+    pub meta: MetaConfig,
+    /// Opt_θ: identical for every arm.
+    #[serde(default)]
+    pub learner: OptimConfig,
+    /// Opt_φ.
+    #[serde(default = "OptimConfig::designer_default")]
+    pub designer_optim: OptimConfig,
+    /// Extra arms for `vpt compare`: name → overrides.
+    #[serde(default)]
+    pub arms: BTreeMap<String, ArmConfig>,
+}
+
+/// `[run]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Base seed; the torch RNG is reseeded as a pure function of (seed, step).
+    #[serde(default)]
+    pub seed: u64,
+    /// Learner-step budget.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// Wall-clock budget in seconds (training and meta time; evaluation is not charged).
+    #[serde(default)]
+    pub wall_clock: Option<f64>,
+    /// Learner steps between evaluations (0: only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Seconds of charged time between evaluations under a wall-clock budget (0: off).
+    #[serde(default)]
+    pub eval_every_seconds: f64,
+    /// Cap on evaluation examples, passed to the task.
+    #[serde(default)]
+    pub eval_limit: Option<u64>,
+    /// Learner steps between checkpoints (0: only at the end).
+    #[serde(default)]
+    pub checkpoint_every: u64,
+    /// Checkpoints to keep (the newest ones).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Intra-op threads for libtorch (0: leave libtorch's default).
+    #[serde(default)]
+    pub threads: i32,
+}
+
+fn default_keep() -> usize {
+    2
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `[task]`: which plugin, which task, and the task's own config table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSection {
+    /// Plugin name (its manifest name).
+    pub plugin: String,
+    /// Component name inside the plugin.
+    pub name: String,
+    /// The component's config (validated by the plugin against its schema).
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+/// `[designer]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesignerSection {
+    /// False turns the designer off (the baseline construction).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Plugin name; defaults to the task's plugin.
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// Designer name inside the plugin.
+    pub name: String,
+    /// The designer's config.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[meta]`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetaConfig {
+    /// Value estimator: `exact`, `cosine`, `random_feedback` or `none` (no meta step).
+    #[serde(default = "default_estimator")]
+    pub estimator: String,
+    /// r: one meta step every `period` learner steps.
+    #[serde(default = "one")]
+    pub period: u64,
+    /// No meta step before this learner step.
+    #[serde(default)]
+    pub burn_in: u64,
+    /// λ, the weight of the designer's regulariser R(φ, c).
+    #[serde(default)]
+    pub lambda: f64,
+    /// Pair each feedback set with an unlabeled batch of its own domain and average the
+    /// alignments (the paper's domain-matched alignment).
+    #[serde(default)]
+    pub domain_matched: bool,
+    /// Feedback sets and weights ω_j; empty means every feedback set of the task, weight 1.
+    #[serde(default)]
+    pub feedback: Vec<FeedbackWeight>,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            estimator: default_estimator(),
+            period: 1,
+            burn_in: 0,
+            lambda: 0.0,
+            domain_matched: false,
+            feedback: vec![],
+        }
+    }
+}
+
+fn default_estimator() -> String {
+    "exact".into()
+}
+fn one() -> u64 {
+    1
+}
+
+/// One `[[meta.feedback]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackWeight {
+    /// Feedback set name (as the task lists it).
+    pub set: String,
+    /// ω_j.
+    #[serde(default = "unit")]
+    pub weight: f64,
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+/// An optimizer with a warmup + cosine schedule and global-norm clipping.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Optimizer: `adamw` or `sgd` (built-ins).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[serde(default)]
+    pub warmup: u64,
+    /// Cosine decay horizon in steps; default: `run.steps`, or constant after warmup when the
+    /// budget is wall-clock only.
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
+    /// Final LR as a fraction of the peak.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[serde(default)]
+    pub clip: f64,
+    /// Adam betas, or `[momentum, _]` for SGD.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Adam epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            optimizer: default_optimizer(),
+            lr: default_lr(),
+            warmup: 0,
+            decay_steps: None,
+            min_lr_ratio: default_min_lr_ratio(),
+            weight_decay: 0.0,
+            clip: 0.0,
+            betas: default_betas(),
+            eps: default_eps(),
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Default for Opt_φ: AdamW at 1e-3, constant.
+    pub fn designer_default() -> Self {
+        OptimConfig { lr: 1e-3, min_lr_ratio: 1.0, ..Default::default() }
+    }
+}
+
+fn default_optimizer() -> String {
+    "adamw".into()
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+/// `[arms.NAME]`: overrides that turn the config into one arm of a comparison.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArmConfig {
+    /// `key.path=value` overrides, applied after the file and before the command line.
+    pub set: Vec<String>,
+}
+
+/// Overrides of the built-in arms of `vpt compare`.
+pub fn builtin_arm(name: &str) -> Option<Vec<String>> {
+    match name {
+        "baseline" => Some(vec!["meta.estimator=none".into(), "designer.enabled=false".into()]),
+        "v" => Some(vec![]),
+        "random_feedback" => Some(vec!["meta.estimator=random_feedback".into()]),
+        _ => None,
+    }
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `overrides` (`key.path=value`), expands `${VAR}` in strings,
+    /// parses and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut doc: toml::Value = toml::from_str(&text)
+            .map_err(|e| Error::config("(file)", format!("{}: {}", path.display(), e.message())))?;
+        apply_overrides(&mut doc, overrides)?;
+        Self::from_toml(doc)
+    }
+
+    /// Parses an already-merged TOML document.
+    pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
+        expand_env(&mut doc)?;
+        let json = serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
+        let cfg: RunConfig = serde_path_to_error::deserialize(json)
+            .map_err(|e| Error::config(e.path().to_string(), e.into_inner().to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and combinations; every error names its field.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.run;
+        if r.steps.is_none() && r.wall_clock.is_none() {
+            return Err(Error::config("run.steps", "set a budget: run.steps or run.wall_clock"));
+        }
+        if r.steps == Some(0) {
+            return Err(Error::config("run.steps", "must be at least 1"));
+        }
+        if let Some(w) = r.wall_clock {
+            if !(w > 0.0 && w.is_finite()) {
+                return Err(Error::config("run.wall_clock", "must be a positive number of seconds"));
+            }
+        }
+        if !(r.device == "cpu" || r.device.starts_with("cuda")) {
+            return Err(Error::config("run.device", format!("`{}` is not `cpu` or `cuda:N`", r.device)));
+        }
+        if self.meta.period == 0 {
+            return Err(Error::config("meta.period", "must be at least 1"));
+        }
+        if !(self.meta.lambda >= 0.0 && self.meta.lambda.is_finite()) {
+            return Err(Error::config("meta.lambda", "must be a non-negative number"));
+        }
+        crate::estimators::lookup(&self.meta.estimator).map_err(|m| Error::config("meta.estimator", m))?;
+        for (i, f) in self.meta.feedback.iter().enumerate() {
+            if !(f.weight >= 0.0 && f.weight.is_finite()) {
+                return Err(Error::config(format!("meta.feedback[{i}].weight"), "must be a non-negative number"));
+            }
+        }
+        self.learner.validate("learner")?;
+        self.designer_optim.validate("designer_optim")?;
+        for (name, arm) in &self.arms {
+            for (i, s) in arm.set.iter().enumerate() {
+                if !s.contains('=') {
+                    return Err(Error::config(format!("arms.{name}.set[{i}]"), "expected `key.path=value`"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The designer section when the designer is on.
+    pub fn active_designer(&self) -> Option<&DesignerSection> {
+        self.designer.as_ref().filter(|d| d.enabled)
+    }
+
+    /// True when meta steps run (an estimator other than `none` and an active designer).
+    pub fn meta_enabled(&self) -> bool {
+        self.meta.estimator != "none" && self.active_designer().is_some()
+    }
+}
+
+impl OptimConfig {
+    fn validate(&self, section: &str) -> Result<()> {
+        crate::optim::lookup(&self.optimizer).map_err(|m| Error::config(format!("{section}.optimizer"), m))?;
+        let checks: [(&str, bool, &str); 5] = [
+            ("lr", self.lr >= 0.0 && self.lr.is_finite(), "must be a non-negative number"),
+            ("min_lr_ratio", (0.0..=1.0).contains(&self.min_lr_ratio), "must lie in [0, 1]"),
+            ("weight_decay", self.weight_decay >= 0.0, "must be non-negative"),
+            ("clip", self.clip >= 0.0, "must be non-negative (0 = off)"),
+            ("betas", self.betas.iter().all(|b| (0.0..1.0).contains(b)), "both must lie in [0, 1)"),
+        ];
+        for (field, ok, msg) in checks {
+            if !ok {
+                return Err(Error::config(format!("{section}.{field}"), msg));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies `key.path=value` overrides to a TOML tree. The value is parsed as a TOML value
+/// (number, bool, array, inline table, quoted string) and falls back to a bare string.
+pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()> {
+    for o in overrides {
+        let (key, raw) = o
+            .split_once('=')
+            .ok_or_else(|| Error::config(o.clone(), "an override must look like `key.path=value`"))?;
+        let value = parse_value(raw.trim());
+        let mut node = &mut *doc;
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = node
+                .as_table_mut()
+                .ok_or_else(|| Error::config(parts[..i].join("."), "is not a table, cannot set a key inside it"))?;
+            if i + 1 == parts.len() {
+                table.insert(part.to_string(), value.clone());
+                break;
+            }
+            node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+    }
+    Ok(())
+}
+
+/// Converts a JSON document (e.g. a run directory's `config.json`) to TOML, dropping nulls.
+pub fn json_to_toml(json: serde_json::Value) -> Result<toml::Value> {
+    fn strip(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip(v))).collect(),
+            serde_json::Value::Array(a) => a.into_iter().map(strip).collect(),
+            other => other,
+        }
+    }
+    serde_json::from_value(strip(json)).map_err(|e| Error::config("(file)", e.to_string()))
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Replaces `${VAR}` in every string with the environment variable's value.
+fn expand_env(v: &mut toml::Value) -> Result<()> {
+    match v {
+        toml::Value::String(s) => {
+            while let Some(start) = s.find("${") {
+                let end = s[start..].find('}').map(|e| start + e).ok_or_else(|| {
+                    Error::config("(string)", format!("unclosed `${{` in `{s}`"))
+                })?;
+                let var = &s[start + 2..end];
+                let val = std::env::var(var).map_err(|_| {
+                    Error::config("(string)", format!("`{s}` uses ${{{var}}}, which is not set in the environment"))
+                })?;
+                s.replace_range(start..=end, &val);
+            }
+            Ok(())
+        }
+        toml::Value::Array(a) => a.iter_mut().try_for_each(expand_env),
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| expand_env(v)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, overrides: &[&str]) -> Result<RunConfig> {
+        let mut doc: toml::Value = toml::from_str(text).unwrap();
+        apply_overrides(&mut doc, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        RunConfig::from_toml(doc)
+    }
+
+    const MINIMAL: &str = "[run]\nsteps = 10\n[task]\nplugin = \"tiny\"\nname = \"tiny\"\n";
+
+    #[test]
+    fn defaults_file_then_overrides() {
+        let c = parse(MINIMAL, &["meta.period=4", "task.config.dim=8", "run.device=cpu"]).unwrap();
+        assert_eq!(c.meta.period, 4);
+        assert_eq!(c.task.config["dim"], 8);
+        assert_eq!(c.learner.optimizer, "adamw");
+        assert_eq!(c.designer_optim.lr, 1e-3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse(MINIMAL, &["meta.period=0"]).unwrap_err().to_string();
+        assert!(e.contains("meta.period"), "{e}");
+        let e = parse(MINIMAL, &["meta.perod=3"]).unwrap_err().to_string();
+        assert!(e.contains("meta") && e.contains("perod"), "{e}");
+        let e = parse(MINIMAL, &["learner.lr=\"fast\""]).unwrap_err().to_string();
+        assert!(e.contains("learner.lr"), "{e}");
+        let e = parse(MINIMAL, &["meta.estimator=psychic"]).unwrap_err().to_string();
+        assert!(e.contains("meta.estimator") && e.contains("exact"), "{e}");
+        let e = parse("[run]\n[task]\nplugin=\"t\"\nname=\"t\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("run.steps"), "{e}");
+    }
+
+    #[test]
+    fn env_vars_expand_and_missing_ones_are_named() {
+        std::env::set_var("VPT_TEST_MODEL_PATH", "/m.gguf");
+        let c = parse(MINIMAL, &["task.config.model=\"${VPT_TEST_MODEL_PATH}\""]).unwrap();
+        assert_eq!(c.task.config["model"], "/m.gguf");
+        let e = parse(MINIMAL, &["task.config.model=\"${VPT_SURELY_UNSET_VAR}\""]).unwrap_err().to_string();
+        assert!(e.contains("VPT_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn builtin_arms() {
+        let c = parse(MINIMAL, &["designer.name=x"]).unwrap();
+        assert!(c.meta_enabled());
+        let mut doc: toml::Value = toml::from_str(MINIMAL).unwrap();
+        let mut ov = vec!["designer.name=x".to_string()];
+        ov.extend(builtin_arm("baseline").unwrap());
+        apply_overrides(&mut doc, &ov).unwrap();
+        assert!(!RunConfig::from_toml(doc).unwrap().meta_enabled());
+    }
+}

@@ -72,6 +72,17 @@ pub enum Error {
     /// Anything else.
     #[error("{0}")]
     Msg(String),
+    /// abi_stable's layout check refused a plugin whose ABI stamp matched this host: a short
+    /// summary for the user, and abi_stable's full report (hundreds of lines) for `--verbose`.
+    #[error("cannot load plugin {}: {message}", path.display())]
+    PluginAbi {
+        /// The plugin file.
+        path: PathBuf,
+        /// Which plugin, and what to rebuild.
+        message: String,
+        /// abi_stable's full report.
+        details: String,
+    },
 }
 
 impl Error {

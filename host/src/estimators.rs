@@ -1,1 +1,70 @@
-//! TODO
+//! Value estimators (DESIGN §1), registered with `inventory`: how g_down and g_pre become V.
+
+use crate::value::{cosine, dot, random_like_with_norm};
+use crate::Result;
+use tch::Tensor;
+
+/// A built-in value estimator.
+pub struct EstimatorEntry {
+    /// Config name (`meta.estimator`).
+    pub name: &'static str,
+    /// One line.
+    pub description: &'static str,
+    /// Turns the feedback gradient into the vector φ is aligned with (identity for all but
+    /// the random-feedback control).
+    pub feedback: fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
+    /// Align(g_down, g_pre) → V; `None` means no meta step (the baseline).
+    pub align: Option<fn(&[Tensor], &[Tensor]) -> Result<Tensor>>,
+}
+
+inventory::collect!(EstimatorEntry);
+
+/// The estimator called `name`, or a message listing the available ones.
+pub fn lookup(name: &str) -> std::result::Result<&'static EstimatorEntry, String> {
+    let all: Vec<&'static EstimatorEntry> = inventory::iter::<EstimatorEntry>.into_iter().collect();
+    all.iter().copied().find(|e| e.name == name).ok_or_else(|| {
+        let mut names: Vec<_> = all.iter().map(|e| e.name).collect();
+        names.sort();
+        format!("unknown estimator `{name}` (available: {})", names.join(", "))
+    })
+}
+
+fn identity(g: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    Ok(g)
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "exact",
+        description: "V = g_down · g_pre (the paper's one-step value)",
+        feedback: identity,
+        align: Some(dot),
+    }
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "cosine",
+        description: "V = cos(g_down, g_pre)",
+        feedback: identity,
+        align: Some(cosine),
+    }
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "random_feedback",
+        description: "control: g_down replaced by a random vector of the same norm",
+        feedback: random_like_with_norm,
+        align: Some(dot),
+    }
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "none",
+        description: "baseline: no meta step; the designer (if any) stays as initialised",
+        feedback: identity,
+        align: None,
+    }
+}

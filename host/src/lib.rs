@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod checkpoint;
+pub mod compare;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -11,7 +12,9 @@ pub mod loader;
 pub mod meta;
 pub mod optim;
 pub mod plot;
+pub mod probe;
 pub mod report;
+pub mod scaffold;
 pub mod train;
 pub mod value;
 

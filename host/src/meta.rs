@@ -1,1 +1,169 @@
-//! TODO
+//! The meta step (DESIGN §1, step 2): φ is moved to raise the alignment of the feedback
+//! gradient with the pretraining gradient. θ is never touched here.
+
+use crate::{error::HostTchContext, estimators::EstimatorEntry, optim::Optimizer, Result};
+use tch::{Kind, Tensor};
+use vpt_sdk::{Batch, BatchSource, Construction, Designer, Task, TensorMap, KIND_EXAMPLE_WEIGHTS};
+
+/// One feedback set in use: its index in the task, ω_j, and the domain it pairs with.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedbackSlot {
+    /// Index into `TaskInfo::feedback_sets`.
+    pub set: u32,
+    /// ω_j.
+    pub weight: f64,
+    /// Its unlabeled domain (for domain-matched alignment).
+    pub domain: u32,
+}
+
+/// What a meta step measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MetaOutcome {
+    /// V, the (mean) alignment.
+    pub value: f64,
+    /// cos(g_down, g_pre) of the (first) pair, for diagnostics.
+    pub cos: f64,
+    /// ‖g_down‖ (after the estimator's transform).
+    pub g_down_norm: f64,
+    /// ‖g_pre‖.
+    pub g_pre_norm: f64,
+    /// R(φ, c) (0 when the designer has none).
+    pub regularizer: f64,
+    /// True when a non-finite value or gradient made us skip the φ update.
+    pub skipped: bool,
+}
+
+/// Everything a meta step reads.
+pub struct MetaStep<'a> {
+    /// The task (θ lives in it).
+    pub task: &'a mut dyn Task,
+    /// The designer φ.
+    pub designer: &'a mut dyn Designer,
+    /// θ_S, the alignment subset.
+    pub s: &'a TensorMap,
+    /// φ.
+    pub phi: &'a TensorMap,
+    /// The feedback sets and weights.
+    pub feedback: &'a [FeedbackSlot],
+    /// Value estimator.
+    pub estimator: &'static EstimatorEntry,
+    /// λ.
+    pub lambda: f64,
+    /// Domain-matched pairs instead of one weighted sum.
+    pub domain_matched: bool,
+}
+
+impl MetaStep<'_> {
+    /// Runs one meta step on the learner's unlabeled batches (one per domain) and updates φ.
+    pub fn run(self, unlabeled: &[Batch], opt_phi: &mut dyn Optimizer, lr_phi: f64) -> Result<MetaOutcome> {
+        let align = self.estimator.align.ok_or_else(|| crate::Error::Msg("estimator has no alignment".into()))?;
+        let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
+
+        // g_down = detach(∇_S L_down(θ; B_f^j)) per feedback set, B_f sampled independently of B_u
+        self.task.prepare_feedback()?;
+        let mut g_sets = Vec::with_capacity(self.feedback.len());
+        for f in self.feedback {
+            let b_f = self.task.next_batch(BatchSource::Feedback { set: f.set })?;
+            let l_down = self.task.feedback_loss(&b_f)?;
+            g_sets.push(grad(&l_down, &s, false)?.into_iter().map(|g| g.detach()).collect::<Vec<_>>());
+        }
+
+        // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
+        let pairs: Vec<(Vec<Tensor>, Vec<&Batch>)> = if self.domain_matched {
+            self.feedback.iter().zip(g_sets).map(|(f, g)| (g, domain_batches(unlabeled, f.domain))).collect()
+        } else {
+            vec![(weighted_sum(&g_sets, self.feedback), unlabeled.iter().collect())]
+        };
+
+        let mut out = MetaOutcome::default();
+        let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
+        for (i, (g_down, batches)) in pairs.into_iter().enumerate() {
+            let g_down = (self.estimator.feedback)(g_down)?;
+            // c = designer(inputs(B_u)) with grad enabled for φ
+            let mut constructions = Vec::with_capacity(batches.len());
+            for b in &batches {
+                let inputs = tch::no_grad(|| self.task.design_inputs(b))?;
+                constructions.push(self.designer.construct(&inputs)?);
+            }
+            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true
+            let l_pre = pretrain_objective(self.task, &batches, &constructions)?;
+            let g_pre = grad(&l_pre, &s, true)?;
+            // V = Align(g_down, g_pre)
+            values.push(align(&g_down, &g_pre)?);
+            if i == 0 {
+                out.g_down_norm = crate::optim::global_norm(&g_down)?;
+                out.g_pre_norm = crate::optim::global_norm(&g_pre)?;
+                out.cos = crate::value::cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
+            }
+            for c in &constructions {
+                if let Some(r) = self.designer.regularizer(c)? {
+                    let r = r.f_to_kind(Kind::Double)?;
+                    reg = Some(match reg {
+                        Some(acc) => acc + r,
+                        None => r,
+                    });
+                }
+            }
+        }
+
+        // L_meta = −V + λ·R(φ, c)
+        let v = Tensor::f_stack(&values, 0)?.f_mean(Kind::Double)?;
+        let mut l_meta = -&v;
+        if let Some(r) = &reg {
+            out.regularizer = r.f_double_value(&[])?;
+            l_meta = l_meta + r * self.lambda;
+        }
+        out.value = v.f_double_value(&[])?;
+
+        // φ ← Opt_φ(∇_φ L_meta); a non-finite value or gradient skips the update
+        let phi: Vec<Tensor> = self.phi.tensors().map(Tensor::shallow_clone).collect();
+        let g_phi = grad(&l_meta, &phi, false)?;
+        if !out.value.is_finite() || !crate::optim::global_norm(&g_phi)?.is_finite() {
+            out.skipped = true;
+            return Ok(out);
+        }
+        opt_phi.step(self.phi, &g_phi, lr_phi)?;
+        Ok(out)
+    }
+}
+
+/// ∂y/∂xs without touching `.grad`; inputs that `y` does not depend on get zeros.
+pub fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
+    let gs = Tensor::f_run_backward(&[y], xs, create_graph, create_graph).op("backward")?;
+    Ok(gs.into_iter().zip(xs).map(|(g, x)| if g.defined() { g } else { x.zeros_like() }).collect())
+}
+
+/// L_pre(θ; B_u, c): the mean per-example loss over the batches, weighted by the
+/// construction when it carries example weights (the host applies those itself).
+pub fn pretrain_objective(task: &mut dyn Task, batches: &[&Batch], constructions: &[Construction]) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (b, c) in batches.iter().zip(constructions) {
+        let loss = if c.kind == KIND_EXAMPLE_WEIGHTS {
+            let per_example = task.pretrain_loss(b, &Construction::baseline())?;
+            let w = c.tensors.require("weights")?.f_to_kind(per_example.kind())?;
+            (per_example * w).f_mean(Kind::Double)?
+        } else {
+            task.pretrain_loss(b, c)?.f_mean(Kind::Double)?
+        };
+        total = Some(match total {
+            Some(t) => t + loss,
+            None => loss,
+        });
+    }
+    let total = total.ok_or_else(|| crate::Error::Msg("no unlabeled batch".into()))?;
+    Ok(total / batches.len() as f64)
+}
+
+fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
+    let mut acc: Vec<Tensor> = g_sets[0].iter().map(|g| g * slots[0].weight).collect();
+    for (g, f) in g_sets.iter().zip(slots).skip(1) {
+        for (a, x) in acc.iter_mut().zip(g) {
+            *a = &*a + x * f.weight;
+        }
+    }
+    acc
+}
+
+fn domain_batches(unlabeled: &[Batch], domain: u32) -> Vec<&Batch> {
+    unlabeled.iter().filter(|b| b.source == BatchSource::Unlabeled { domain }).collect()
+}

@@ -1,1 +1,483 @@
-//! TODO
+//! The outer loop (DESIGN §1): batches, meta steps, the learner step, budget, evaluation,
+//! checkpoints and metrics. The meta step itself lives in `meta.rs`.
+
+use crate::{
+    budget::{is_meta_step, step_seed, Budget},
+    checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
+    config::RunConfig,
+    error::HostTchContext,
+    estimators::{self, EstimatorEntry},
+    loader::Plugins,
+    meta::{grad, pretrain_objective, FeedbackSlot, MetaOutcome, MetaStep},
+    optim::{self, clip_global_norm, lr_at, Optimizer},
+    Error, Result,
+};
+use serde::Serialize;
+use std::{path::{Path, PathBuf}, time::Instant};
+use tch::{Kind, Tensor};
+use vpt_sdk::{Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS};
+
+/// Consecutive non-finite learner losses after which the run stops with an error.
+const MAX_NONFINITE_IN_A_ROW: u64 = 10;
+
+/// Counters reported with every evaluation.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Meta steps run.
+    pub meta_steps: u64,
+    /// Meta steps skipped because V or ∇φ was not finite.
+    pub meta_skipped: u64,
+    /// Learner steps skipped because the loss was not finite.
+    pub learner_skipped: u64,
+    /// Current run of non-finite learner losses.
+    pub nonfinite_in_a_row: u64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Record {
+    /// After each learner step.
+    Train {
+        /// Learner steps completed.
+        step: u64,
+        /// Charged seconds so far.
+        seconds: f64,
+        /// Learner LR used.
+        lr: f64,
+        /// L_pre of the step (NaN when skipped).
+        pretrain_loss: f64,
+        /// The meta step before it, if any.
+        meta: Option<MetaOutcome>,
+    },
+    /// After each evaluation.
+    Eval {
+        /// Learner steps completed.
+        step: u64,
+        /// Charged seconds so far.
+        seconds: f64,
+        /// The task's metrics plus the host counters.
+        metrics: Metrics,
+    },
+}
+
+/// A built run: task, designer, parameters, optimizers and position.
+pub struct Session {
+    /// The resolved config.
+    pub cfg: RunConfig,
+    task: Box<dyn Task>,
+    designer: Option<Box<dyn Designer>>,
+    info: TaskInfo,
+    theta: TensorMap,
+    s: TensorMap,
+    phi: TensorMap,
+    opt_theta: Box<dyn Optimizer>,
+    opt_phi: Box<dyn Optimizer>,
+    estimator: &'static EstimatorEntry,
+    feedback: Vec<FeedbackSlot>,
+    /// Learner steps completed.
+    pub step: u64,
+    /// Charged seconds (learner + meta).
+    pub seconds: f64,
+    /// Skip/step counters.
+    pub counters: Counters,
+}
+
+impl Session {
+    /// Loads the plugins the config names, builds task and designer, checks kinds and S.
+    pub fn build(cfg: RunConfig, plugins: &mut Plugins) -> Result<Session> {
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads);
+        }
+        let ctx = BuildContext { seed: cfg.run.seed, device: cfg.run.device.clone() };
+        let task_plugin = plugins.get(&cfg.task.plugin)?;
+        let consumes = task_plugin
+            .manifest
+            .tasks
+            .iter()
+            .find(|t| t.name == cfg.task.name)
+            .map(|t| t.kinds.clone())
+            .ok_or_else(|| Error::config("task.name", format!("plugin `{}` has no task `{}`", cfg.task.plugin, cfg.task.name)))?;
+        let task: Box<dyn Task> = Box::new(task_plugin.new_task(&cfg.task.name, &cfg.task.config, &ctx).map_err(|e| prefix_field(e, "task.config"))?);
+        let info = task.info();
+
+        let designer: Option<Box<dyn Designer>> = match cfg.active_designer() {
+            None => None,
+            Some(d) => {
+                let plugin = plugins.get(d.plugin.as_deref().unwrap_or(&cfg.task.plugin))?;
+                let produces = plugin.manifest.designers.iter().find(|m| m.name == d.name).map(|m| m.kinds.clone());
+                let produces = produces.ok_or_else(|| Error::config("designer.name", format!("plugin `{}` has no designer `{}`", plugin.manifest.plugin, d.name)))?;
+                let kind = produces.first().cloned().unwrap_or_default();
+                if kind != KIND_EXAMPLE_WEIGHTS && !consumes.contains(&kind) {
+                    return Err(Error::config("designer.name", format!(
+                        "designer `{}` produces `{kind}`, but task `{}` consumes only [{}] (and {KIND_EXAMPLE_WEIGHTS})",
+                        d.name, cfg.task.name, consumes.join(", "))));
+                }
+                Some(Box::new(plugin.new_designer(&d.name, &d.config, &info.designer_context, &ctx).map_err(|e| prefix_field(e, "designer.config"))?))
+            }
+        };
+
+        // θ: the trainable learner parameters; S ⊂ θ; φ.
+        let theta: TensorMap = task.parameters()?.into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        for name in &info.alignment {
+            if theta.get(name).is_none() {
+                return Err(Error::Msg(format!("task `{}`: alignment parameter `{name}` is not a trainable parameter", cfg.task.name)));
+            }
+        }
+        let s = theta.select(&info.alignment)?;
+        let phi = match &designer {
+            Some(d) => d.parameters()?,
+            None => TensorMap::new(),
+        };
+
+        let feedback = feedback_slots(&cfg, &info)?;
+        let estimator = estimators::lookup(&cfg.meta.estimator).map_err(|m| Error::config("meta.estimator", m))?;
+        Ok(Session {
+            opt_theta: optim::build(&cfg.learner)?,
+            opt_phi: optim::build(&cfg.designer_optim)?,
+            cfg,
+            task,
+            designer,
+            info,
+            theta,
+            s,
+            phi,
+            estimator,
+            feedback,
+            step: 0,
+            seconds: 0.0,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The task's info.
+    pub fn info(&self) -> &TaskInfo {
+        &self.info
+    }
+
+    /// θ (trainable learner parameters).
+    pub fn theta(&self) -> &TensorMap {
+        &self.theta
+    }
+
+    /// θ_S.
+    pub fn alignment_subset(&self) -> &TensorMap {
+        &self.s
+    }
+
+    /// The task, for probes and tests.
+    pub fn task_mut(&mut self) -> &mut dyn Task {
+        self.task.as_mut()
+    }
+
+    fn meta_due(&self) -> bool {
+        self.estimator.align.is_some()
+            && !self.phi.is_empty()
+            && is_meta_step(self.step, self.cfg.meta.burn_in, self.cfg.meta.period)
+    }
+
+    /// The unlabeled batches of one learner step (one per domain).
+    pub fn next_unlabeled(&mut self) -> Result<Vec<Batch>> {
+        (0..self.info.domains.len() as u32)
+            .map(|domain| Ok(self.task.next_batch(BatchSource::Unlabeled { domain })?))
+            .collect()
+    }
+
+    /// c = detach(designer(inputs(B_u))) under no_grad: what the learner step trains on.
+    pub fn learner_constructions(&mut self, batches: &[Batch]) -> Result<Vec<Construction>> {
+        tch::no_grad(|| {
+            batches
+                .iter()
+                .map(|b| match self.designer.as_mut() {
+                    None => Ok(Construction::baseline()),
+                    Some(d) => Ok(d.construct(&self.task.design_inputs(b)?)?.detached()),
+                })
+                .collect()
+        })
+    }
+
+    /// One learner step (preceded by a meta step when due). Returns its record.
+    pub fn train_step(&mut self) -> Result<Record> {
+        let started = Instant::now();
+        let seed = step_seed(self.cfg.run.seed, self.step);
+        tch::manual_seed(seed);
+        // 1. B_u ← next unlabeled batch
+        let batches = self.next_unlabeled()?;
+
+        // 2. meta step: φ moves, θ does not
+        let meta = if self.meta_due() {
+            let designer = self.designer.as_deref_mut().expect("meta_due implies a designer");
+            let out = MetaStep {
+                task: self.task.as_mut(),
+                designer,
+                s: &self.s,
+                phi: &self.phi,
+                feedback: &self.feedback,
+                estimator: self.estimator,
+                lambda: self.cfg.meta.lambda,
+                domain_matched: self.cfg.meta.domain_matched,
+            }
+            .run(&batches, self.opt_phi.as_mut(), lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None))?;
+            self.counters.meta_steps += 1;
+            self.counters.meta_skipped += out.skipped as u64;
+            Some(out)
+        } else {
+            None
+        };
+
+        // 3. c = detach(designer(inputs(B_u))); the learner's randomness does not depend on
+        //    whether a meta step ran (reseeded).
+        tch::manual_seed(seed ^ 0x1EA5);
+        let constructions = self.learner_constructions(&batches)?;
+
+        // 4. θ ← Opt_θ(∇θ L_pre(θ; B_u, c)), the baseline's optimizer and schedule
+        let lr = lr_at(self.step, &self.cfg.learner, self.cfg.run.steps);
+        let refs: Vec<&Batch> = batches.iter().collect();
+        let loss = pretrain_objective(self.task.as_mut(), &refs, &constructions)?;
+        let loss_value = loss.f_double_value(&[]).op("pretrain loss")?;
+        if loss_value.is_finite() {
+            let theta: Vec<Tensor> = self.theta.tensors().map(Tensor::shallow_clone).collect();
+            let mut grads = grad(&loss, &theta, false)?;
+            let norm = clip_global_norm(&mut grads, self.cfg.learner.clip)?;
+            if norm.is_finite() {
+                self.opt_theta.step(&self.theta, &grads, lr)?;
+                self.counters.nonfinite_in_a_row = 0;
+            } else {
+                self.skip_learner_step()?;
+            }
+        } else {
+            self.skip_learner_step()?;
+        }
+        self.task.after_step(self.step)?;
+
+        self.step += 1;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(Record::Train { step: self.step, seconds: self.seconds, lr, pretrain_loss: loss_value, meta })
+    }
+
+    fn skip_learner_step(&mut self) -> Result<()> {
+        self.counters.learner_skipped += 1;
+        self.counters.nonfinite_in_a_row += 1;
+        if self.counters.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW {
+            return Err(Error::NonFinite { what: format!("pretraining loss or gradient ({MAX_NONFINITE_IN_A_ROW} steps in a row; θ left as it was)"), step: self.step });
+        }
+        Ok(())
+    }
+
+    /// Evaluates the task (not charged to the budget) and adds the host counters.
+    pub fn evaluate(&mut self) -> Result<Metrics> {
+        tch::manual_seed(step_seed(self.cfg.run.seed ^ 0xE7A1, self.step));
+        let mut m = self.task.evaluate(self.cfg.run.eval_limit)?;
+        m.insert("meta_steps".into(), self.counters.meta_steps as f64);
+        m.insert("meta_skipped".into(), self.counters.meta_skipped as f64);
+        m.insert("learner_skipped".into(), self.counters.learner_skipped as f64);
+        Ok(m)
+    }
+
+    /// Everything resume needs.
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let mut tensors = TensorMap::new();
+        add_prefixed(&mut tensors, "theta", &self.theta);
+        add_prefixed(&mut tensors, "phi", &self.phi);
+        add_prefixed(&mut tensors, "opt_theta", &self.opt_theta.state());
+        add_prefixed(&mut tensors, "opt_phi", &self.opt_phi.state());
+        let task_state = self.task.state()?;
+        add_prefixed(&mut tensors, "task", &task_state.tensors);
+        let designer_state = match &self.designer {
+            Some(d) => d.state()?,
+            None => Default::default(),
+        };
+        add_prefixed(&mut tensors, "designer", &designer_state.tensors);
+        let state = serde_json::json!({
+            "seconds": self.seconds,
+            "counters": self.counters,
+            "task": task_state.json,
+            "designer": designer_state.json,
+            "config": self.cfg,
+        });
+        Ok(Checkpoint { step: self.step, tensors, state })
+    }
+
+    /// Restores a checkpoint into this (freshly built) session.
+    pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        copy_into(&self.theta, &with_prefix(&ckpt.tensors, "theta"), "theta")?;
+        copy_into(&self.phi, &with_prefix(&ckpt.tensors, "phi"), "phi")?;
+        let opt_theta = with_prefix(&ckpt.tensors, "opt_theta");
+        if !opt_theta.is_empty() {
+            self.opt_theta.load_state(&opt_theta)?;
+        }
+        let opt_phi = with_prefix(&ckpt.tensors, "opt_phi");
+        if !opt_phi.is_empty() {
+            self.opt_phi.load_state(&opt_phi)?;
+        }
+        self.task.load_state(vpt_sdk::State { json: ckpt.state["task"].clone(), tensors: with_prefix(&ckpt.tensors, "task") })?;
+        if let Some(d) = self.designer.as_mut() {
+            d.load_state(vpt_sdk::State { json: ckpt.state["designer"].clone(), tensors: with_prefix(&ckpt.tensors, "designer") })?;
+        }
+        self.step = ckpt.step;
+        self.seconds = ckpt.state["seconds"].as_f64().unwrap_or(0.0);
+        self.counters = serde_json::from_value(ckpt.state["counters"].clone()).unwrap_or_default();
+        Ok(())
+    }
+}
+
+/// Maps `feedback` config entries (or all sets) to slots; errors name the set.
+fn feedback_slots(cfg: &RunConfig, info: &TaskInfo) -> Result<Vec<FeedbackSlot>> {
+    if info.feedback_sets.is_empty() {
+        return Err(Error::Msg("the task declares no feedback set".into()));
+    }
+    if cfg.meta.feedback.is_empty() {
+        return Ok(info.feedback_sets.iter().enumerate().map(|(i, f)| FeedbackSlot { set: i as u32, weight: 1.0, domain: f.domain }).collect());
+    }
+    cfg.meta
+        .feedback
+        .iter()
+        .enumerate()
+        .map(|(i, fw)| {
+            let idx = info.feedback_sets.iter().position(|f| f.name == fw.set).ok_or_else(|| {
+                let names: Vec<_> = info.feedback_sets.iter().map(|f| f.name.as_str()).collect();
+                Error::config(format!("meta.feedback[{i}].set"), format!("no feedback set `{}` (the task has: {})", fw.set, names.join(", ")))
+            })?;
+            Ok(FeedbackSlot { set: idx as u32, weight: fw.weight, domain: info.feedback_sets[idx].domain })
+        })
+        .collect()
+}
+
+fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
+    tch::no_grad(|| {
+        for (name, t) in live.iter() {
+            let src = saved.get(name).ok_or_else(|| Error::Msg(format!("checkpoint has no {what} tensor `{name}` (was the architecture changed?)")))?;
+            if src.size() != t.size() {
+                return Err(Error::Msg(format!("checkpoint {what} tensor `{name}` has shape {:?}, the model has {:?}", src.size(), t.size())));
+            }
+            t.shallow_clone().f_copy_(src).op("restore")?;
+        }
+        Ok(())
+    })
+}
+
+/// Prefixes a plugin config error's field with the config section it came from.
+fn prefix_field(e: Error, section: &str) -> Error {
+    match e {
+        Error::Sdk(vpt_sdk::Error::Plugin(p)) if p.kind == vpt_sdk::ErrorKind::Config => {
+            let msg = p.message.to_string();
+            let msg = msg.strip_prefix("config field `").map(|rest| format!("config field `{section}.{rest}")).unwrap_or(msg);
+            Error::Msg(format!("plugin `{}`: {msg}", p.plugin))
+        }
+        other => other,
+    }
+}
+
+/// A run directory: resolved config, `metrics.jsonl`, checkpoints.
+pub struct RunDir {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `path` and writes the resolved config into it.
+    pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
+        checkpoint::atomic_write(&path.join("config.json"), &json)?;
+        Ok(RunDir { path: path.to_path_buf() })
+    }
+
+    /// Appends one record to `metrics.jsonl`.
+    pub fn log(&self, record: &Record) -> Result<()> {
+        use std::io::Write;
+        let p = self.path.join("metrics.jsonl");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
+        let line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&p, e))
+    }
+
+    /// Drops records after learner step `step` (on resume, so the log matches an uninterrupted run).
+    pub fn truncate_after(&self, step: u64) -> Result<()> {
+        let p = self.path.join("metrics.jsonl");
+        let Ok(text) = std::fs::read_to_string(&p) else { return Ok(()) };
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        checkpoint::atomic_write(&p, kept.as_bytes())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Learner steps completed.
+    pub steps: u64,
+    /// Charged seconds.
+    pub seconds: f64,
+    /// The final evaluation.
+    pub metrics: Metrics,
+}
+
+/// Runs `session` until its budget is spent (or `halt_after` steps, to simulate an interruption
+/// in tests), evaluating and checkpointing on schedule; finishes with an evaluation and a
+/// checkpoint.
+pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
+    let cfg = session.cfg.run.clone();
+    let budget = Budget { steps: cfg.steps, wall_clock: cfg.wall_clock };
+    let bar = progress_bar(&budget);
+    if session.step == 0 {
+        let metrics = session.evaluate()?;
+        dir.log(&Record::Eval { step: 0, seconds: 0.0, metrics })?;
+    }
+    let mut next_eval_seconds = session.seconds + cfg.eval_every_seconds;
+    while !budget.exhausted(session.step, session.seconds) {
+        let record = session.train_step()?;
+        if let Record::Train { pretrain_loss, meta, .. } = &record {
+            let v = meta.as_ref().map(|m| format!(" V {:+.3e}", m.value)).unwrap_or_default();
+            bar.set_message(format!("step {} loss {pretrain_loss:.4}{v}", session.step));
+        }
+        bar.set_position((budget.fraction(session.step, session.seconds) * 1000.0) as u64);
+        dir.log(&record)?;
+        let done = budget.exhausted(session.step, session.seconds);
+        let eval_due = (cfg.eval_every > 0 && session.step % cfg.eval_every == 0)
+            || (cfg.eval_every_seconds > 0.0 && session.seconds >= next_eval_seconds);
+        if eval_due && !done {
+            next_eval_seconds = session.seconds + cfg.eval_every_seconds;
+            let metrics = session.evaluate()?;
+            dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics })?;
+        }
+        if cfg.checkpoint_every > 0 && session.step % cfg.checkpoint_every == 0 && !done {
+            checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
+        }
+        if halt_after == Some(session.step) {
+            bar.abandon_with_message("halted (--halt-after)");
+            return Ok(RunSummary { steps: session.step, seconds: session.seconds, metrics: Metrics::new() });
+        }
+    }
+    bar.finish_and_clear();
+    let metrics = session.evaluate()?;
+    dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics: metrics.clone() })?;
+    checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
+    let summary = RunSummary { steps: session.step, seconds: session.seconds, metrics };
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Msg(e.to_string()))?;
+    checkpoint::atomic_write(&dir.path.join("summary.json"), &json)?;
+    Ok(summary)
+}
+
+fn progress_bar(budget: &Budget) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(1000);
+    let unit = match (budget.steps, budget.wall_clock) {
+        (_, Some(w)) => format!("of {w:.0}s"),
+        (Some(s), None) => format!("of {s} steps"),
+        _ => String::new(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{bar:30}}] {{percent}}% {unit} {{msg}}"))
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Cheap scalar of a tensor for logging.
+pub fn scalar(t: &Tensor) -> f64 {
+    t.f_to_kind(Kind::Double).and_then(|t| t.f_double_value(&[])).unwrap_or(f64::NAN)
+}

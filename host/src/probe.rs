@@ -1,0 +1,74 @@
+//! `vpt probe`: the one-step value probe. For many batches, the predicted change
+//! η·g_downᵀg_pre is compared with the realised drop of L_down after one plain gradient step
+//! θ_S ← θ_S − η·g_pre; the paper reports Pearson r = 0.657.
+
+use crate::{
+    error::HostTchContext,
+    meta::{grad, pretrain_objective},
+    train::Session,
+    value::pearson,
+    Result,
+};
+use serde::Serialize;
+use tch::Tensor;
+use vpt_sdk::{Batch, BatchSource};
+
+/// One probed batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbePoint {
+    /// η·g_downᵀg_pre.
+    pub predicted: f64,
+    /// L_down(θ) − L_down(θ − η·g_pre) on the same feedback batch.
+    pub realised: f64,
+}
+
+/// The probe's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    /// Per-batch points.
+    pub points: Vec<ProbePoint>,
+    /// Pearson correlation of predicted and realised.
+    pub pearson_r: f64,
+    /// η.
+    pub eta: f64,
+}
+
+/// Probes `batches` unlabeled batches of the session's task with step size `eta`. θ is left
+/// exactly as it was.
+pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeResult> {
+    let s: Vec<Tensor> = session.alignment_subset().tensors().map(Tensor::shallow_clone).collect();
+    let mut points = Vec::with_capacity(batches);
+    let bar = indicatif::ProgressBar::new(batches as u64);
+    for _ in 0..batches {
+        let b_u = session.next_unlabeled()?;
+        let c = session.learner_constructions(&b_u)?;
+        let task = session.task_mut();
+        let b_f: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
+        let l_down = task.feedback_loss(&b_f)?;
+        let l0 = l_down.f_double_value(&[]).op("probe")?;
+        let g_down = grad(&l_down, &s, false)?;
+        let refs: Vec<&Batch> = b_u.iter().collect();
+        let g_pre = grad(&pretrain_objective(task, &refs, &c)?, &s, false)?;
+        let predicted = eta * crate::value::dot(&g_down, &g_pre)?.f_double_value(&[]).op("probe")?;
+        // θ_S ← θ_S − η g_pre, measure, restore exactly
+        let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
+        tch::no_grad(|| -> Result<()> {
+            for (p, g) in s.iter().zip(&g_pre) {
+                let _ = p.shallow_clone().f_sub_(&(g * eta)).op("probe step")?;
+            }
+            Ok(())
+        })?;
+        let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?.f_double_value(&[]).op("probe")?;
+        tch::no_grad(|| -> Result<()> {
+            for (p, v) in s.iter().zip(&saved) {
+                p.shallow_clone().f_copy_(v).op("probe restore")?;
+            }
+            Ok(())
+        })?;
+        points.push(ProbePoint { predicted, realised: l0 - l1 });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let (x, y): (Vec<f64>, Vec<f64>) = points.iter().map(|p| (p.predicted, p.realised)).unzip();
+    Ok(ProbeResult { pearson_r: pearson(&x, &y), points, eta })
+}

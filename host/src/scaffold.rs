@@ -1,0 +1,47 @@
+//! `vpt new plugin NAME`: writes a designer-plugin crate from `examples/designer-template`
+//! (embedded at build time, so the template and the scaffold never drift apart).
+
+use crate::{Error, Result};
+use std::path::Path;
+
+const TEMPLATE_CARGO: &str = include_str!("../../examples/designer-template/Cargo.toml");
+const TEMPLATE_LIB: &str = include_str!("../../examples/designer-template/src/lib.rs");
+const TEMPLATE_README: &str = include_str!("../../examples/designer-template/README.md");
+/// The template's own name, replaced by the new plugin's name.
+const TEMPLATE_NAME: &str = "designer_template";
+
+/// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: this checkout's sdk/).
+pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        return Err(Error::config("NAME", format!("`{name}` must be a lowercase identifier (a-z, 0-9, _)")));
+    }
+    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Error::Msg(format!("{} already exists and is not empty", dir.display())));
+    }
+    let sdk = match sdk {
+        Some(p) => p.to_path_buf(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+    };
+    let sdk = sdk.canonicalize().map_err(|e| Error::io(&sdk, e))?;
+    let cargo = TEMPLATE_CARGO
+        .replace(TEMPLATE_NAME, name)
+        .replace("designer-template", &name.replace('_', "-"))
+        .replace("../../sdk", &sdk.display().to_string());
+    let files = [
+        ("Cargo.toml", cargo),
+        ("src/lib.rs", TEMPLATE_LIB.replace(TEMPLATE_NAME, name)),
+        ("README.md", TEMPLATE_README.replace(TEMPLATE_NAME, name)),
+        ("build.rs", include_str!("../../examples/designer-template/build.rs").to_string()),
+    ];
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
