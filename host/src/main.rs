@@ -78,8 +78,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let result = probe::probe(&mut session, batches, eta)?;
             println!(
-                "one-step value probe over {batches} batches (eta {eta}): Pearson r = {:.3}",
-                result.pearson_r
+                "one-step value probe over {batches} batches (eta {eta}): Pearson r = {:.3} \
+                 (same feedback batch), {:.3} (held-out feedback batch)",
+                result.pearson_r, result.pearson_r_heldout
             );
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;

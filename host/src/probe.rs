@@ -18,8 +18,10 @@ use vpt_sdk::{Batch, BatchSource};
 pub struct ProbePoint {
     /// η·g_downᵀg_pre.
     pub predicted: f64,
-    /// L_down(θ) − L_down(θ − η·g_pre) on the same feedback batch.
+    /// L_down(θ) − L_down(θ − η·g_pre) on the feedback batch g_down came from.
     pub realised: f64,
+    /// The same drop on an independent feedback batch (what generalises).
+    pub realised_heldout: f64,
 }
 
 /// The probe's result.
@@ -27,8 +29,10 @@ pub struct ProbePoint {
 pub struct ProbeResult {
     /// Per-batch points.
     pub points: Vec<ProbePoint>,
-    /// Pearson correlation of predicted and realised.
+    /// Pearson correlation of predicted and realised (same feedback batch).
     pub pearson_r: f64,
+    /// Pearson correlation of predicted and realised on an independent feedback batch.
+    pub pearson_r_heldout: f64,
     /// η.
     pub eta: f64,
 }
@@ -44,8 +48,10 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
         let c = session.learner_constructions(&b_u)?;
         let task = session.task_mut();
         let b_f: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
+        let b_held: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
         let l_down = task.feedback_loss(&b_f)?;
         let l0 = l_down.f_double_value(&[]).op("probe")?;
+        let h0 = tch::no_grad(|| task.feedback_loss(&b_held))?.f_double_value(&[]).op("probe")?;
         let g_down = grad(&l_down, &s, false)?;
         let refs: Vec<&Batch> = b_u.iter().collect();
         let g_pre = grad(&pretrain_objective(task, &refs, &c)?, &s, false)?;
@@ -59,16 +65,19 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
             Ok(())
         })?;
         let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?.f_double_value(&[]).op("probe")?;
+        let h1 = tch::no_grad(|| task.feedback_loss(&b_held))?.f_double_value(&[]).op("probe")?;
         tch::no_grad(|| -> Result<()> {
             for (p, v) in s.iter().zip(&saved) {
                 p.shallow_clone().f_copy_(v).op("probe restore")?;
             }
             Ok(())
         })?;
-        points.push(ProbePoint { predicted, realised: l0 - l1 });
+        points.push(ProbePoint { predicted, realised: l0 - l1, realised_heldout: h0 - h1 });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let (x, y): (Vec<f64>, Vec<f64>) = points.iter().map(|p| (p.predicted, p.realised)).unzip();
-    Ok(ProbeResult { pearson_r: pearson(&x, &y), points, eta })
+    let x: Vec<f64> = points.iter().map(|p| p.predicted).collect();
+    let y: Vec<f64> = points.iter().map(|p| p.realised).collect();
+    let h: Vec<f64> = points.iter().map(|p| p.realised_heldout).collect();
+    Ok(ProbeResult { pearson_r: pearson(&x, &y), pearson_r_heldout: pearson(&x, &h), points, eta })
 }
