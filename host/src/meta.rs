@@ -138,6 +138,10 @@ pub fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>
 pub fn pretrain_objective(task: &mut dyn Task, batches: &[&Batch], constructions: &[Construction]) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (b, c) in batches.iter().zip(constructions) {
+        // Invariant (DESIGN §1): feedback examples never enter a learner batch.
+        if !matches!(b.source, BatchSource::Unlabeled { .. }) {
+            return Err(crate::Error::Msg(format!("refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch", b.source)));
+        }
         let loss = if c.kind == KIND_EXAMPLE_WEIGHTS {
             let per_example = task.pretrain_loss(b, &Construction::baseline())?;
             let w = c.tensors.require("weights")?.f_to_kind(per_example.kind())?;

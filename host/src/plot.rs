@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
-use crate::report::{atomic_write, lower_is_better, metric_order, Record, Report};
+use crate::report::{atomic_write, lower_is_better, metric_order, Record, Report, TrainRecord};
 
 /// The most grid points one arm's line gets; longer grids are resampled evenly.
 pub const MAX_POINTS: usize = 800;
@@ -220,8 +220,10 @@ fn eval_series(records: &[Record], metric: &str, axis: Axis) -> Vec<(f64, f64)> 
 }
 
 /// Writes every plot of `report` into `dir` and returns their paths: for each metric seen in
-/// any eval record, `plot_{metric}_vs_step.svg` and `plot_{metric}_vs_seconds.svg`; and
-/// `plot_pretrain_loss_vs_step.svg` when there are train records.
+/// any eval record, `plot_{metric}_vs_step.svg` and `plot_{metric}_vs_seconds.svg`; then
+/// `plot_pretrain_loss_vs_step.svg` when there are train records, and
+/// `plot_meta_cos_vs_step.svg` when some arm took meta steps. Each arm keeps one colour
+/// ([`PALETTE`], by its place in the report) on every plot.
 pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     let names: Vec<String> = report
         .arms
@@ -240,13 +242,14 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
             let lines: Vec<Line> = report
                 .arms
                 .iter()
-                .filter_map(|arm| {
+                .enumerate()
+                .filter_map(|(i, arm)| {
                     let seeds: Vec<_> = arm
                         .seeds
                         .iter()
                         .map(|s| eval_series(&s.records, &metric, axis))
                         .collect();
-                    line(&arm.name, arm.seeds.len(), band(&seeds)?)
+                    line(i, &arm.name, arm.seeds.len(), band(&seeds)?)
                 })
                 .collect();
             if lines.is_empty() {
@@ -265,14 +268,26 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
             written.push(path);
         }
     }
-    if let Some(path) = pretrain_plot(dir, report)? {
-        written.push(path);
+    for series in TRAIN_SERIES {
+        written.extend(train_plot(dir, report, series)?);
     }
     Ok(written)
 }
 
-/// The smoothed pretraining loss of every arm vs step.
-fn pretrain_plot(dir: &Path, report: &Report) -> Result<Option<PathBuf>> {
+/// A train-record series plotted vs step, smoothed: its name and how to read it.
+type TrainSeries = (&'static str, fn(&TrainRecord) -> Option<f64>);
+
+/// `pretrain_loss` of every step, and `meta_cos` = cos(g_down, g_pre) of every meta step that
+/// was not skipped (arms without meta steps have no line).
+const TRAIN_SERIES: [TrainSeries; 2] = [
+    ("pretrain_loss", |t| Some(t.pretrain_loss)),
+    ("meta_cos", |t| {
+        t.meta.as_ref().filter(|m| !m.skipped).map(|m| m.cos)
+    }),
+];
+
+/// One train-record series of every arm vs step, EMA-smoothed; `None` when no arm has it.
+fn train_plot(dir: &Path, report: &Report, (name, read): TrainSeries) -> Result<Option<PathBuf>> {
     let mut longest = 0;
     let raw: Vec<Vec<Vec<(f64, f64)>>> = report
         .arms
@@ -285,7 +300,7 @@ fn pretrain_plot(dir: &Path, report: &Report) -> Result<Option<PathBuf>> {
                         s.records
                             .iter()
                             .filter_map(|r| match r {
-                                Record::Train(t) => Some((t.step as f64, t.pretrain_loss)),
+                                Record::Train(t) => read(t).map(|y| (t.step as f64, y)),
                                 Record::Eval(_) => None,
                             })
                             .collect(),
@@ -302,7 +317,8 @@ fn pretrain_plot(dir: &Path, report: &Report) -> Result<Option<PathBuf>> {
         .arms
         .iter()
         .zip(raw)
-        .filter_map(|(arm, seeds)| {
+        .enumerate()
+        .filter_map(|(i, (arm, seeds))| {
             let smoothed: Vec<Vec<(f64, f64)>> = seeds
                 .into_iter()
                 .map(|pts| {
@@ -310,30 +326,39 @@ fn pretrain_plot(dir: &Path, report: &Report) -> Result<Option<PathBuf>> {
                     pts.iter().map(|p| p.0).zip(ema(&ys, span)).collect()
                 })
                 .collect();
-            line(&arm.name, arm.seeds.len(), band(&smoothed)?)
+            line(i, &arm.name, arm.seeds.len(), band(&smoothed)?)
         })
         .collect();
     if lines.is_empty() {
         return Ok(None);
     }
-    let path = dir.join(plot_file_name("pretrain_loss", Axis::Step));
+    let path = dir.join(plot_file_name(name, Axis::Step));
     let title = if span > 1.0 {
-        format!("pretrain_loss vs step (EMA, span {span:.0} steps)")
+        format!("{name} vs step (EMA, span {span:.0} steps)")
     } else {
-        "pretrain_loss vs step".to_string()
+        format!("{name} vs step")
     };
-    line_plot(&path, &title, Axis::Step, "pretrain_loss", true, &lines)?;
+    line_plot(
+        &path,
+        &title,
+        Axis::Step,
+        name,
+        lower_is_better(name),
+        &lines,
+    )?;
     Ok(Some(path))
 }
 
 /// One arm's line on a plot.
 struct Line {
+    /// The arm's colour, fixed by its place in the report so it is the same on every plot.
+    colour: RGBColor,
     label: String,
     seeds: usize,
     band: Band,
 }
 
-fn line(arm: &str, n_seeds: usize, band: Band) -> Option<Line> {
+fn line(arm_index: usize, arm: &str, n_seeds: usize, band: Band) -> Option<Line> {
     if band.x.is_empty() {
         return None;
     }
@@ -343,6 +368,7 @@ fn line(arm: &str, n_seeds: usize, band: Band) -> Option<Line> {
         format!("{n_seeds} seeds")
     };
     Some(Line {
+        colour: PALETTE[arm_index % PALETTE.len()],
         label: format!("{arm} ({seeds})"),
         seeds: n_seeds,
         band,
@@ -459,8 +485,8 @@ fn line_plot(
             .map_err(|e| plot_err(path, e))?;
 
         // Bands first, so no band hides another arm's line.
-        for (i, l) in lines.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+        for l in lines {
+            let c = l.colour;
             let b = &l.band;
             if b.x.len() > 1 && b.min.iter().zip(&b.max).any(|(lo, hi)| hi > lo) {
                 let upper = b.x.iter().copied().zip(b.max.iter().copied());
@@ -471,8 +497,8 @@ fn line_plot(
                     .map_err(|e| plot_err(path, e))?;
             }
         }
-        for (i, l) in lines.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+        for l in lines {
+            let c = l.colour;
             let pts: Vec<(f64, f64)> = l
                 .band
                 .x
@@ -609,9 +635,10 @@ mod tests {
                 "plot_pass_at_1_vs_step.svg",
                 "plot_pass_at_1_vs_seconds.svg",
                 "plot_pretrain_loss_vs_step.svg",
+                "plot_meta_cos_vs_step.svg",
             ]
         );
-        for path in &written {
+        for path in &written[..7] {
             let svg = std::fs::read_to_string(path).unwrap();
             assert!(
                 svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
@@ -654,5 +681,15 @@ mod tests {
         );
         let pre = std::fs::read_to_string(&written[6]).unwrap();
         assert!(pre.contains("pretrain_loss vs step"));
+        // Only v takes meta steps: one orange line (v's colour everywhere), no blue one.
+        let meta = std::fs::read_to_string(&written[7]).unwrap();
+        assert_eq!(polylines(&meta, PALETTE[1], 2), 1);
+        assert_eq!(polylines(&meta, PALETTE[0], 2), 0);
+        assert!(meta.contains("\nv (3 seeds)\n") && !meta.contains("baseline"));
+        assert_eq!(
+            meta.matches("<polygon").count(),
+            1,
+            "seeds' cos differ: one band"
+        );
     }
 }

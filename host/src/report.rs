@@ -524,7 +524,9 @@ impl Report {
                 .seeds
                 .iter()
                 .map(|s| {
-                    json!({"seed": s.seed, "steps": s.steps, "seconds": s.seconds, "metrics": s.metrics})
+                    json!({
+                        "seed": s.seed, "steps": s.steps, "seconds": s.seconds, "metrics": s.metrics
+                    })
                 })
                 .collect();
             let mut obj = Map::new();
@@ -540,7 +542,9 @@ impl Report {
                     .map(|(m, w)| {
                         (
                             m.clone(),
-                            json!({"wins": w.wins, "paired": w.paired, "every_seed": w.every_seed()}),
+                            json!({
+                                "wins": w.wins, "paired": w.paired, "every_seed": w.every_seed()
+                            }),
                         )
                     })
                     .collect();
@@ -838,12 +842,12 @@ pub(crate) mod tests {
                     }
                     if step < 20 {
                         let meta = (arm == "v" && step % 4 == 0).then(|| {
-                            json!({"value": 0.1,
-                            "cos": 0.2, "g_down_norm": 1.0, "g_pre_norm": 2.0, "skipped": false})
+                            json!({"value": 0.1, "cos": 0.2 + 0.1 * seed as f64,
+                                   "g_down_norm": 1.0, "g_pre_norm": 2.0, "skipped": false})
                         });
                         lines.push(json!({"kind": "train", "step": step, "seconds": t,
-                            "lr": 1e-4, "pretrain_loss": 4.0 - step as f64 * 0.05 + seed as f64 * 0.01,
-                            "meta": meta}));
+                            "lr": 1e-4, "meta": meta,
+                            "pretrain_loss": 4.0 - step as f64 * 0.05 + seed as f64 * 0.01}));
                     }
                 }
                 let text: String = lines.iter().map(|l| format!("{l}\n")).collect();

@@ -160,6 +160,11 @@ impl Session {
         &self.theta
     }
 
+    /// φ (empty without a designer).
+    pub fn phi(&self) -> &TensorMap {
+        &self.phi
+    }
+
     /// θ_S.
     pub fn alignment_subset(&self) -> &TensorMap {
         &self.s

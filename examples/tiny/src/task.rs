@@ -55,6 +55,12 @@ pub struct TinyConfig {
     /// Test hook: panic inside this method (`new`, `pretrain_loss`, `evaluate`, …).
     #[serde(default)]
     pub panic_in: Option<String>,
+    /// Test hook: make this loss NaN (`feedback` or `pretrain`) on every `nan_every`-th call.
+    #[serde(default)]
+    pub nan_in: Option<String>,
+    /// Period of `nan_in` (0: never).
+    #[serde(default)]
+    pub nan_every: u64,
 }
 
 mod defaults {
@@ -118,6 +124,7 @@ pub struct TinyTask {
     unlabeled_cursor: Vec<u64>,
     feedback_cursor: Vec<u64>,
     feedback_in_pretrain: u64,
+    loss_calls: u64,
 }
 
 impl TinyTask {
@@ -150,12 +157,26 @@ impl TinyTask {
             unlabeled_cursor: vec![0; domains],
             feedback_cursor: vec![0; domains],
             feedback_in_pretrain: 0,
+            loss_calls: 0,
         })
     }
 
     fn check_panic(&self, method: &str) {
         if self.cfg.panic_in.as_deref() == Some(method) {
             panic!("tiny: panic_in = {method}");
+        }
+    }
+
+    /// Applies the `nan_in` test hook to a loss of kind `which`.
+    fn maybe_nan(&mut self, which: &str, loss: Tensor) -> Tensor {
+        if self.cfg.nan_in.as_deref() != Some(which) || self.cfg.nan_every == 0 {
+            return loss;
+        }
+        self.loss_calls += 1;
+        if self.loss_calls % self.cfg.nan_every == 0 {
+            loss * f64::NAN
+        } else {
+            loss
         }
     }
 
@@ -292,13 +313,15 @@ impl Task for TinyTask {
         } else {
             return Err(Error::msg(format!("tiny cannot consume construction kind `{}`", construction.kind)));
         };
-        self.soft_target_ce(x, &q)
+        let loss = self.soft_target_ce(x, &q)?;
+        Ok(self.maybe_nan("pretrain", loss))
     }
 
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
         let x = batch.tensors.require("x")?;
         let y = batch.tensors.require("y")?;
-        mean_ce(&self.logits(x), y)
+        let loss = mean_ce(&self.logits(x), y)?;
+        Ok(self.maybe_nan("feedback", loss))
     }
 
     fn after_step(&mut self, _step: u64) -> Result<()> {
@@ -341,6 +364,7 @@ impl Task for TinyTask {
                 "unlabeled_cursor": self.unlabeled_cursor,
                 "feedback_cursor": self.feedback_cursor,
                 "feedback_in_pretrain": self.feedback_in_pretrain,
+                "loss_calls": self.loss_calls,
             }),
             tensors: TensorMap::new(),
         })
@@ -353,7 +377,9 @@ impl Task for TinyTask {
         };
         self.unlabeled_cursor = get("unlabeled_cursor")?;
         self.feedback_cursor = get("feedback_cursor")?;
-        self.feedback_in_pretrain = state.json.get("feedback_in_pretrain").and_then(|v| v.as_u64()).unwrap_or(0);
+        let counter = |k: &str| state.json.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        self.feedback_in_pretrain = counter("feedback_in_pretrain");
+        self.loss_calls = counter("loss_calls");
         Ok(())
     }
 }

@@ -1,0 +1,182 @@
+//! The cheap first look at a plugin file: is it a shared library, does it export the plain-C
+//! `vpt_plugin_abi` stamp, and was it built against this SDK and libtorch? Every refusal is one
+//! short paragraph (no dlerror or abi_stable walls).
+
+use crate::{Error, Result};
+use std::{ffi::CStr, io::Read, os::raw::c_char, path::Path};
+use vpt_sdk::{ffi::module::ABI_SYMBOL, AbiStamp};
+
+fn refuse(path: &Path, message: impl Into<String>) -> Error {
+    Error::Load {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads a plugin's ABI stamp without judging it: opens the library (running its constructors;
+/// the handle is leaked on purpose, plugins are never unloaded) and calls `vpt_plugin_abi`.
+pub fn read_stamp(path: &Path) -> Result<AbiStamp> {
+    check_elf(path)?;
+    // SAFETY: opening a shared library runs its initialisers; a vpt plugin file is trusted code
+    // by definition (it is about to be loaded into the process anyway).
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| refuse(path, dlopen_summary(path, &e)))?;
+    // Never unload: tensors, vtables and panic hooks of the plugin may outlive any handle.
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    // SAFETY: the symbol's type is fixed by the SDK (`export_plugin!`): a no-argument C function
+    // returning a NUL-terminated static string.
+    let stamp_fn = unsafe { lib.get::<extern "C" fn() -> *const c_char>(ABI_SYMBOL) }.map_err(|_| {
+        refuse(
+            path,
+            "a shared library but not a vpt plugin (it exports no `vpt_plugin_abi` symbol; plugins are \
+             built with `vpt_sdk::export_plugin!`)",
+        )
+    })?;
+    let ptr = stamp_fn();
+    if ptr.is_null() {
+        return Err(refuse(path, "its `vpt_plugin_abi` returned a null stamp"));
+    }
+    // SAFETY: non-null, NUL-terminated and static by the symbol's contract.
+    let text = unsafe { CStr::from_ptr(ptr) }
+        .to_string_lossy()
+        .into_owned();
+    AbiStamp::parse(&text).ok_or_else(|| {
+        let shown: String = text.chars().take(120).collect();
+        refuse(path, format!("its ABI stamp `{shown}` is malformed (expected `vpt-sdk=…;tch=…;libtorch=…;plugin=…`)"))
+    })
+}
+
+/// Reads a plugin's ABI stamp and refuses it unless it was built against this host's SDK
+/// (major.minor) and libtorch, in one paragraph naming both versions and what to rebuild.
+pub fn probe(path: &Path) -> Result<AbiStamp> {
+    let stamp = read_stamp(path)?;
+    match stamp.incompatibility() {
+        Some(why) => Err(refuse(
+            path,
+            format!("plugin `{}` was {why}.", stamp.plugin),
+        )),
+        None => Ok(stamp),
+    }
+}
+
+/// Refuses files that cannot be shared libraries before `dlopen` sees them, naming what they
+/// are instead.
+fn check_elf(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => refuse(path, "no such file"),
+        _ => refuse(path, e.to_string()),
+    })?;
+    if meta.is_dir() {
+        return Err(refuse(
+            path,
+            "is a directory, not a plugin file (directories go in VPT_PLUGIN_PATH)",
+        ));
+    }
+    let mut head = [0u8; 20];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .map_err(|e| refuse(path, e.to_string()))?;
+    if n < 18 || head[..4] != *b"\x7fELF" {
+        return Err(refuse(path, "not a shared library (not an ELF file)"));
+    }
+    let e_type = match head[5] {
+        2 => u16::from_be_bytes([head[16], head[17]]),
+        _ => u16::from_le_bytes([head[16], head[17]]),
+    };
+    match e_type {
+        3 => Ok(()), // ET_DYN: a shared library (or a position-independent executable, see dlopen)
+        1 => Err(refuse(path, "not a shared library (an ELF object file)")),
+        2 => Err(refuse(path, "not a shared library (an ELF executable)")),
+        4 => Err(refuse(path, "not a shared library (an ELF core dump)")),
+        t => Err(refuse(path, format!("not a shared library (ELF type {t})"))),
+    }
+}
+
+fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// dlerror text, shortened: the path prefix removed, known causes named, one line at most.
+fn dlopen_summary(path: &Path, e: &libloading::Error) -> String {
+    let full = e.to_string();
+    let text = full
+        .strip_prefix(&format!("{}: ", path.display()))
+        .unwrap_or(&full);
+    let first = text.lines().next().unwrap_or_default().trim();
+    if first.contains("position-independent executable") {
+        return "not a shared library (an executable)".into();
+    }
+    if first.contains("wrong ELF class") || first.contains("invalid ELF header") {
+        return format!("not a shared library for this machine ({first})");
+    }
+    if first.contains("undefined symbol") || first.contains("cannot open shared object file") {
+        return format!(
+            "cannot be opened: {} (was it built against another libtorch? rebuild it against this vpt-sdk)",
+            clip(first, 200)
+        );
+    }
+    format!("cannot be opened: {}", clip(first, 200))
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(r: Result<AbiStamp>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn refuses_non_libraries_briefly() {
+        let dir = std::env::temp_dir().join(format!("vpt-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("bogus.so");
+        std::fs::write(&text, "not a library\n").unwrap();
+        let m = message(probe(&text));
+        assert!(m.contains("not a shared library (not an ELF file)"), "{m}");
+        let m = message(probe(&dir.join("missing.so")));
+        assert!(m.ends_with("no such file"), "{m}");
+        let m = message(probe(&dir));
+        assert!(m.contains("is a directory"), "{m}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_an_executable() {
+        let m = message(probe(Path::new("/bin/ls")));
+        assert!(m.contains("not a shared library"), "{m}");
+        assert_eq!(m.lines().count(), 1, "{m}");
+    }
+
+    #[test]
+    fn refuses_a_library_that_is_not_a_plugin() {
+        // libm is on every glibc system and exports no stamp.
+        let libm = [
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/usr/lib64/libm.so.6",
+            "/lib64/libm.so.6",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+        let Some(libm) = libm else { return };
+        let m = message(probe(libm));
+        assert!(m.contains("not a vpt plugin"), "{m}");
+    }
+}
