@@ -11,6 +11,7 @@ pub mod estimators;
 pub mod loader;
 pub mod meta;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod probe;
 pub mod report;

@@ -1,7 +1,13 @@
 //! The meta step (DESIGN §1, step 2): φ is moved to raise the alignment of the feedback
 //! gradient with the pretraining gradient. θ is never touched here.
 
-use crate::{error::HostTchContext, estimators::EstimatorEntry, optim::Optimizer, Result};
+use crate::{
+    error::HostTchContext,
+    estimators::EstimatorEntry,
+    optim::Optimizer,
+    parallel::{mean_across, DataParallel},
+    Result,
+};
 use tch::{Kind, Tensor};
 use vpt_sdk::{Batch, BatchSource, Construction, Designer, Task, TensorMap, KIND_EXAMPLE_WEIGHTS};
 
@@ -51,6 +57,8 @@ pub struct MetaStep<'a> {
     pub lambda: f64,
     /// Domain-matched pairs instead of one weighted sum.
     pub domain_matched: bool,
+    /// The data-parallel group, if any (g_down and ∇φ are averaged across ranks).
+    pub dp: Option<&'a DataParallel>,
 }
 
 impl MetaStep<'_> {
@@ -65,7 +73,9 @@ impl MetaStep<'_> {
         for f in self.feedback {
             let b_f = self.task.next_batch(BatchSource::Feedback { set: f.set })?;
             let l_down = self.task.feedback_loss(&b_f)?;
-            g_sets.push(grad(&l_down, &s, false)?.into_iter().map(|g| g.detach()).collect::<Vec<_>>());
+            let mut g: Vec<Tensor> = grad(&l_down, &s, false)?.into_iter().map(|g| g.detach()).collect();
+            mean_across(self.dp, &mut g)?; // the one all-reduce of g_down
+            g_sets.push(g);
         }
 
         // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
@@ -117,7 +127,8 @@ impl MetaStep<'_> {
 
         // φ ← Opt_φ(∇_φ L_meta); a non-finite value or gradient skips the update
         let phi: Vec<Tensor> = self.phi.tensors().map(Tensor::shallow_clone).collect();
-        let g_phi = grad(&l_meta, &phi, false)?;
+        let mut g_phi = grad(&l_meta, &phi, false)?;
+        mean_across(self.dp, &mut g_phi)?; // ∇φ of the global V is the mean of the local ones
         if !out.value.is_finite() || !crate::optim::global_norm(&g_phi)?.is_finite() {
             out.skipped = true;
             return Ok(out);

@@ -10,11 +10,12 @@ use crate::{
     loader::Plugins,
     meta::{grad, pretrain_objective, FeedbackSlot, MetaOutcome, MetaStep},
     optim::{self, clip_global_norm, lr_at, Optimizer},
+    parallel::{mean_across, DataParallel},
     Error, Result,
 };
 use serde::Serialize;
 use std::{path::{Path, PathBuf}, time::Instant};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 use vpt_sdk::{Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS};
 
 /// Consecutive non-finite learner losses after which the run stops with an error.
@@ -81,6 +82,7 @@ pub struct Session {
     pub seconds: f64,
     /// Skip/step counters.
     pub counters: Counters,
+    dp: Option<DataParallel>,
 }
 
 impl Session {
@@ -130,6 +132,21 @@ impl Session {
             None => TensorMap::new(),
         };
 
+        let dp = DataParallel::from_env(&cfg.run.device)?;
+        if let Some(dp) = &dp {
+            let manifest = plugins.get(&cfg.task.plugin)?.task_manifest(&cfg.task.name).cloned();
+            if !manifest.is_some_and(|m| m.data_parallel) {
+                return Err(Error::Msg(format!(
+                    "task `{}` does not shard its batches (TaskFactory::DATA_PARALLEL is false); run it with WORLD_SIZE=1",
+                    cfg.task.name
+                )));
+            }
+            if cfg.meta.estimator == "cosine" {
+                return Err(Error::config("meta.estimator", "cosine is not yet supported with WORLD_SIZE > 1 (it needs the global ‖g_pre‖); use exact"));
+            }
+            dp.broadcast(&theta)?;
+            dp.broadcast(&phi)?;
+        }
         let feedback = feedback_slots(&cfg, &info)?;
         let estimator = estimators::lookup(&cfg.meta.estimator).map_err(|m| Error::config("meta.estimator", m))?;
         Ok(Session {
@@ -147,7 +164,13 @@ impl Session {
             step: 0,
             seconds: 0.0,
             counters: Counters::default(),
+            dp,
         })
+    }
+
+    /// True on the rank that evaluates, logs and checkpoints (rank 0, or the only process).
+    pub fn is_main(&self) -> bool {
+        self.dp.as_ref().is_none_or(|dp| dp.rank() == 0)
     }
 
     /// The task's info.
@@ -221,6 +244,7 @@ impl Session {
                 estimator: self.estimator,
                 lambda: self.cfg.meta.lambda,
                 domain_matched: self.cfg.meta.domain_matched,
+                dp: self.dp.as_ref(),
             }
             .run(&batches, self.opt_phi.as_mut(), lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None))?;
             self.counters.meta_steps += 1;
@@ -240,16 +264,15 @@ impl Session {
         let refs: Vec<&Batch> = batches.iter().collect();
         let loss = pretrain_objective(self.task.as_mut(), &refs, &constructions)?;
         let loss_value = loss.f_double_value(&[]).op("pretrain loss")?;
-        if loss_value.is_finite() {
-            let theta: Vec<Tensor> = self.theta.tensors().map(Tensor::shallow_clone).collect();
-            let mut grads = grad(&loss, &theta, false)?;
-            let norm = clip_global_norm(&mut grads, self.cfg.learner.clip)?;
-            if norm.is_finite() {
-                self.opt_theta.step(&self.theta, &grads, lr)?;
-                self.counters.nonfinite_in_a_row = 0;
-            } else {
-                self.skip_learner_step()?;
-            }
+        // A NaN loss gives NaN gradients, which the all-reduce spreads to every rank, so all
+        // ranks take the same skip decision.
+        let theta: Vec<Tensor> = self.theta.tensors().map(Tensor::shallow_clone).collect();
+        let mut grads = grad(&loss, &theta, false)?;
+        mean_across(self.dp.as_ref(), &mut grads)?;
+        let norm = clip_global_norm(&mut grads, self.cfg.learner.clip)?;
+        if norm.is_finite() && (self.dp.is_some() || loss_value.is_finite()) {
+            self.opt_theta.step(&self.theta, &grads, lr)?;
+            self.counters.nonfinite_in_a_row = 0;
         } else {
             self.skip_learner_step()?;
         }
@@ -257,6 +280,9 @@ impl Session {
 
         self.step += 1;
         self.seconds += started.elapsed().as_secs_f64();
+        if let (Some(dp), Some(_)) = (&self.dp, self.cfg.run.wall_clock) {
+            self.seconds = dp.mean_scalar(self.seconds)?; // every rank stops at the same step
+        }
         Ok(Record::Train { step: self.step, seconds: self.seconds, lr, pretrain_loss: loss_value, meta })
     }
 
@@ -380,17 +406,30 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `path` and writes the resolved config into it.
+    /// Creates `path` and writes the resolved config into it (rank 0 only under data
+    /// parallelism: `RANK` > 0 never writes).
     pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
+        let dir = RunDir { path: path.to_path_buf() };
+        if !dir.writes() {
+            return Ok(dir);
+        }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
         checkpoint::atomic_write(&path.join("config.json"), &json)?;
-        Ok(RunDir { path: path.to_path_buf() })
+        Ok(dir)
+    }
+
+    /// Whether this process writes the run directory (rank 0 of a data-parallel run).
+    pub fn writes(&self) -> bool {
+        vpt_sdk::data_shard().rank == 0
     }
 
     /// Appends one record to `metrics.jsonl`.
     pub fn log(&self, record: &Record) -> Result<()> {
         use std::io::Write;
+        if !self.writes() {
+            return Ok(());
+        }
         let p = self.path.join("metrics.jsonl");
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
         let line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
@@ -428,7 +467,8 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
     let cfg = session.cfg.run.clone();
     let budget = Budget { steps: cfg.steps, wall_clock: cfg.wall_clock };
     let bar = progress_bar(&budget);
-    if session.step == 0 {
+    let main = session.is_main();
+    if session.step == 0 && main {
         let metrics = session.evaluate()?;
         dir.log(&Record::Eval { step: 0, seconds: 0.0, metrics })?;
     }
@@ -444,12 +484,12 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         let done = budget.exhausted(session.step, session.seconds);
         let eval_due = (cfg.eval_every > 0 && session.step % cfg.eval_every == 0)
             || (cfg.eval_every_seconds > 0.0 && session.seconds >= next_eval_seconds);
-        if eval_due && !done {
+        if eval_due && !done && main {
             next_eval_seconds = session.seconds + cfg.eval_every_seconds;
             let metrics = session.evaluate()?;
             dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics })?;
         }
-        if cfg.checkpoint_every > 0 && session.step % cfg.checkpoint_every == 0 && !done {
+        if cfg.checkpoint_every > 0 && session.step % cfg.checkpoint_every == 0 && !done && main {
             checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
         }
         if halt_after == Some(session.step) {
@@ -458,6 +498,9 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         }
     }
     bar.finish_and_clear();
+    if !main {
+        return Ok(RunSummary { steps: session.step, seconds: session.seconds, metrics: Metrics::new() });
+    }
     let metrics = session.evaluate()?;
     dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics: metrics.clone() })?;
     checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
@@ -480,9 +523,4 @@ fn progress_bar(budget: &Budget) -> indicatif::ProgressBar {
             .progress_chars("=> "),
     );
     bar
-}
-
-/// Cheap scalar of a tensor for logging.
-pub fn scalar(t: &Tensor) -> f64 {
-    t.f_to_kind(Kind::Double).and_then(|t| t.f_double_value(&[])).unwrap_or(f64::NAN)
 }

@@ -36,6 +36,9 @@ pub struct ComponentManifest {
     pub kinds: Vec<String>,
     /// JSON Schema of its config.
     pub schema: serde_json::Value,
+    /// Tasks only: whether it shards batches for data-parallel runs.
+    #[serde(default)]
+    pub data_parallel: bool,
 }
 
 type TaskBuild = fn(&serde_json::Value, &BuildContext) -> Result<Box<dyn crate::Task>>;
@@ -78,6 +81,7 @@ impl TaskEntry {
                 description: F::DESCRIPTION.into(),
                 kinds: F::CONSUMES.iter().map(|s| s.to_string()).collect(),
                 schema: schema_of::<F::Config>(),
+                data_parallel: F::DATA_PARALLEL,
             },
             build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
         }
@@ -98,6 +102,7 @@ impl DesignerEntry {
                 description: F::DESCRIPTION.into(),
                 kinds: vec![F::PRODUCES.into()],
                 schema: schema_of::<F::Config>(),
+                data_parallel: false,
             },
             build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
         }

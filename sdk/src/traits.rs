@@ -131,6 +131,9 @@ pub trait TaskFactory {
     const DESCRIPTION: &'static str;
     /// Construction kinds it consumes (known before building, for config-time checks).
     const CONSUMES: &'static [&'static str];
+    /// True when the task shards its batches by [`data_shard`] (rank r of W takes its slice
+    /// of every global batch); the host refuses data-parallel runs of tasks that do not.
+    const DATA_PARALLEL: bool = false;
     /// Its config; `#[serde(deny_unknown_fields)]` is expected.
     type Config: DeserializeOwned + JsonSchema;
     /// Builds the task.
@@ -153,4 +156,30 @@ pub trait DesignerFactory {
         task_context: &serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<Box<dyn Designer>>;
+}
+
+/// This process's place in a data-parallel run: rank `rank` of `world` (0 of 1 when alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataShard {
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of processes.
+    pub world: usize,
+}
+
+impl DataShard {
+    /// The rows of a global batch of `n` examples this rank owns (contiguous, equal sizes when
+    /// `world` divides `n`).
+    pub fn rows(&self, n: i64) -> std::ops::Range<i64> {
+        let (r, w) = (self.rank as i64, self.world.max(1) as i64);
+        (n * r / w)..(n * (r + 1) / w)
+    }
+}
+
+/// Reads the torchrun contract (`RANK`, `WORLD_SIZE`) that the host runs under; plugins call
+/// this to shard their batches (environment variables are shared across the dlopen boundary).
+pub fn data_shard() -> DataShard {
+    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    let world = get("WORLD_SIZE").unwrap_or(1).max(1);
+    DataShard { rank: get("RANK").unwrap_or(0).min(world - 1), world }
 }

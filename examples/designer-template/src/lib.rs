@@ -6,10 +6,10 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tch::{nn, nn::Module, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TensorMap,
-    KIND_EXAMPLE_WEIGHTS,
+    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TchContext,
+    TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 /// Config of `designer_template` (shown by `vpt schema designer_template`).
@@ -30,27 +30,41 @@ pub struct TemplateFactory;
 
 impl DesignerFactory for TemplateFactory {
     const NAME: &'static str = "designer_template";
-    const DESCRIPTION: &'static str = "per-example weights from a linear score of the example features";
+    const DESCRIPTION: &'static str =
+        "per-example weights from a linear score of the example features";
     const PRODUCES: &'static str = KIND_EXAMPLE_WEIGHTS;
     type Config = Config;
 
-    fn build(config: Config, task: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Designer>> {
-        if !(config.temperature > 0.0) {
+    fn build(
+        config: Config,
+        task: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Designer>> {
+        if config.temperature.is_nan() || config.temperature <= 0.0 {
             return Err(Error::config("temperature", "must be positive"));
         }
         let features = task
             .get("feature_dim")
             .and_then(|v| v.as_i64())
-            .ok_or_else(|| Error::config("feature_dim", "the task's designer context must give feature_dim"))?;
+            .ok_or_else(|| {
+                Error::config(
+                    "feature_dim",
+                    "the task's designer context must give feature_dim",
+                )
+            })?;
         let vs = nn::VarStore::new(ctx.device());
         // Zero init: uniform weights, i.e. exactly the baseline, until feedback moves φ.
-        let score = nn::linear(
-            vs.root() / "score",
-            features,
-            1,
-            nn::LinearConfig { ws_init: nn::Init::Const(0.0), ..Default::default() },
-        );
-        Ok(Box::new(Template { cfg: config, vs, score }))
+        let zero = nn::LinearConfig {
+            ws_init: nn::Init::Const(0.0),
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        };
+        let score = nn::linear(vs.root() / "score", features, 1, zero);
+        Ok(Box::new(Template {
+            cfg: config,
+            vs,
+            score,
+        }))
     }
 }
 
@@ -63,31 +77,42 @@ pub struct Template {
 
 impl Designer for Template {
     fn info(&self) -> DesignerInfo {
-        DesignerInfo { produces: KIND_EXAMPLE_WEIGHTS.into() }
+        DesignerInfo {
+            produces: KIND_EXAMPLE_WEIGHTS.into(),
+        }
     }
 
+    /// φ: the live leaf tensors (the host updates them in place).
     fn parameters(&self) -> Result<TensorMap> {
         Ok(self.vs.variables().into_iter().collect())
     }
 
+    /// Differentiable in φ; the host detaches it before the learner step.
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
-        let x = inputs.require("example_features")?; // (B, F), detached by the task
-        let kind = x.kind();
-        let scores = self.score.forward(&x.f_to_kind(Kind::Float)?).f_squeeze_dim(1)?; // (B,)
+        let x = inputs.require("example_features")?.f_to_kind(Kind::Float)?; // (B, F), detached by the task
+        let scores = x
+            .f_linear(&self.score.ws, self.score.bs.as_ref())?
+            .f_squeeze_dim(1)?; // (B,)
         let b = scores.size()[0] as f64;
         // weights ≥ 0 with mean 1: B · softmax(scores / T)
-        let weights = (scores / self.cfg.temperature).f_softmax(0, Kind::Float)? * b;
+        let weights = scores
+            .f_div_scalar(self.cfg.temperature)?
+            .f_softmax(0, Kind::Float)?
+            .f_mul_scalar(b)
+            .op("designer_template weights")?;
         Ok(Construction {
             kind: KIND_EXAMPLE_WEIGHTS.into(),
-            tensors: TensorMap::new().with("weights", weights.f_to_kind(kind)?),
+            tensors: TensorMap::new().with("weights", weights),
         })
     }
 
-    /// R = KL(weights/B ‖ uniform): keeps the weights from collapsing onto a few examples.
+    /// R = KL(weights/B ‖ uniform) = mean(w log w): keeps the weights from collapsing onto a few
+    /// examples (scaled by `meta.lambda`).
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         let w = c.tensors.require("weights")?;
-        let p = w / w.size()[0] as f64;
-        let kl = (&p * (&p * p.size()[0] as f64 + 1e-12).f_log()?).f_sum(Kind::Double)?;
+        let kl = w
+            .f_mul(&w.f_clamp_min(1e-30)?.f_log()?)?
+            .f_mean(Kind::Double)?;
         Ok(Some(kl))
     }
 }
@@ -96,4 +121,31 @@ vpt_sdk::export_plugin! {
     name: "designer_template",
     tasks: [],
     designers: [TemplateFactory],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpt_sdk::DesignerFactory;
+
+    #[test]
+    fn starts_uniform_and_keeps_mean_one() {
+        let ctx = BuildContext {
+            seed: 0,
+            device: "cpu".into(),
+        };
+        let config = vpt_sdk::parse_config(&serde_json::json!({})).unwrap();
+        let mut d =
+            TemplateFactory::build(config, &serde_json::json!({ "feature_dim": 3 }), &ctx).unwrap();
+        let x = Tensor::randn([5, 3], (Kind::Double, tch::Device::Cpu));
+        let c = d
+            .construct(&TensorMap::new().with("example_features", x))
+            .unwrap();
+        let w = c.tensors.require("weights").unwrap();
+        assert_eq!(w.size(), [5]);
+        assert!(
+            (w - 1.0).abs().max().double_value(&[]) < 1e-6,
+            "zero init is the baseline"
+        );
+    }
 }

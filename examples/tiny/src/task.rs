@@ -100,6 +100,7 @@ impl TaskFactory for TinyTaskFactory {
     const NAME: &'static str = "tiny";
     const DESCRIPTION: &'static str = "MLP on pretext labels corrupted in one region; clean feedback";
     const CONSUMES: &'static [&'static str] = &[KIND_TINY_SOFT_TARGETS];
+    const DATA_PARALLEL: bool = true;
     type Config = TinyConfig;
     fn build(config: TinyConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {
         Ok(Box::new(TinyTask::new(config, ctx)?))
@@ -165,6 +166,17 @@ impl TinyTask {
         if self.cfg.panic_in.as_deref() == Some(method) {
             panic!("tiny: panic_in = {method}");
         }
+    }
+
+    /// This rank's rows of a global batch (all of it when not data-parallel).
+    fn shard(&self, t: Tensor) -> Result<Tensor> {
+        let rows = vpt_sdk::data_shard().rows(t.size()[0]);
+        t.f_narrow(0, rows.start, rows.end - rows.start).op("shard")
+    }
+
+    fn shard_len(&self, n: i64) -> i64 {
+        let rows = vpt_sdk::data_shard().rows(n);
+        rows.end - rows.start
     }
 
     /// Applies the `nan_in` test hook to a loss of kind `which`.
@@ -274,9 +286,9 @@ impl Task for TinyTask {
                 let cursor = *self.unlabeled_cursor.get(d).ok_or_else(|| Error::msg(format!("no domain {domain}")))?;
                 self.unlabeled_cursor[d] += 1;
                 let stream = UNLABELED + (d as u64) * (1 << 32) + cursor;
-                let x = self.inputs(self.cfg.data_seed, stream, self.cfg.batch_size, domain)?;
+                let x = self.shard(self.inputs(self.cfg.data_seed, stream, self.cfg.batch_size, domain)?)?;
                 let y = self.pretext_labels(&x)?;
-                TensorMap::new().with("x", x).with("y_pretext", y).with("origin", origin(self.cfg.batch_size, 0))
+                TensorMap::new().with("x", x).with("y_pretext", y).with("origin", origin(self.shard_len(self.cfg.batch_size), 0))
             }
             BatchSource::Feedback { set } => {
                 let s = set as usize;
@@ -284,7 +296,8 @@ impl Task for TinyTask {
                 self.feedback_cursor[s] += 1;
                 let n = self.cfg.feedback_batch_size;
                 let (x, y) = self.feedback_examples(self.cfg.feedback_seed, FEEDBACK, set, cursor as i64 * n, n)?;
-                TensorMap::new().with("x", x).with("y", y).with("origin", origin(n, 1))
+                let (x, y) = (self.shard(x)?, self.shard(y)?);
+                TensorMap::new().with("x", x).with("y", y).with("origin", origin(self.shard_len(n), 1))
             }
         };
         Ok(Batch { source, tensors })

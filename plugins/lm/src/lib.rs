@@ -1,1 +1,19 @@
-//! placeholder
+//! The language modality of vpt: a causal-LM task (SmolLM2 from GGUF, HF or a tiny random
+//! model) continued-pretrained on generated math and Python-doc text, and top-K soft-target
+//! designers (`lm.soft_targets/v1`).
+pub mod data;
+pub mod designer;
+pub mod eval;
+pub mod general;
+pub mod gguf;
+pub mod hf;
+pub mod mathgen;
+pub mod model;
+pub mod task;
+pub mod tokenizer;
+
+vpt_sdk::export_plugin! {
+    name: "lm",
+    tasks: [task::CausalLm],
+    designers: [designer::TopKSoft, designer::UniformTopK, designer::SelfTopK],
+}

@@ -1,0 +1,540 @@
+//! Text data for the LM task: JSONL readers (unlabeled text, GSM8K-format feedback), a seeded
+//! shuffling cursor, token packing with loss masks, batch tensors and numeric answer extraction.
+//!
+//! Every reader reports a malformed line as `file:line: message` ([`vpt_sdk::Error::data`]).
+//! Randomness is counter-based ([`SplitMix`]), so a cursor's few integers are the whole state
+//! needed for exact resume.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+use vpt_sdk::{Error, Result, TchContext};
+
+/// A counter-based generator (splitmix64): a stream is a pure function of `(seed, stream)`.
+#[derive(Debug, Clone)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A stream for `seed` mixed with `stream` (e.g. an index or an epoch).
+    pub fn new(seed: u64, stream: u64) -> Self {
+        let mut s = SplitMix(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        s.next_u64();
+        s
+    }
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+    /// Uniform integer in `lo..=hi` (`hi >= lo`).
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next_u64() % ((hi - lo + 1) as u64)) as i64
+    }
+    /// A uniformly chosen element of a non-empty slice.
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[(self.next_u64() % xs.len() as u64) as usize]
+    }
+}
+
+/// 64-bit FNV-1a hash (stable across runs and platforms; used for splits and seeds).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// What the task needs from a tokenizer; implemented by the GGUF/HF tokenizer and by
+/// [`ByteCodec`] (tests and the tiny random model).
+pub trait Codec: Send {
+    /// Token ids of `text`, without BOS/EOS added.
+    fn encode(&self, text: &str) -> Result<Vec<i64>>;
+    /// Text of `ids`.
+    fn decode(&self, ids: &[i64]) -> Result<String>;
+    /// End-of-sequence / end-of-turn id (used as a document separator and generation stop).
+    fn eos_id(&self) -> i64;
+    /// The chat-formatted prompt for one user turn, ending where the assistant's answer starts.
+    fn chat_prompt(&self, user: &str) -> String;
+}
+
+/// A byte-level codec: ids 0..256 are bytes, 256 is EOS. For tests and `tiny_random`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ByteCodec;
+
+impl ByteCodec {
+    /// Its vocabulary size (256 bytes + EOS).
+    pub const VOCAB: usize = 257;
+}
+
+impl Codec for ByteCodec {
+    fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        Ok(text.bytes().map(i64::from).collect())
+    }
+    fn decode(&self, ids: &[i64]) -> Result<String> {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter(|&&i| (0..256).contains(&i))
+            .map(|&i| i as u8)
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    fn eos_id(&self) -> i64 {
+        256
+    }
+    fn chat_prompt(&self, user: &str) -> String {
+        format!("User: {user}\nAssistant: ")
+    }
+}
+
+/// One unlabeled document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// Plain text; every token is a loss target.
+    Text(String),
+    /// A prompt and its response; the loss is on the response only.
+    PromptResponse {
+        /// Context tokens (no loss).
+        prompt: String,
+        /// Target tokens (loss).
+        response: String,
+    },
+}
+
+/// One labeled feedback example in GSM8K format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QaExample {
+    /// The word problem.
+    pub question: String,
+    /// The worked solution, ending in `#### N`.
+    pub answer: String,
+}
+
+fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .collect())
+}
+
+fn string_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    file: &str,
+    line: usize,
+) -> Result<Option<String>> {
+    match obj.get(key) {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(Error::data(
+            file,
+            line,
+            format!("field `{key}` must be a string, got {v}"),
+        )),
+    }
+}
+
+fn parse_object(
+    file: &str,
+    line: usize,
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(o)) => Ok(o),
+        Ok(_) => Err(Error::data(file, line, "expected a JSON object")),
+        Err(e) => Err(Error::data(file, line, format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Reads unlabeled JSONL: each line `{"text": ...}` or `{"prompt": ..., "response": ...}`.
+pub fn read_unlabeled_jsonl(path: &Path) -> Result<Vec<Record>> {
+    let file = path.display().to_string();
+    let mut out = Vec::new();
+    for (line, text) in read_lines(path)? {
+        let obj = parse_object(&file, line, &text)?;
+        let t = string_field(&obj, "text", &file, line)?;
+        let p = string_field(&obj, "prompt", &file, line)?;
+        let r = string_field(&obj, "response", &file, line)?;
+        out.push(match (t, p, r) {
+            (Some(t), None, None) => Record::Text(t),
+            (None, Some(prompt), Some(response)) => Record::PromptResponse { prompt, response },
+            _ => {
+                return Err(Error::data(
+                    &file,
+                    line,
+                    "expected either {\"text\": ...} or {\"prompt\": ..., \"response\": ...}",
+                ))
+            }
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::data(&file, 1, "no records"));
+    }
+    Ok(out)
+}
+
+/// Reads GSM8K-format JSONL: `{"question": ..., "answer": "... #### N"}`.
+pub fn read_gsm8k_jsonl(path: &Path) -> Result<Vec<QaExample>> {
+    let file = path.display().to_string();
+    let mut out = Vec::new();
+    for (line, text) in read_lines(path)? {
+        let obj = parse_object(&file, line, &text)?;
+        let question = string_field(&obj, "question", &file, line)?
+            .ok_or_else(|| Error::data(&file, line, "missing field `question`"))?;
+        let answer = string_field(&obj, "answer", &file, line)?
+            .ok_or_else(|| Error::data(&file, line, "missing field `answer`"))?;
+        if crate::eval::final_answer(&answer).is_none() {
+            return Err(Error::data(
+                &file,
+                line,
+                "`answer` must end in `#### N` with a number N",
+            ));
+        }
+        out.push(QaExample { question, answer });
+    }
+    if out.is_empty() {
+        return Err(Error::data(&file, 1, "no examples"));
+    }
+    Ok(out)
+}
+
+/// A seeded shuffling cursor over `0..n`: each epoch is a fresh permutation of (seed, epoch).
+/// `(epoch, pos)` is its whole state.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    seed: u64,
+    n: usize,
+    epoch: u64,
+    pos: usize,
+    perm: Vec<usize>,
+}
+
+/// Saved position of a [`Cursor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorState {
+    /// Completed passes.
+    pub epoch: u64,
+    /// Position inside the current pass.
+    pub pos: usize,
+}
+
+impl Cursor {
+    /// A cursor over `0..n` (n ≥ 1) shuffled by `seed`.
+    pub fn new(seed: u64, n: usize) -> Self {
+        let mut c = Cursor {
+            seed,
+            n,
+            epoch: 0,
+            pos: 0,
+            perm: Vec::new(),
+        };
+        c.reshuffle();
+        c
+    }
+    fn reshuffle(&mut self) {
+        let mut rng = SplitMix::new(self.seed, self.epoch);
+        self.perm = (0..self.n).collect();
+        for i in (1..self.n).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            self.perm.swap(i, j);
+        }
+    }
+    /// The next index.
+    pub fn next_index(&mut self) -> usize {
+        if self.pos >= self.n {
+            self.epoch += 1;
+            self.pos = 0;
+            self.reshuffle();
+        }
+        self.pos += 1;
+        self.perm[self.pos - 1]
+    }
+    /// Its state.
+    pub fn state(&self) -> CursorState {
+        CursorState {
+            epoch: self.epoch,
+            pos: self.pos,
+        }
+    }
+    /// Restores a state saved by [`state`](Self::state).
+    pub fn restore(&mut self, s: CursorState) {
+        self.epoch = s.epoch;
+        self.pos = s.pos.min(self.n);
+        self.reshuffle();
+    }
+}
+
+/// Tokens of one document with per-token loss flags (`true` = predict this token).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenDoc {
+    /// Token ids.
+    pub ids: Vec<i64>,
+    /// Loss flag per token.
+    pub loss: Vec<bool>,
+}
+
+/// Tokenises a record; the EOS separator is appended (a target when the response/text is).
+pub fn tokenize_record(codec: &dyn Codec, record: &Record) -> Result<TokenDoc> {
+    let (ctx, tgt) = match record {
+        Record::Text(t) => (Vec::new(), codec.encode(t)?),
+        Record::PromptResponse { prompt, response } => {
+            (codec.encode(prompt)?, codec.encode(response)?)
+        }
+    };
+    let mut doc = TokenDoc {
+        ids: ctx,
+        loss: Vec::new(),
+    };
+    doc.loss = vec![false; doc.ids.len()];
+    doc.ids.extend(&tgt);
+    doc.ids.push(codec.eos_id());
+    doc.loss.resize(doc.ids.len(), true);
+    Ok(doc)
+}
+
+/// Concatenates documents and cuts rows of `seq_len + 1` tokens (consecutive rows overlap by
+/// one token so every token but the first is predicted once). Its buffer is part of the state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Packer {
+    /// Tokens per row (T).
+    pub seq_len: usize,
+    /// Tokens not yet emitted.
+    pub buf: TokenDoc,
+}
+
+/// One packed row: inputs, next-token targets and the target loss mask, each of length T.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Input ids (T).
+    pub ids: Vec<i64>,
+    /// Next-token targets (T).
+    pub targets: Vec<i64>,
+    /// 1.0 where the target counts in the loss (T).
+    pub mask: Vec<f32>,
+}
+
+impl Packer {
+    /// An empty packer.
+    pub fn new(seq_len: usize) -> Self {
+        Packer {
+            seq_len,
+            buf: TokenDoc::default(),
+        }
+    }
+    /// Appends a document.
+    pub fn push(&mut self, doc: &TokenDoc) {
+        self.buf.ids.extend(&doc.ids);
+        self.buf.loss.extend(&doc.loss);
+    }
+    /// The next full row, if the buffer holds one.
+    pub fn pop_row(&mut self) -> Option<Row> {
+        let t = self.seq_len;
+        if self.buf.ids.len() < t + 1 {
+            return None;
+        }
+        let row = Row {
+            ids: self.buf.ids[..t].to_vec(),
+            targets: self.buf.ids[1..=t].to_vec(),
+            mask: self.buf.loss[1..=t]
+                .iter()
+                .map(|&b| f32::from(u8::from(b)))
+                .collect(),
+        };
+        self.buf.ids.drain(..t);
+        self.buf.loss.drain(..t);
+        Some(row)
+    }
+}
+
+/// Stacks rows into batch tensors `ids`, `targets` (B,T) int64 and `mask` (B,T) float.
+pub fn rows_to_tensors(rows: &[Row], device: Device) -> Result<vpt_sdk::TensorMap> {
+    let b = rows.len() as i64;
+    let t = rows.first().map_or(0, |r| r.ids.len()) as i64;
+    let cat_i = |f: fn(&Row) -> &Vec<i64>| -> Result<Tensor> {
+        let flat: Vec<i64> = rows.iter().flat_map(|r| f(r).iter().copied()).collect();
+        Tensor::from_slice(&flat)
+            .f_reshape([b, t])
+            .op("batch ids")?
+            .f_to(device)
+            .op("batch to device")
+    };
+    let flat: Vec<f32> = rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
+    let mask = Tensor::from_slice(&flat)
+        .f_reshape([b, t])
+        .op("batch mask")?
+        .f_to(device)
+        .op("mask to device")?;
+    Ok(vpt_sdk::TensorMap::new()
+        .with("ids", cat_i(|r| &r.ids)?)
+        .with("targets", cat_i(|r| &r.targets)?)
+        .with("mask", mask.f_to_kind(Kind::Float).op("mask kind")?))
+}
+
+/// The teacher-forced row of a QA example: chat prompt (no loss) then answer + EOS (loss),
+/// keeping the last `max_len + 1` tokens when longer.
+pub fn qa_row(codec: &dyn Codec, ex: &QaExample, max_len: usize) -> Result<Row> {
+    let prompt = codec.encode(&codec.chat_prompt(&ex.question))?;
+    let answer = codec.encode(&ex.answer)?;
+    let mut ids = prompt;
+    let mut loss = vec![false; ids.len()];
+    ids.extend(&answer);
+    ids.push(codec.eos_id());
+    loss.resize(ids.len(), true);
+    let start = ids.len().saturating_sub(max_len + 1);
+    let (ids, loss) = (&ids[start..], &loss[start..]);
+    Ok(Row {
+        ids: ids[..ids.len() - 1].to_vec(),
+        targets: ids[1..].to_vec(),
+        mask: loss[1..].iter().map(|&b| f32::from(u8::from(b))).collect(),
+    })
+}
+
+/// Right-pads rows to a common length with `pad` (mask 0).
+pub fn pad_rows(mut rows: Vec<Row>, pad: i64) -> Vec<Row> {
+    let len = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    for r in &mut rows {
+        r.ids.resize(len, pad);
+        r.targets.resize(len, pad);
+        r.mask.resize(len, 0.0);
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tmp_file(name: &str, content: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vpt-lm-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn unlabeled_jsonl_parses_both_shapes_and_names_bad_line() {
+        let p = tmp_file(
+            "u.jsonl",
+            "{\"text\": \"hello\"}\n\n{\"prompt\": \"a\", \"response\": \"b\"}\n",
+        );
+        let recs = read_unlabeled_jsonl(&p).unwrap();
+        assert_eq!(recs[0], Record::Text("hello".into()));
+        assert_eq!(
+            recs[1],
+            Record::PromptResponse {
+                prompt: "a".into(),
+                response: "b".into()
+            }
+        );
+        let bad = tmp_file("bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": 3}\n");
+        let err = read_unlabeled_jsonl(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.jsonl:2:") && err.contains("`text`"),
+            "{err}"
+        );
+        let bad = tmp_file("bad2.jsonl", "{\"text\": \"ok\"}\n\nnot json\n");
+        let err = read_unlabeled_jsonl(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad2.jsonl:3: invalid JSON"), "{err}");
+    }
+
+    #[test]
+    fn gsm8k_jsonl_requires_final_answer() {
+        let p = tmp_file(
+            "g.jsonl",
+            "{\"question\": \"q\", \"answer\": \"2+2 = 4\\n#### 4\"}\n",
+        );
+        assert_eq!(read_gsm8k_jsonl(&p).unwrap()[0].question, "q");
+        let bad = tmp_file(
+            "g2.jsonl",
+            "{\"question\": \"q\", \"answer\": \"4\"}\n{\"question\": \"q\"}\n",
+        );
+        let err = read_gsm8k_jsonl(&bad).unwrap_err().to_string();
+        assert!(err.contains("g2.jsonl:1:") && err.contains("####"), "{err}");
+        let real = Path::new("/work/shared/data/gsm8k/test.jsonl");
+        if real.exists() {
+            assert_eq!(read_gsm8k_jsonl(real).unwrap().len(), 1319);
+        }
+    }
+
+    #[test]
+    fn cursor_is_a_permutation_and_resumes_exactly() {
+        let mut c = Cursor::new(7, 10);
+        let first: Vec<usize> = (0..10).map(|_| c.next_index()).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_ne!(first, (0..10).collect::<Vec<_>>());
+        let _ = c.next_index();
+        let saved = c.state();
+        let ahead: Vec<usize> = (0..15).map(|_| c.next_index()).collect();
+        let mut d = Cursor::new(7, 10);
+        d.restore(saved);
+        assert_eq!(ahead, (0..15).map(|_| d.next_index()).collect::<Vec<_>>());
+        assert_ne!(first, Cursor::new(8, 10).perm);
+    }
+
+    #[test]
+    fn packing_shifts_targets_and_masks_prompts() {
+        let codec = ByteCodec;
+        let rec = Record::PromptResponse {
+            prompt: "ab".into(),
+            response: "cd".into(),
+        };
+        let doc = tokenize_record(&codec, &rec).unwrap();
+        assert_eq!(doc.ids, vec![97, 98, 99, 100, 256]);
+        assert_eq!(doc.loss, vec![false, false, true, true, true]);
+        let mut p = Packer::new(3);
+        p.push(&doc);
+        let r = p.pop_row().unwrap();
+        assert_eq!(r.ids, vec![97, 98, 99]);
+        assert_eq!(r.targets, vec![98, 99, 100]);
+        assert_eq!(r.mask, vec![0.0, 1.0, 1.0]);
+        assert!(p.pop_row().is_none());
+        p.push(&tokenize_record(&codec, &Record::Text("xy".into())).unwrap());
+        let r = p.pop_row().unwrap();
+        assert_eq!(r.ids, vec![100, 256, 120]);
+        assert_eq!(r.targets, vec![256, 120, 121]);
+        assert_eq!(r.mask, vec![1.0, 1.0, 1.0]);
+        let t = rows_to_tensors(&[r.clone(), r], Device::Cpu).unwrap();
+        assert_eq!(t.require("ids").unwrap().size(), vec![2, 3]);
+        assert_eq!(t.require("mask").unwrap().kind(), Kind::Float);
+    }
+
+    #[test]
+    fn qa_rows_mask_the_prompt_and_keep_the_answer_when_truncated() {
+        let ex = QaExample {
+            question: "q?".into(),
+            answer: "#### 7".into(),
+        };
+        let r = qa_row(&ByteCodec, &ex, 1000).unwrap();
+        let prompt_len = ByteCodec.chat_prompt("q?").len();
+        let n_loss = r.mask.iter().filter(|&&m| m > 0.0).count();
+        assert_eq!(n_loss, "#### 7".len() + 1);
+        assert_eq!(r.ids.len(), prompt_len + "#### 7".len());
+        let short = qa_row(&ByteCodec, &ex, 4).unwrap();
+        assert_eq!(short.ids.len(), 4);
+        assert_eq!(*short.targets.last().unwrap(), 256);
+        let padded = pad_rows(vec![r, short], 256);
+        assert_eq!(padded[1].ids.len(), padded[0].ids.len());
+        assert_eq!(padded[1].mask.iter().filter(|&&m| m > 0.0).count(), 4);
+    }
+}

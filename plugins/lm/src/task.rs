@@ -1,0 +1,1398 @@
+//! The `causal_lm` task: a Llama-family learner θ continued-pretrained on an unlabeled text
+//! stream (generated math, JSONL files, Python-doc general text), with GSM8K-format feedback
+//! sets (L_down = NLL of the answer tokens) and top-K soft targets as its construction.
+//!
+//! Losses: the baseline is one-hot next-token CE; with `lm.soft_targets/v1` it is
+//! −Σ_k q_k log p_θ(cand_k) on the K candidates. Both are masked token means per example (B,).
+//! Attention kernel: explicit math attention whenever grad mode is on (the host may take a
+//! create_graph double backward through the loss), the fused kernel under `no_grad`.
+
+use crate::data::{
+    self, Codec, Cursor, CursorState, Packer, QaExample, Record, Row, SplitMix, TokenDoc,
+};
+use crate::designer::LmDesignContext;
+use crate::eval::{pass_at, PassAt};
+use crate::general::{self, GeneralText};
+use crate::mathgen::MathSplits;
+use crate::model::{Attention, Config, Llama, Scope};
+use crate::tokenizer::Tokenizer;
+use crate::{gguf, hf};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+use vpt_sdk::{
+    Batch, BatchSource, BuildContext, Construction, Error, FeedbackSetInfo, Metrics, Result, State,
+    Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+};
+
+impl Codec for Tokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        Tokenizer::encode(self, text, false)
+    }
+    fn decode(&self, ids: &[i64]) -> Result<String> {
+        Tokenizer::decode(self, ids)
+    }
+    fn eos_id(&self) -> i64 {
+        Tokenizer::eos_id(self)
+    }
+    fn chat_prompt(&self, user: &str) -> String {
+        Tokenizer::chat_prompt(self, user)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+/// Where the learner comes from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSource {
+    /// A GGUF file (weights dequantised to f32; tokenizer from its metadata), e.g.
+    /// `{ gguf = "${VPT_SMOLLM2_GGUF}" }`.
+    Gguf(String),
+    /// An HF directory with `config.json`, `model.safetensors`, `tokenizer.json`.
+    Hf(String),
+    /// A tiny randomly initialised model (`Config::tiny`, 300-token tokenizer) for tests.
+    TinyRandom,
+}
+
+/// Config of the `causal_lm` task.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CausalLmConfig {
+    /// The learner: `{ gguf = "path" }`, `{ hf = "dir" }` or `"tiny_random"`.
+    pub model: ModelSource,
+    /// Trainable part of θ: `"all"`, `{ last_n = N }` or
+    /// `{ lora_last_n = { layers = N, rank = r, alpha = a } }`.
+    #[serde(default = "d_trainable")]
+    pub trainable: Scope,
+    /// Alignment subset S: the last N layers of the trainable part (their LoRA weights under
+    /// LoRA). Default: every trainable layer (all of θ for `"all"`).
+    #[serde(default)]
+    pub alignment_layers: Option<usize>,
+    /// Tokens per unlabeled row (T).
+    #[serde(default = "d_seq_len")]
+    pub seq_len: usize,
+    /// Rows per unlabeled batch (B).
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Candidates per position K for soft targets (the true token + the learner's top K−1).
+    #[serde(default = "d_top_k")]
+    pub top_k: i64,
+    /// Seed of the generated data (problems and splits); the run seed only orders the data.
+    #[serde(default)]
+    pub data_seed: u64,
+    /// The unlabeled stream.
+    #[serde(default)]
+    pub unlabeled: UnlabeledConfig,
+    /// The general text (Python docs): part of the stream and the `general_loss` held-out set.
+    #[serde(default)]
+    pub general: GeneralConfig,
+    /// Feedback sets (labeled, steer φ only). Default: one generated set called `math`.
+    #[serde(default = "d_feedback")]
+    pub feedback: Vec<FeedbackSetConfig>,
+    /// Examples per feedback batch.
+    #[serde(default = "d_batch")]
+    pub feedback_batch_size: usize,
+    /// Longest feedback row in tokens (prompt + answer); longer ones keep their tail.
+    #[serde(default = "d_max_len")]
+    pub feedback_max_len: usize,
+    /// Evaluation.
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// The unlabeled stream: a mixture of "math" documents (generated and/or JSONL) and general text.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnlabeledConfig {
+    /// Include generated word problems with worked solutions (plain text, full loss).
+    #[serde(default = "d_true")]
+    pub generated_math: bool,
+    /// Difficulty levels (1–3) of the generated stream.
+    #[serde(default = "d_levels")]
+    pub levels: Vec<u8>,
+    /// JSONL files of `{"text"}` or `{"prompt","response"}` records (loss on the response only).
+    #[serde(default)]
+    pub jsonl: Vec<String>,
+    /// Probability that a document is drawn from the general text instead (0 disables it).
+    #[serde(default = "d_general_fraction")]
+    pub general_fraction: f64,
+}
+
+/// General text from the Debian `python3.11-doc` reST sources.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneralConfig {
+    /// Root of the `*.rst.txt` sources.
+    #[serde(default = "d_general_root")]
+    pub root: String,
+    /// Percent of files (by path hash) held out for `general_loss`.
+    #[serde(default = "d_heldout_percent")]
+    pub heldout_percent: u64,
+    /// Shortest paragraph kept, in characters.
+    #[serde(default = "d_min_chars")]
+    pub min_chars: usize,
+    /// Paragraphs are cut at this many characters.
+    #[serde(default = "d_max_chars")]
+    pub max_chars: usize,
+}
+
+/// Where a labeled set comes from.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SetKind {
+    /// Problems from [`crate::mathgen`] (never shared with the stream or the test set).
+    Generated,
+    /// A GSM8K-format JSONL file (`question`, `answer` ending in `#### N`).
+    Gsm8kJsonl,
+}
+
+/// One feedback set. Its weight ω_j is a host setting (`[[meta.feedback]]`), not a task one.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackSetConfig {
+    /// Name used in `[[meta.feedback]]` and in metrics (`feedback_loss/<name>`).
+    pub name: String,
+    /// Source kind.
+    pub kind: SetKind,
+    /// The JSONL file (`gsm8k_jsonl` only).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Difficulty levels (`generated` only).
+    #[serde(default = "d_levels")]
+    pub levels: Vec<u8>,
+    /// Number of examples used for meta steps (`generated`: how many to generate; JSONL: a cap).
+    #[serde(default = "d_feedback_size")]
+    pub size: usize,
+    /// Examples held out from the meta steps for `evaluate`'s `feedback_loss`.
+    #[serde(default = "d_heldout")]
+    pub heldout: usize,
+}
+
+/// The test set for pass@k.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestSetConfig {
+    /// Source kind.
+    #[serde(default = "d_generated")]
+    pub kind: SetKind,
+    /// The JSONL file (`gsm8k_jsonl` only).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Difficulty levels (`generated` only).
+    #[serde(default = "d_levels")]
+    pub levels: Vec<u8>,
+    /// Number of test problems.
+    #[serde(default = "d_test_size")]
+    pub size: usize,
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// The pass@k test set.
+    #[serde(default)]
+    pub test: TestSetConfig,
+    /// Held-out general-text rows (of `seq_len` tokens) for `general_loss` / `general_ppl`.
+    #[serde(default = "d_general_rows")]
+    pub general_rows: usize,
+    /// Longest generated answer in tokens.
+    #[serde(default = "d_max_new")]
+    pub max_new_tokens: usize,
+    /// k for pass@k with temperature sampling (0 = off; pass@1 is always greedy).
+    #[serde(default)]
+    pub pass_k: usize,
+    /// Sampling temperature for pass@k.
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+}
+
+fn d_trainable() -> Scope {
+    Scope::LastN(2)
+}
+fn d_seq_len() -> usize {
+    128
+}
+fn d_batch() -> usize {
+    4
+}
+fn d_top_k() -> i64 {
+    64
+}
+fn d_true() -> bool {
+    true
+}
+fn d_levels() -> Vec<u8> {
+    vec![1, 2, 3]
+}
+fn d_general_fraction() -> f64 {
+    0.25
+}
+fn d_general_root() -> String {
+    general::DEFAULT_ROOT.into()
+}
+fn d_heldout_percent() -> u64 {
+    10
+}
+fn d_min_chars() -> usize {
+    200
+}
+fn d_max_chars() -> usize {
+    2000
+}
+fn d_feedback() -> Vec<FeedbackSetConfig> {
+    vec![FeedbackSetConfig {
+        name: "math".into(),
+        kind: SetKind::Generated,
+        path: None,
+        levels: d_levels(),
+        size: d_feedback_size(),
+        heldout: d_heldout(),
+    }]
+}
+fn d_max_len() -> usize {
+    320
+}
+fn d_feedback_size() -> usize {
+    512
+}
+fn d_heldout() -> usize {
+    64
+}
+fn d_generated() -> SetKind {
+    SetKind::Generated
+}
+fn d_test_size() -> usize {
+    64
+}
+fn d_general_rows() -> usize {
+    16
+}
+fn d_max_new() -> usize {
+    160
+}
+fn d_temperature() -> f64 {
+    0.7
+}
+
+impl Default for UnlabeledConfig {
+    fn default() -> Self {
+        UnlabeledConfig {
+            generated_math: true,
+            levels: d_levels(),
+            jsonl: vec![],
+            general_fraction: d_general_fraction(),
+        }
+    }
+}
+impl Default for GeneralConfig {
+    fn default() -> Self {
+        GeneralConfig {
+            root: d_general_root(),
+            heldout_percent: d_heldout_percent(),
+            min_chars: d_min_chars(),
+            max_chars: d_max_chars(),
+        }
+    }
+}
+impl Default for TestSetConfig {
+    fn default() -> Self {
+        TestSetConfig {
+            kind: SetKind::Generated,
+            path: None,
+            levels: d_levels(),
+            size: d_test_size(),
+        }
+    }
+}
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            test: TestSetConfig::default(),
+            general_rows: d_general_rows(),
+            max_new_tokens: d_max_new(),
+            pass_k: 0,
+            temperature: d_temperature(),
+        }
+    }
+}
+
+impl CausalLmConfig {
+    /// A config for the tiny random model (tests): small sets, no general text unless asked.
+    pub fn tiny() -> Self {
+        let mut c: CausalLmConfig =
+            serde_json::from_value(serde_json::json!({"model": "tiny_random"}))
+                .expect("defaults parse");
+        c.seq_len = 32;
+        c.batch_size = 2;
+        c.top_k = 8;
+        c.feedback_batch_size = 2;
+        c.feedback_max_len = 96;
+        c.unlabeled.general_fraction = 0.0;
+        c.feedback[0].size = 32;
+        c.feedback[0].heldout = 4;
+        c.eval.test.size = 3;
+        c.eval.general_rows = 0;
+        c.eval.max_new_tokens = 8;
+        c
+    }
+
+    fn validate(&self) -> Result<()> {
+        let f = |name: &str| format!("task.config.{name}");
+        if self.seq_len < 2 || self.batch_size == 0 || self.feedback_batch_size == 0 {
+            return Err(Error::config(
+                f("seq_len"),
+                "seq_len ≥ 2, batch_size ≥ 1 and feedback_batch_size ≥ 1",
+            ));
+        }
+        if self.top_k < 2 {
+            return Err(Error::config(
+                f("top_k"),
+                format!("must be ≥ 2, got {}", self.top_k),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.unlabeled.general_fraction) {
+            return Err(Error::config(
+                f("unlabeled.general_fraction"),
+                "must be in [0, 1]",
+            ));
+        }
+        if !self.unlabeled.generated_math
+            && self.unlabeled.jsonl.is_empty()
+            && self.unlabeled.general_fraction < 1.0
+        {
+            return Err(Error::config(
+                f("unlabeled"),
+                "no math source: enable generated_math, list jsonl files, or set general_fraction = 1",
+            ));
+        }
+        let levels_ok =
+            |l: &[u8]| !l.is_empty() && l.iter().all(|x| crate::mathgen::LEVELS.contains(x));
+        if !levels_ok(&self.unlabeled.levels) || !levels_ok(&self.eval.test.levels) {
+            return Err(Error::config(
+                f("levels"),
+                "levels must be a non-empty list of 1, 2, 3",
+            ));
+        }
+        if self.feedback.is_empty() {
+            return Err(Error::config(
+                f("feedback"),
+                "needs at least one feedback set",
+            ));
+        }
+        for (i, s) in self.feedback.iter().enumerate() {
+            let at = |k: &str| f(&format!("feedback[{i}].{k}"));
+            if self.feedback[..i].iter().any(|o| o.name == s.name) {
+                return Err(Error::config(
+                    at("name"),
+                    format!("duplicate feedback set name `{}`", s.name),
+                ));
+            }
+            if (s.kind == SetKind::Gsm8kJsonl) != s.path.is_some() {
+                return Err(Error::config(
+                    at("path"),
+                    "give `path` exactly when kind = \"gsm8k_jsonl\"",
+                ));
+            }
+            if !levels_ok(&s.levels) || s.size == 0 {
+                return Err(Error::config(
+                    at("levels"),
+                    "levels must be a non-empty list of 1, 2, 3 and size ≥ 1",
+                ));
+            }
+        }
+        if (self.eval.test.kind == SetKind::Gsm8kJsonl) != self.eval.test.path.is_some() {
+            return Err(Error::config(
+                f("eval.test.path"),
+                "give `path` exactly when kind = \"gsm8k_jsonl\"",
+            ));
+        }
+        if self.eval.pass_k > 0 && (self.eval.temperature.is_nan() || self.eval.temperature <= 0.0)
+        {
+            return Err(Error::config(
+                f("eval.temperature"),
+                "must be > 0 when pass_k > 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data streams
+
+/// One feedback set, split into the part the meta steps see and a held-out part.
+struct FeedbackSet {
+    name: String,
+    train: Vec<QaExample>,
+    heldout: Vec<QaExample>,
+    cursor: Cursor,
+}
+
+/// The unlabeled stream: generated math (counter), JSONL records (cursor), general paragraphs
+/// (cursor), mixed by a counter-based coin, packed into rows.
+struct Stream {
+    math: Option<MathSplits>,
+    math_next: u64,
+    jsonl: Vec<Record>,
+    jsonl_cursor: Option<Cursor>,
+    general: Vec<String>,
+    general_cursor: Option<Cursor>,
+    general_fraction: f64,
+    draws: u64,
+    seed: u64,
+    packer: Packer,
+}
+
+/// Saved state of the stream and the feedback cursors.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedState {
+    math_next: u64,
+    jsonl: Option<CursorState>,
+    general: Option<CursorState>,
+    draws: u64,
+    buffer: TokenDoc,
+    feedback: Vec<CursorState>,
+}
+
+impl Stream {
+    fn next_record(&mut self) -> Record {
+        let mut coin = SplitMix::new(self.seed ^ 0x5EED_0001, self.draws);
+        self.draws += 1;
+        let general = self.general_cursor.is_some() && coin.uniform() < self.general_fraction;
+        if general {
+            let c = self.general_cursor.as_mut().expect("checked above");
+            return Record::Text(self.general[c.next_index()].clone());
+        }
+        let use_jsonl = match (&self.math, &self.jsonl_cursor) {
+            (Some(_), Some(_)) => coin.uniform() < 0.5,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if use_jsonl {
+            let c = self.jsonl_cursor.as_mut().expect("checked above");
+            return self.jsonl[c.next_index()].clone();
+        }
+        match &self.math {
+            Some(m) => {
+                self.math_next += 1;
+                Record::Text(m.train(self.math_next - 1).to_text())
+            }
+            // Validation guarantees general_fraction = 1 here.
+            None => Record::Text(
+                self.general[self
+                    .general_cursor
+                    .as_mut()
+                    .expect("general on")
+                    .next_index()]
+                .clone(),
+            ),
+        }
+    }
+
+    fn next_rows(&mut self, codec: &dyn Codec, n: usize) -> Result<Vec<Row>> {
+        let mut rows = Vec::with_capacity(n);
+        while rows.len() < n {
+            match self.packer.pop_row() {
+                Some(r) => rows.push(r),
+                None => {
+                    let rec = self.next_record();
+                    self.packer.push(&data::tokenize_record(codec, &rec)?);
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The task
+
+/// The `causal_lm` task.
+pub struct CausalLm {
+    cfg: CausalLmConfig,
+    vs: nn::VarStore,
+    model: Llama,
+    codec: Box<dyn Codec>,
+    trainable: Vec<(String, Tensor)>,
+    alignment: Vec<String>,
+    stream: Stream,
+    feedback: Vec<FeedbackSet>,
+    test: Vec<QaExample>,
+    general_eval: Vec<Row>,
+    device: Device,
+    seed: u64,
+}
+
+impl TaskFactory for CausalLm {
+    const NAME: &'static str = "causal_lm";
+    const DESCRIPTION: &'static str =
+        "causal LM continued pretraining (generated math + Python docs) with GSM8K-format feedback and top-K soft targets";
+    const CONSUMES: &'static [&'static str] = &[KIND_LM_SOFT_TARGETS];
+    type Config = CausalLmConfig;
+    fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
+        Ok(Box::new(CausalLm::new(config, ctx)?))
+    }
+}
+
+fn read_path(field: &str, path: &Option<String>) -> Result<Vec<QaExample>> {
+    let p = path
+        .as_deref()
+        .ok_or_else(|| Error::config(field, "missing path"))?;
+    data::read_gsm8k_jsonl(Path::new(p))
+}
+
+/// Loads θ and its tokenizer.
+fn load_model(
+    src: &ModelSource,
+    scope: &Scope,
+    device: Device,
+    seed: u64,
+) -> Result<(nn::VarStore, Llama, Tokenizer)> {
+    let (cfg, vs, tok): (Config, nn::VarStore, Tokenizer) = match src {
+        ModelSource::Gguf(p) => gguf::load_gguf(p, device)?,
+        ModelSource::Hf(d) => hf::load_hf(d, device)?,
+        ModelSource::TinyRandom => {
+            // The tiny model's init is a pure function of the run seed.
+            tch::manual_seed(seed as i64);
+            (Config::tiny(), nn::VarStore::new(device), Tokenizer::tiny())
+        }
+    };
+    let model = Llama::with_scope(&vs.root(), &cfg, scope)?;
+    Ok((vs, model, tok))
+}
+
+impl CausalLm {
+    /// Builds the task (loads θ, generates / reads every data set).
+    pub fn new(cfg: CausalLmConfig, ctx: &BuildContext) -> Result<Self> {
+        cfg.validate()?;
+        let device = ctx.device();
+        let (vs, model, tok) = load_model(&cfg.model, &cfg.trainable, device, ctx.seed)?;
+        let trainable = model.apply_scope(&vs, &cfg.trainable)?;
+        let layers = model.config().num_layers;
+        let alignment_scope = match (&cfg.trainable, cfg.alignment_layers) {
+            (s, None) => s.clone(),
+            (Scope::All, Some(n)) | (Scope::LastN(_), Some(n)) => Scope::LastN(n),
+            (Scope::LoraLastN { rank, alpha, .. }, Some(n)) => Scope::LoraLastN {
+                layers: n,
+                rank: *rank,
+                alpha: *alpha,
+            },
+        };
+        let trainable_layers = match &cfg.trainable {
+            Scope::All => layers,
+            Scope::LastN(n) | Scope::LoraLastN { layers: n, .. } => *n,
+        };
+        if cfg
+            .alignment_layers
+            .is_some_and(|n| n == 0 || n > trainable_layers)
+        {
+            return Err(Error::config(
+                "task.config.alignment_layers",
+                format!("must be in 1..={trainable_layers} (the trainable layers)"),
+            ));
+        }
+        let alignment: Vec<String> = model
+            .alignment_names(&alignment_scope)
+            .into_iter()
+            .filter(|n| trainable.iter().any(|(t, _)| t == n))
+            .collect();
+        if alignment.is_empty() {
+            return Err(Error::config(
+                "task.config.alignment_layers",
+                "selects no trainable parameter",
+            ));
+        }
+        let codec: Box<dyn Codec> = Box::new(tok);
+
+        // Held-out generated sets first, so the stream can exclude them.
+        let test_gen = MathSplits::new(cfg.data_seed, &cfg.eval.test.levels, 0, cfg.eval.test.size);
+        let test = match cfg.eval.test.kind {
+            SetKind::Generated => test_gen.test.iter().map(|p| p.to_qa()).collect(),
+            SetKind::Gsm8kJsonl => {
+                let mut v = read_path("task.config.eval.test.path", &cfg.eval.test.path)?;
+                v.truncate(cfg.eval.test.size);
+                v
+            }
+        };
+        let mut generated = vec![test_gen];
+        let mut feedback = Vec::new();
+        for (j, s) in cfg.feedback.iter().enumerate() {
+            let all: Vec<QaExample> = match s.kind {
+                SetKind::Generated => {
+                    let seed = cfg.data_seed ^ data::fnv1a(s.name.as_bytes());
+                    let m = MathSplits::new(seed, &s.levels, s.size + s.heldout, 0);
+                    let v = m
+                        .feedback
+                        .iter()
+                        .filter(|p| !generated[0].is_held_out(&p.question))
+                        .map(|p| p.to_qa())
+                        .collect();
+                    generated.push(m);
+                    v
+                }
+                SetKind::Gsm8kJsonl => {
+                    read_path(&format!("task.config.feedback[{j}].path"), &s.path)?
+                }
+            };
+            // Held-out examples are a seeded sample; the rest (capped at `size`) feed the meta steps.
+            let mut order = Cursor::new(cfg.data_seed ^ 0xFEED ^ j as u64, all.len());
+            let idx: Vec<usize> = (0..all.len()).map(|_| order.next_index()).collect();
+            let heldout: Vec<QaExample> = idx
+                .iter()
+                .take(s.heldout)
+                .map(|&i| all[i].clone())
+                .collect();
+            let train: Vec<QaExample> = idx
+                .iter()
+                .skip(s.heldout)
+                .take(s.size)
+                .map(|&i| all[i].clone())
+                .collect();
+            if train.is_empty() {
+                return Err(Error::config(
+                    format!("task.config.feedback[{j}]"),
+                    format!(
+                        "set `{}` has {} examples, none left after holding out {}",
+                        s.name,
+                        all.len(),
+                        s.heldout
+                    ),
+                ));
+            }
+            let cursor = Cursor::new(ctx.seed ^ data::fnv1a(s.name.as_bytes()), train.len());
+            feedback.push(FeedbackSet {
+                name: s.name.clone(),
+                train,
+                heldout,
+                cursor,
+            });
+        }
+
+        let general_needed = cfg.unlabeled.general_fraction > 0.0 || cfg.eval.general_rows > 0;
+        let gen_text = if general_needed {
+            let g = &cfg.general;
+            general::load(
+                Path::new(&g.root),
+                g.heldout_percent,
+                g.min_chars,
+                g.max_chars,
+            )?
+        } else {
+            GeneralText::default()
+        };
+        let math = cfg.unlabeled.generated_math.then(|| {
+            let mut m = MathSplits::new(cfg.data_seed ^ 0x57AE, &cfg.unlabeled.levels, 0, 0);
+            for g in &generated {
+                m.exclude(g);
+            }
+            m
+        });
+        let mut jsonl = Vec::new();
+        for p in &cfg.unlabeled.jsonl {
+            jsonl.extend(data::read_unlabeled_jsonl(Path::new(p))?);
+        }
+        let general_eval = if cfg.eval.general_rows > 0 {
+            let mut p = Packer::new(cfg.seq_len);
+            let mut rows = Vec::new();
+            for para in &gen_text.heldout {
+                p.push(&data::tokenize_record(
+                    codec.as_ref(),
+                    &Record::Text(para.clone()),
+                )?);
+                while let Some(r) = p.pop_row() {
+                    rows.push(r);
+                }
+                if rows.len() >= cfg.eval.general_rows {
+                    break;
+                }
+            }
+            rows.truncate(cfg.eval.general_rows);
+            rows
+        } else {
+            Vec::new()
+        };
+        let stream = Stream {
+            math,
+            math_next: 0,
+            jsonl_cursor: (!jsonl.is_empty()).then(|| Cursor::new(ctx.seed ^ 0x15_0E, jsonl.len())),
+            jsonl,
+            general_cursor: (cfg.unlabeled.general_fraction > 0.0 && !gen_text.train.is_empty())
+                .then(|| Cursor::new(ctx.seed ^ 0x6E_E7, gen_text.train.len())),
+            general: gen_text.train,
+            general_fraction: cfg.unlabeled.general_fraction,
+            draws: 0,
+            seed: ctx.seed,
+            packer: Packer::new(cfg.seq_len),
+        };
+        Ok(CausalLm {
+            cfg,
+            vs,
+            model,
+            codec,
+            trainable,
+            alignment,
+            stream,
+            feedback,
+            test,
+            general_eval,
+            device,
+            seed: ctx.seed,
+        })
+    }
+
+    /// Converts θ to `kind` (f64 for finite-difference tests).
+    pub fn set_kind(&mut self, kind: Kind) {
+        self.vs.set_kind(kind);
+    }
+
+    /// The loaded model.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// Log-probabilities of `cand` (B,T,K) under θ for input ids (B,T); kernel chosen by grad mode.
+    fn cand_logprobs(&self, ids: &Tensor, cand: &Tensor) -> Result<Tensor> {
+        let hidden = self.model.forward_hidden(ids, attention_for_grad_mode()?)?; // (B,T,d)
+        let logits = self.model.logits(&hidden)?; // (B,T,V)
+        let lse = logits.f_logsumexp(-1i64, true).op("logsumexp")?; // (B,T,1)
+        logits
+            .f_gather(-1, cand, false)
+            .op("gather candidates")?
+            .f_sub(&lse)
+            .op("log p")
+    }
+
+    /// Per-example masked mean of −Σ_k q_k log p(cand_k): (B,).
+    fn soft_ce(&self, ids: &Tensor, mask: &Tensor, cand: &Tensor, q: &Tensor) -> Result<Tensor> {
+        let lp = self.cand_logprobs(ids, cand)?; // (B,T,K)
+        let q = q.f_to_kind(lp.kind()).op("q kind")?;
+        let per_pos = lp
+            .f_mul(&q)
+            .op("q log p")?
+            .f_sum_dim_intlist(-1i64, false, lp.kind())
+            .op("sum K")?
+            .f_neg()
+            .op("neg")?; // (B,T)
+        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
+        let num = per_pos
+            .f_mul(&mask)
+            .op("mask")?
+            .f_sum_dim_intlist(-1i64, false, lp.kind())
+            .op("sum T")?;
+        let den = mask
+            .f_sum_dim_intlist(-1i64, false, lp.kind())
+            .op("count")?
+            .f_clamp_min(1.0)
+            .op("clamp")?;
+        num.f_div(&den).op("mean")
+    }
+
+    /// Token-mean NLL of the masked targets over a list of rows, in batches, under no_grad.
+    fn nll_rows(&self, rows: &[Row], batch: usize) -> Result<(f64, f64)> {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for chunk in rows.chunks(batch.max(1)) {
+            let t = data::rows_to_tensors(
+                &data::pad_rows(chunk.to_vec(), self.codec.eos_id()),
+                self.device,
+            )?;
+            let (s, c) = tch::no_grad(|| self.nll_sum(&t))?;
+            sum += s;
+            count += c;
+        }
+        Ok((sum, count))
+    }
+
+    /// (Σ NLL, number of masked tokens) of a batch's tensors.
+    fn nll_sum(&self, t: &TensorMap) -> Result<(f64, f64)> {
+        let (ids, targets, mask) = (t.require("ids")?, t.require("targets")?, t.require("mask")?);
+        let lp = self
+            .cand_logprobs(ids, &targets.f_unsqueeze(-1).op("targets")?)?
+            .f_squeeze_dim(-1)
+            .op("lp")?; // (B,T)
+        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
+        let s = lp
+            .f_mul(&mask)
+            .op("mask")?
+            .f_sum(Kind::Double)
+            .op("sum")?
+            .f_neg()
+            .op("neg")?
+            .double_value(&[]);
+        Ok((s, mask.f_sum(Kind::Double).op("count")?.double_value(&[])))
+    }
+
+    fn feedback_rows(&self, examples: &[QaExample]) -> Result<Vec<Row>> {
+        examples
+            .iter()
+            .map(|ex| data::qa_row(self.codec.as_ref(), ex, self.cfg.feedback_max_len))
+            .collect()
+    }
+}
+
+/// True when autograd is recording (probed with a 1-element op; tch exposes no getter).
+fn grad_enabled() -> Result<bool> {
+    let x = Tensor::f_zeros([1], (Kind::Float, Device::Cpu))
+        .op("grad probe")?
+        .set_requires_grad(true);
+    Ok(x.f_mul_scalar(1.0).op("grad probe")?.requires_grad())
+}
+
+/// Math attention when grad is on (a create_graph double backward may follow; CPU fused
+/// attention has none), fused otherwise.
+fn attention_for_grad_mode() -> Result<Attention> {
+    Ok(if grad_enabled()? {
+        Attention::Math
+    } else {
+        Attention::Fused
+    })
+}
+
+fn expect_source(batch: &Batch, unlabeled: bool, what: &str) -> Result<()> {
+    match (batch.source, unlabeled) {
+        (BatchSource::Unlabeled { .. }, true) | (BatchSource::Feedback { .. }, false) => Ok(()),
+        (s, _) => Err(Error::msg(format!("{what}: got a batch from {s:?}"))),
+    }
+}
+
+impl Task for CausalLm {
+    fn info(&self) -> TaskInfo {
+        let ctx = LmDesignContext {
+            d_model: self.model.config().hidden_size,
+            k: self.cfg.top_k,
+        };
+        TaskInfo {
+            consumes: vec![KIND_LM_SOFT_TARGETS.into()],
+            alignment: self.alignment.clone(),
+            domains: vec!["text".into()],
+            feedback_sets: self
+                .feedback
+                .iter()
+                .map(|f| FeedbackSetInfo {
+                    name: f.name.clone(),
+                    domain: 0,
+                })
+                .collect(),
+            designer_context: serde_json::to_value(ctx).expect("context serialises"),
+            batch_size: self.cfg.batch_size,
+        }
+    }
+
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(self
+            .trainable
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect())
+    }
+
+    fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
+        let rows = match source {
+            BatchSource::Unlabeled { domain: 0 } => self
+                .stream
+                .next_rows(self.codec.as_ref(), self.cfg.batch_size)?,
+            BatchSource::Feedback { set } => {
+                let fs = self.feedback.get_mut(set as usize).ok_or_else(|| {
+                    Error::msg(format!(
+                        "no feedback set {set} (have {})",
+                        self.cfg.feedback.len()
+                    ))
+                })?;
+                let picks: Vec<QaExample> = (0..self.cfg.feedback_batch_size)
+                    .map(|_| fs.train[fs.cursor.next_index()].clone())
+                    .collect();
+                data::pad_rows(self.feedback_rows(&picks)?, self.codec.eos_id())
+            }
+            s => {
+                return Err(Error::msg(format!(
+                    "causal_lm has one unlabeled domain; got {s:?}"
+                )))
+            }
+        };
+        Ok(Batch {
+            source,
+            tensors: data::rows_to_tensors(&rows, self.device)?,
+        })
+    }
+
+    fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
+        expect_source(batch, true, "design_inputs")?;
+        let (ids, targets, mask) = (
+            batch.tensors.require("ids")?,
+            batch.tensors.require("targets")?,
+            batch.tensors.require("mask")?,
+        );
+        tch::no_grad(|| {
+            let hidden = self.model.forward_hidden(ids, Attention::Fused)?; // (B,T,d)
+            let logits = self.model.logits(&hidden)?; // (B,T,V)
+            let logp = logits.f_log_softmax(-1, logits.kind()).op("log_softmax")?;
+            let true_idx = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
+                                                                   // The learner's top K−1 among the tokens other than the true one.
+            let others = logits
+                .f_scatter_value(-1, &true_idx, f64::NEG_INFINITY)
+                .op("hide true")?;
+            let (_, top) = others
+                .f_topk(self.cfg.top_k - 1, -1, true, true)
+                .op("topk")?; // (B,T,K−1)
+            let cand = Tensor::f_cat(&[&true_idx, &top], -1).op("candidates")?; // (B,T,K)
+            let cand_lp = logp.f_gather(-1, &cand, false).op("candidate log p")?;
+            Ok(TensorMap::new()
+                .with("features", hidden.detach())
+                .with("cand_ids", cand)
+                .with("cand_logprobs", cand_lp)
+                .with("loss_mask", mask.shallow_clone()))
+        })
+    }
+
+    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
+        expect_source(batch, true, "pretrain_loss")?;
+        let (ids, targets, mask) = (
+            batch.tensors.require("ids")?,
+            batch.tensors.require("targets")?,
+            batch.tensors.require("mask")?,
+        );
+        if construction.is_baseline() {
+            // One-hot CE is the soft CE with the true token as the only candidate.
+            let cand = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
+            let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device)).op("one-hot")?;
+            return self.soft_ce(ids, mask, &cand, &q);
+        }
+        if construction.kind != KIND_LM_SOFT_TARGETS {
+            return Err(Error::msg(format!(
+                "causal_lm consumes {KIND_LM_SOFT_TARGETS}, got `{}`",
+                construction.kind
+            )));
+        }
+        let cand = construction.tensors.require("cand_ids")?;
+        let q = construction.tensors.require("probs")?;
+        let (bt, cs, qs) = (targets.size(), cand.size(), q.size());
+        if cs.len() != 3 || cs[..2] != bt[..] || qs != cs {
+            return Err(Error::Tensor {
+                name: "probs".into(),
+                message: format!(
+                    "cand_ids {cs:?} and probs {qs:?} must both be (B,T,K) with (B,T) = {bt:?}"
+                ),
+            });
+        }
+        self.soft_ce(ids, mask, cand, q)
+    }
+
+    fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        expect_source(batch, false, "feedback_loss")?;
+        let (ids, targets, mask) = (
+            batch.tensors.require("ids")?,
+            batch.tensors.require("targets")?,
+            batch.tensors.require("mask")?,
+        );
+        // L_down is differentiated once (no create_graph), so the fused kernel is safe here.
+        let hidden = self.model.forward_hidden(ids, Attention::Fused)?;
+        let logits = self.model.logits(&hidden)?; // (B,L,V)
+        let lp = logits
+            .f_log_softmax(-1, logits.kind())
+            .op("log_softmax")?
+            .f_gather(-1, &targets.f_unsqueeze(-1).op("t")?, false)
+            .op("gather")?
+            .f_squeeze_dim(-1)
+            .op("sq")?; // (B,L)
+        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
+        let den = mask
+            .f_sum(lp.kind())
+            .op("count")?
+            .f_clamp_min(1.0)
+            .op("clamp")?;
+        lp.f_mul(&mask)
+            .op("mask")?
+            .f_sum(lp.kind())
+            .op("sum")?
+            .f_neg()
+            .op("neg")?
+            .f_div(&den)
+            .op("mean NLL")
+    }
+
+    fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
+        let cap = |n: usize| limit.map_or(n, |l| n.min(l as usize));
+        let mut m = Metrics::new();
+        let (mut fb_sum, mut fb_sets) = (0.0, 0.0);
+        for fs in &self.feedback {
+            let rows = self.feedback_rows(&fs.heldout[..cap(fs.heldout.len())])?;
+            if rows.is_empty() {
+                continue;
+            }
+            let (s, c) = self.nll_rows(&rows, self.cfg.feedback_batch_size)?;
+            let loss = s / c.max(1.0);
+            m.insert(format!("feedback_loss/{}", fs.name), loss);
+            fb_sum += loss;
+            fb_sets += 1.0;
+        }
+        m.insert(
+            "feedback_loss".into(),
+            if fb_sets > 0.0 {
+                fb_sum / fb_sets
+            } else {
+                f64::NAN
+            },
+        );
+        let n_gen = cap(self.general_eval.len());
+        let general = if n_gen > 0 {
+            let (s, c) = self.nll_rows(&self.general_eval[..n_gen], self.cfg.batch_size)?;
+            s / c.max(1.0)
+        } else {
+            f64::NAN
+        };
+        m.insert("general_loss".into(), general);
+        m.insert("general_ppl".into(), general.exp());
+        let n_test = cap(self.test.len());
+        if n_test > 0 {
+            let settings = PassAt {
+                max_new_tokens: self.cfg.eval.max_new_tokens,
+                k: self.cfg.eval.pass_k,
+                temperature: self.cfg.eval.temperature,
+                seed: self.seed,
+            };
+            let (p1, pk) = tch::no_grad(|| {
+                pass_at(
+                    &self.model,
+                    self.codec.as_ref(),
+                    &self.test[..n_test],
+                    settings,
+                )
+            })?;
+            m.insert("pass@1".into(), p1);
+            if let Some(pk) = pk {
+                m.insert(format!("pass@{}", self.cfg.eval.pass_k), pk);
+            }
+        }
+        Ok(m)
+    }
+
+    fn state(&self) -> Result<State> {
+        let s = SavedState {
+            math_next: self.stream.math_next,
+            jsonl: self.stream.jsonl_cursor.as_ref().map(Cursor::state),
+            general: self.stream.general_cursor.as_ref().map(Cursor::state),
+            draws: self.stream.draws,
+            buffer: self.stream.packer.buf.clone(),
+            feedback: self.feedback.iter().map(|f| f.cursor.state()).collect(),
+        };
+        Ok(State {
+            json: serde_json::to_value(s).map_err(|e| Error::msg(format!("task state: {e}")))?,
+            tensors: TensorMap::new(),
+        })
+    }
+
+    fn load_state(&mut self, state: State) -> Result<()> {
+        let s: SavedState = serde_json::from_value(state.json)
+            .map_err(|e| Error::msg(format!("causal_lm state does not match this version: {e}")))?;
+        if s.feedback.len() != self.feedback.len() {
+            return Err(Error::msg(format!(
+                "causal_lm state has {} feedback cursors, the config has {} sets",
+                s.feedback.len(),
+                self.feedback.len()
+            )));
+        }
+        self.stream.math_next = s.math_next;
+        self.stream.draws = s.draws;
+        self.stream.packer.buf = s.buffer;
+        if let (Some(c), Some(st)) = (self.stream.jsonl_cursor.as_mut(), s.jsonl) {
+            c.restore(st);
+        }
+        if let (Some(c), Some(st)) = (self.stream.general_cursor.as_mut(), s.general) {
+            c.restore(st);
+        }
+        for (f, st) in self.feedback.iter_mut().zip(s.feedback) {
+            f.cursor.restore(st);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::designer::{TopKSoft, TopKSoftConfig};
+    use vpt_sdk::Designer;
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            seed: 3,
+            device: "cpu".into(),
+        }
+    }
+
+    fn tiny_task() -> CausalLm {
+        tch::set_num_threads(2);
+        CausalLm::new(CausalLmConfig::tiny(), &ctx()).unwrap()
+    }
+
+    const U: BatchSource = BatchSource::Unlabeled { domain: 0 };
+    const F: BatchSource = BatchSource::Feedback { set: 0 };
+
+    fn onehot_soft(inputs: &TensorMap) -> Construction {
+        let cand = inputs.require("cand_ids").unwrap();
+        let q = cand.zeros_like().to_kind(Kind::Float);
+        let _ = q.narrow(-1, 0, 1).fill_(1.0);
+        Construction {
+            kind: KIND_LM_SOFT_TARGETS.into(),
+            tensors: TensorMap::new()
+                .with("cand_ids", cand.copy())
+                .with("probs", q),
+        }
+    }
+
+    #[test]
+    fn builds_through_the_registry_and_rejects_bad_config() {
+        let reg = crate::vpt_registry();
+        let t = reg.task("causal_lm").unwrap().build(&serde_json::json!({"model": "tiny_random", "seq_len": 16, "unlabeled": {"general_fraction": 0.0}, "eval": {"general_rows": 0}}), &ctx()).unwrap();
+        let info = t.info();
+        assert_eq!(info.consumes, vec![KIND_LM_SOFT_TARGETS.to_string()]);
+        assert_eq!(info.feedback_sets[0].name, "math");
+        assert_eq!(info.designer_context["k"], 64);
+        // Default trainable = last 2 layers of the 2-layer tiny model; S = the same.
+        assert!(info
+            .alignment
+            .iter()
+            .all(|n| n.starts_with("model.layers.")));
+        let err = reg
+            .task("causal_lm")
+            .unwrap()
+            .build(
+                &serde_json::json!({"model": "tiny_random", "seq_lenn": 3}),
+                &ctx(),
+            )
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("seq_lenn"), "{err}");
+        let err = reg
+            .task("causal_lm")
+            .unwrap()
+            .build(&serde_json::json!({"model": "tiny_random", "feedback": [{"name": "g", "kind": "gsm8k_jsonl"}]}), &ctx())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("feedback[0].path"), "{err}");
+        let m = reg.manifest();
+        assert_eq!(m.designers.len(), 3);
+        assert!(m.tasks[0].schema.to_string().contains("alignment_layers"));
+    }
+
+    #[test]
+    fn example_configs_parse() {
+        let reg = crate::vpt_registry();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+        for name in ["lm-smollm2.toml", "lm-gsm8k.toml", "lm-two-feedback.toml"] {
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+            let v: serde_json::Value = toml::from_str(&text).unwrap();
+            let cfg: CausalLmConfig = vpt_sdk::parse_config(&v["task"]["config"])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(cfg.model, ModelSource::Gguf("${VPT_SMOLLM2_GGUF}".into()));
+            let d = &v["designer"];
+            assert_eq!(d["name"], "topk_soft");
+            let _: crate::designer::TopKSoftConfig = vpt_sdk::parse_config(&d["config"]).unwrap();
+            assert!(reg.designer(d["name"].as_str().unwrap()).is_ok());
+            let sets: Vec<&str> = cfg.feedback.iter().map(|f| f.name.as_str()).collect();
+            if let Some(w) = v["meta"]["feedback"].as_array() {
+                assert!(
+                    w.iter().all(|f| sets.contains(&f["set"].as_str().unwrap())),
+                    "{name}: weights name a missing set"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batches_inputs_and_losses_have_the_right_shapes() {
+        let mut t = tiny_task();
+        let b = t.next_batch(U).unwrap();
+        assert_eq!(b.tensors.require("ids").unwrap().size(), vec![2, 32]);
+        let inputs = t.design_inputs(&b).unwrap();
+        let cand = inputs.require("cand_ids").unwrap();
+        assert_eq!(cand.size(), vec![2, 32, 8]);
+        assert!(cand
+            .select(-1, 0)
+            .equal(b.tensors.require("targets").unwrap()));
+        // The true token is not repeated among the other candidates.
+        let dup = cand
+            .narrow(-1, 1, 7)
+            .eq_tensor(&cand.narrow(-1, 0, 1))
+            .any()
+            .int64_value(&[]);
+        assert_eq!(dup, 0);
+        assert!(
+            inputs
+                .require("cand_logprobs")
+                .unwrap()
+                .max()
+                .double_value(&[])
+                <= 0.0
+        );
+        assert_eq!(inputs.require("features").unwrap().size(), vec![2, 32, 64]);
+        assert!(!inputs.require("features").unwrap().requires_grad());
+        let base = t.pretrain_loss(&b, &Construction::baseline()).unwrap();
+        assert_eq!(base.size(), vec![2]);
+        assert!(base.requires_grad());
+        // Soft targets with α = 0 (one-hot on the true candidate) equal the baseline CE.
+        let soft = t.pretrain_loss(&b, &onehot_soft(&inputs)).unwrap();
+        assert!(
+            (&soft - &base).abs().max().double_value(&[]) < 1e-5,
+            "{soft:?} vs {base:?}"
+        );
+        // Random-init CE is near log V.
+        assert!((base.mean(Kind::Double).double_value(&[]) - (300f64).ln()).abs() < 1.0);
+        let fb = t.next_batch(F).unwrap();
+        let l = t.feedback_loss(&fb).unwrap();
+        assert_eq!(l.size(), Vec::<i64>::new());
+        assert!(
+            t.pretrain_loss(&fb, &Construction::baseline()).is_err(),
+            "feedback batches never reach L_pre"
+        );
+        assert!(t.feedback_loss(&b).is_err());
+    }
+
+    #[test]
+    fn resume_replays_the_same_batches() {
+        let mut a = tiny_task();
+        for _ in 0..3 {
+            a.next_batch(U).unwrap();
+            a.next_batch(F).unwrap();
+        }
+        let saved = a.state().unwrap();
+        let next: Vec<Tensor> = (0..4)
+            .flat_map(|_| [a.next_batch(U).unwrap(), a.next_batch(F).unwrap()])
+            .map(|b| b.tensors.require("ids").unwrap().copy())
+            .collect();
+        let mut b = tiny_task();
+        b.load_state(State {
+            json: saved.json,
+            tensors: TensorMap::new(),
+        })
+        .unwrap();
+        let again: Vec<Tensor> = (0..4)
+            .flat_map(|_| [b.next_batch(U).unwrap(), b.next_batch(F).unwrap()])
+            .map(|b| b.tensors.require("ids").unwrap().copy())
+            .collect();
+        for (x, y) in next.iter().zip(&again) {
+            assert!(x.equal(y));
+        }
+        // A fresh task (no restore) is at the start, so it differs.
+        let mut c = tiny_task();
+        assert!(!c
+            .next_batch(U)
+            .unwrap()
+            .tensors
+            .require("ids")
+            .unwrap()
+            .equal(&next[0]));
+    }
+
+    #[test]
+    fn evaluate_reports_the_required_metrics() {
+        let mut t = tiny_task();
+        let m = t.evaluate(Some(2)).unwrap();
+        for k in [
+            "feedback_loss",
+            "feedback_loss/math",
+            "general_loss",
+            "pass@1",
+        ] {
+            assert!(m.contains_key(k), "{m:?}");
+        }
+        assert!(m["feedback_loss"].is_finite() && m["feedback_loss"] > 0.0);
+        assert!((0.0..=1.0).contains(&m["pass@1"]));
+    }
+
+    /// V(φ) = g_down · g_pre(φ) on S, with g_pre built with create_graph.
+    fn value(
+        task: &mut CausalLm,
+        d: &mut TopKSoft,
+        b: &Batch,
+        inputs: &TensorMap,
+        g_down: &[Tensor],
+        s: &[Tensor],
+    ) -> (Tensor, Vec<Tensor>) {
+        let c = d.construct(inputs).unwrap();
+        let l = task.pretrain_loss(b, &c).unwrap().mean(Kind::Double);
+        let g_pre = Tensor::run_backward(&[l], s, true, true);
+        let v = g_down
+            .iter()
+            .zip(&g_pre)
+            .map(|(a, b)| (a * b).sum(Kind::Double))
+            .fold(Tensor::from(0.0f64), |x, y| x + y);
+        (v, g_pre)
+    }
+
+    #[test]
+    fn hypergradient_matches_finite_differences() {
+        let mut t = tiny_task();
+        t.set_kind(Kind::Double);
+        let info = t.info();
+        let tc: LmDesignContext = serde_json::from_value(info.designer_context.clone()).unwrap();
+        let cfg = TopKSoftConfig {
+            layers: 1,
+            width: 16,
+            heads: 2,
+            alpha_max: 0.5,
+            gate_init: 0.0,
+        };
+        let mut d = TopKSoft::new(cfg, &tc, &ctx()).unwrap();
+        d.to_double();
+        let params = t.parameters().unwrap();
+        let s: Vec<Tensor> = params
+            .select(&info.alignment)
+            .unwrap()
+            .tensors()
+            .map(|x| x.shallow_clone())
+            .collect();
+        let fb = t.next_batch(F).unwrap();
+        let l_down = t.feedback_loss(&fb).unwrap();
+        let g_down: Vec<Tensor> = Tensor::run_backward(&[l_down], &s, false, false)
+            .into_iter()
+            .map(|g| g.detach())
+            .collect();
+        let b = t.next_batch(U).unwrap();
+        let inputs = t.design_inputs(&b).unwrap();
+        let phi = d.parameters().unwrap();
+        let phi_t: Vec<Tensor> = phi.tensors().map(|x| x.shallow_clone()).collect();
+        let (v, _) = value(&mut t, &mut d, &b, &inputs, &g_down, &s);
+        let grads = Tensor::run_backward(&[&v], &phi_t, false, false);
+        let total: f64 = grads
+            .iter()
+            .map(|g| g.abs().sum(Kind::Double).double_value(&[]))
+            .sum();
+        assert!(total > 0.0 && total.is_finite(), "hypergradient {total}");
+        // Directional finite difference along a random direction in φ.
+        tch::manual_seed(5);
+        let dirs: Vec<Tensor> = phi_t.iter().map(|p| p.randn_like()).collect();
+        let analytic: f64 = grads
+            .iter()
+            .zip(&dirs)
+            .map(|(g, u)| (g * u).sum(Kind::Double).double_value(&[]))
+            .sum();
+        let eps = 1e-5;
+        let mut shifted = |sign: f64| {
+            tch::no_grad(|| {
+                for (p, u) in phi_t.iter().zip(&dirs) {
+                    let _ = p.shallow_clone().g_add_(&(u * (sign * eps)));
+                }
+            });
+            let (v, _) = value(&mut t, &mut d, &b, &inputs, &g_down, &s);
+            tch::no_grad(|| {
+                for (p, u) in phi_t.iter().zip(&dirs) {
+                    let _ = p.shallow_clone().g_sub_(&(u * (sign * eps)));
+                }
+            });
+            v.double_value(&[])
+        };
+        let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
+        let rel = (numeric - analytic).abs() / analytic.abs().max(1e-12);
+        assert!(
+            rel < 1e-4,
+            "analytic {analytic} vs numeric {numeric} (rel {rel})"
+        );
+    }
+}

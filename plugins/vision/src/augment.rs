@@ -1,0 +1,182 @@
+//! DINO multi-crop with photometric augmentations, written with tch ops. The random parameters
+//! are drawn from a [`SplitMix64`] stream, so crops are a pure function of (seed, cursor) and do
+//! not consume (or depend on) the torch RNG.
+
+use crate::rng::SplitMix64;
+use tch::Tensor;
+use vpt_sdk::{Result, TchContext};
+
+/// How the crops of one batch are drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct MultiCropSpec {
+    /// Number of global crops (≥ 2: teacher targets come from them).
+    pub globals: usize,
+    /// Side of a global crop.
+    pub global_size: i64,
+    /// Area fraction range of a global crop.
+    pub global_scale: (f64, f64),
+    /// Number of local crops.
+    pub locals: usize,
+    /// Side of a local crop.
+    pub local_size: i64,
+    /// Area fraction range of a local crop.
+    pub local_scale: (f64, f64),
+    /// Probability of a horizontal flip.
+    pub flip_p: f64,
+    /// Brightness/contrast jitter strength (factors in [1−s, 1+s]).
+    pub jitter: f64,
+    /// Probability of a Gaussian blur.
+    pub blur_p: f64,
+}
+
+impl Default for MultiCropSpec {
+    fn default() -> Self {
+        MultiCropSpec {
+            globals: 2,
+            global_size: 64,
+            global_scale: (0.4, 1.0),
+            locals: 4,
+            local_size: 32,
+            local_scale: (0.1, 0.4),
+            flip_p: 0.5,
+            jitter: 0.4,
+            blur_p: 0.3,
+        }
+    }
+}
+
+/// A 5×5 Gaussian blur (σ = `sigma`, zero padding) of `x` (N,C,H,W), per channel.
+pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
+    let k: Vec<f64> = (-2..=2)
+        .map(|i: i32| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let s: f64 = k.iter().sum();
+    let k: Vec<f64> = k.iter().map(|v| v / s).collect();
+    let c = x.size()[1];
+    let k1 = Tensor::f_from_slice(&k)?
+        .f_to_kind(x.kind())?
+        .f_to(x.device())?;
+    // Outer product → (5,5), repeated per channel as a depthwise (C,1,5,5) filter.
+    let k2 = k1
+        .f_unsqueeze(1)?
+        .f_matmul(&k1.f_unsqueeze(0)?)?
+        .f_expand([c, 1, 5, 5], false)?
+        .f_contiguous()?;
+    x.f_conv2d(&k2, None::<Tensor>, [1, 1], [2, 2], [1, 1], c)
+        .op("gaussian blur")
+}
+
+/// Random resized crops of `x` (N,C,H,W) to `size`×`size`, with flips and photometric jitter.
+fn crops(
+    x: &Tensor,
+    rng: &mut SplitMix64,
+    size: i64,
+    scale: (f64, f64),
+    spec: &MultiCropSpec,
+) -> Result<Tensor> {
+    let n = x.size()[0];
+    let c = x.size()[1];
+    let (mut theta, mut bright, mut contrast, mut blur) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        let area = rng.range(scale.0, scale.1);
+        let aspect = rng.range((3f64 / 4.0).ln(), (4f64 / 3.0).ln()).exp();
+        let w = (area * aspect).sqrt().min(1.0);
+        let h = (area / aspect).sqrt().min(1.0);
+        let cx = rng.range(-(1.0 - w), 1.0 - w + 1e-12);
+        let cy = rng.range(-(1.0 - h), 1.0 - h + 1e-12);
+        let flip = if rng.bernoulli(spec.flip_p) {
+            -1.0
+        } else {
+            1.0
+        };
+        // Affine map from output coords to input coords (normalised [-1,1]): a window w×h at (cx,cy).
+        theta.extend([w * flip, 0.0, cx, 0.0, h, cy]);
+        bright.push(rng.range(1.0 - spec.jitter, 1.0 + spec.jitter));
+        contrast.push(rng.range(1.0 - spec.jitter, 1.0 + spec.jitter));
+        blur.push(if rng.bernoulli(spec.blur_p) { 1.0 } else { 0.0 });
+    }
+    let dev = x.device();
+    let kind = x.kind();
+    let t = |v: &[f64], shape: &[i64]| -> Result<Tensor> {
+        Tensor::f_from_slice(v)?
+            .f_to_kind(kind)?
+            .f_to(dev)?
+            .f_view(shape)
+            .op("augmentation params")
+    };
+    let theta = t(&theta, &[n, 2, 3])?;
+    let grid =
+        Tensor::f_affine_grid_generator(&theta, [n, c, size, size], false).op("affine grid")?;
+    // grid_sampler: interpolation 0 = bilinear, padding 0 = zeros.
+    let out = x
+        .f_grid_sampler(&grid, 0, 0, false)
+        .op("random resized crop")?;
+    let mean = out.f_mean_dim([1i64, 2, 3].as_slice(), true, kind)?;
+    let out = out.f_mul(&t(&bright, &[n, 1, 1, 1])?)?;
+    let mean = mean.f_mul(&t(&bright, &[n, 1, 1, 1])?)?;
+    let out = out
+        .f_sub(&mean)?
+        .f_mul(&t(&contrast, &[n, 1, 1, 1])?)?
+        .f_add(&mean)?
+        .f_clamp(0.0, 1.0)?;
+    let b = t(&blur, &[n, 1, 1, 1])?;
+    let blurred = gaussian_blur(&out, 1.0)?;
+    // out·(1−b) + blur(out)·b, per sample.
+    Ok(out
+        .f_mul(&b.f_neg()?.f_add_scalar(1.0)?)?
+        .f_add(&blurred.f_mul(&b)?)?)
+}
+
+/// Multi-crop of `images` (B,C,H,W): returns global (B,Vg,C,G,G) and local (B,Vl,C,L,L) crops.
+pub fn multi_crop(
+    images: &Tensor,
+    rng: &mut SplitMix64,
+    spec: &MultiCropSpec,
+) -> Result<(Tensor, Tensor)> {
+    let s = images.size();
+    let (b, c) = (s[0], s[1]);
+    let view = |k: usize, size: i64, scale: (f64, f64), rng: &mut SplitMix64| -> Result<Tensor> {
+        let mut vs = Vec::new();
+        for _ in 0..k {
+            vs.push(crops(images, rng, size, scale, spec)?);
+        }
+        if vs.is_empty() {
+            return Tensor::f_zeros([b, 0, c, size, size], (images.kind(), images.device()))
+                .op("no crops");
+        }
+        // k × (B,C,S,S) → (B,k,C,S,S)
+        Tensor::f_stack(&vs, 1).op("stack crops")
+    };
+    let g = view(spec.globals, spec.global_size, spec.global_scale, rng)?;
+    let l = view(spec.locals, spec.local_size, spec.local_scale, rng)?;
+    Ok((g, l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    #[test]
+    fn crops_have_the_right_shapes_and_are_deterministic() {
+        let x = Tensor::rand([3, 1, 64, 64], (Kind::Float, tch::Device::Cpu));
+        let spec = MultiCropSpec::default();
+        let (g1, l1) = multi_crop(&x, &mut SplitMix64::new(5), &spec).unwrap();
+        let (g2, l2) = multi_crop(&x, &mut SplitMix64::new(5), &spec).unwrap();
+        assert_eq!(g1.size(), [3, 2, 1, 64, 64]);
+        assert_eq!(l1.size(), [3, 4, 1, 32, 32]);
+        assert!(g1.equal(&g2) && l1.equal(&l2));
+        let (g3, _) = multi_crop(&x, &mut SplitMix64::new(6), &spec).unwrap();
+        assert!(!g1.equal(&g3));
+        assert!(g1.min().double_value(&[]) >= 0.0 && g1.max().double_value(&[]) <= 1.0);
+    }
+
+    #[test]
+    fn blur_preserves_a_constant_interior() {
+        let x = Tensor::ones([1, 1, 9, 9], (Kind::Double, tch::Device::Cpu));
+        let y = gaussian_blur(&x, 1.0).unwrap();
+        assert!((y.double_value(&[0, 0, 4, 4]) - 1.0).abs() < 1e-12);
+        assert!(y.double_value(&[0, 0, 0, 0]) < 1.0);
+    }
+}

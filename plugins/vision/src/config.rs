@@ -1,0 +1,256 @@
+//! The `dino_dense` task config (JSON Schema via schemars; every field has a default).
+
+use crate::augment::MultiCropSpec;
+use crate::dino::DinoConfig;
+use crate::vit::VitConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Multi-crop and view settings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CropConfig {
+    /// Global crops per image (≥ 2; the designer masks these, the teacher sees them clean).
+    #[serde(default = "d_globals")]
+    pub globals: usize,
+    /// Area range of a global crop.
+    #[serde(default = "d_gscale")]
+    pub global_scale: (f64, f64),
+    /// Local crops per image.
+    #[serde(default = "d_locals")]
+    pub locals: usize,
+    /// Side of a local crop (a multiple of vit.patch).
+    #[serde(default = "d_lsize")]
+    pub local_size: i64,
+    /// Area range of a local crop.
+    #[serde(default = "d_lscale")]
+    pub local_scale: (f64, f64),
+    /// Horizontal flip probability.
+    #[serde(default = "d_flip")]
+    pub flip_p: f64,
+    /// Brightness/contrast jitter strength.
+    #[serde(default = "d_jitter")]
+    pub jitter: f64,
+    /// Gaussian blur probability.
+    #[serde(default = "d_blur")]
+    pub blur_p: f64,
+    /// σ of the blur that replaces the masked-out part of a view: μ⊙v + (1−μ)⊙blur(v).
+    #[serde(default = "d_mblur")]
+    pub mask_blur_sigma: f64,
+}
+fn d_globals() -> usize {
+    2
+}
+fn d_gscale() -> (f64, f64) {
+    (0.4, 1.0)
+}
+fn d_locals() -> usize {
+    4
+}
+fn d_lsize() -> i64 {
+    32
+}
+fn d_lscale() -> (f64, f64) {
+    (0.1, 0.4)
+}
+fn d_flip() -> f64 {
+    0.5
+}
+fn d_jitter() -> f64 {
+    0.4
+}
+fn d_blur() -> f64 {
+    0.3
+}
+fn d_mblur() -> f64 {
+    2.0
+}
+
+impl Default for CropConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}
+
+impl CropConfig {
+    /// The augmentation spec for global crops of side `image`.
+    pub fn spec(&self, image: i64) -> MultiCropSpec {
+        MultiCropSpec {
+            globals: self.globals,
+            global_size: image,
+            global_scale: self.global_scale,
+            locals: self.locals,
+            local_size: self.local_size,
+            local_scale: self.local_scale,
+            flip_p: self.flip_p,
+            jitter: self.jitter,
+            blur_p: self.blur_p,
+        }
+    }
+}
+
+/// Feedback (L_down) settings: linear seg/depth heads on frozen patch features.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Scenes per feedback batch (feedback-meta split).
+    #[serde(default = "d_fb_batch")]
+    pub batch_size: usize,
+    /// Feedback-train scenes the heads are fit on (a fixed set).
+    #[serde(default = "d_fb_train")]
+    pub train_scenes: usize,
+    /// Adam steps of a fresh segmentation-head fit.
+    #[serde(default = "d_steps")]
+    pub head_steps: usize,
+    /// Adam steps of a warm-started refit in `prepare_feedback`.
+    #[serde(default = "d_warm")]
+    pub warm_steps: usize,
+    /// Learning rate of the head fit.
+    #[serde(default = "d_hlr")]
+    pub head_lr: f64,
+    /// Resolution the heads are fit at (features bilinearly upsampled, targets area-averaged).
+    #[serde(default = "d_res")]
+    pub fit_res: i64,
+    /// Ridge penalty of the depth head.
+    #[serde(default = "d_ridge")]
+    pub ridge: f64,
+    /// α_seg: weight of the pixel cross-entropy (11 classes).
+    #[serde(default = "d_one")]
+    pub alpha_seg: f64,
+    /// α_dep: weight of the depth L1.
+    #[serde(default = "d_one")]
+    pub alpha_depth: f64,
+}
+fn d_fb_batch() -> usize {
+    32
+}
+fn d_fb_train() -> usize {
+    128
+}
+fn d_steps() -> usize {
+    100
+}
+fn d_warm() -> usize {
+    20
+}
+fn d_hlr() -> f64 {
+    0.05
+}
+fn d_res() -> i64 {
+    8
+}
+fn d_ridge() -> f64 {
+    1e-2
+}
+fn d_one() -> f64 {
+    1.0
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}
+
+/// Evaluation sizes (each also capped by the host's `eval_limit`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Test scenes for mIoU and depth RMSE.
+    #[serde(default = "d_test")]
+    pub test_scenes: usize,
+    /// Held-out feedback scenes for `feedback_loss`.
+    #[serde(default = "d_fb_eval")]
+    pub feedback_scenes: usize,
+    /// Held-out unlabeled scenes for `general_loss`.
+    #[serde(default = "d_gen")]
+    pub general_scenes: usize,
+    /// Single Fashion-MNIST items (train partition) the classification probe is fit on.
+    #[serde(default = "d_ptrain")]
+    pub probe_train: usize,
+    /// Fashion-MNIST test items the probe is scored on.
+    #[serde(default = "d_ptest")]
+    pub probe_test: usize,
+}
+fn d_test() -> usize {
+    256
+}
+fn d_fb_eval() -> usize {
+    128
+}
+fn d_gen() -> usize {
+    64
+}
+fn d_ptrain() -> usize {
+    1000
+}
+fn d_ptest() -> usize {
+    500
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}
+
+/// Config of the `dino_dense` task.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DinoDenseConfig {
+    /// Folder with the Fashion-MNIST `*-ubyte.gz` files (Debian package `dataset-fashion-mnist`).
+    #[serde(default = "d_dir")]
+    pub data_dir: String,
+    /// Unlabeled scenes per learner batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// The ViT.
+    #[serde(default)]
+    pub vit: VitConfig,
+    /// DINO head, temperatures, centring, EMA schedule.
+    #[serde(default)]
+    pub dino: DinoConfig,
+    /// Multi-crop augmentations.
+    #[serde(default)]
+    pub crops: CropConfig,
+    /// Number of last ViT blocks in the alignment subset S (plus the final norm).
+    #[serde(default = "d_align")]
+    pub align_blocks: i64,
+    /// Feedback heads and L_down weights.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
+    /// Evaluation sizes.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// A stage-0 checkpoint (student, teacher, centre) to start from; overrides `stage0_steps`.
+    #[serde(default)]
+    pub base_checkpoint: Option<String>,
+    /// Stage-0 DINO pretraining steps run at build time when no `base_checkpoint` is given
+    /// (0 = start from random init). The result is cached under `cache_dir` by config hash.
+    #[serde(default)]
+    pub stage0_steps: u64,
+    /// Learning rate of the stage-0 AdamW (cosine decay, 10% warmup).
+    #[serde(default = "d_s0lr")]
+    pub stage0_lr: f64,
+    /// Where stage-0 checkpoints are cached (default `$VPT_CACHE/vision` or `~/.cache/vpt/vision`).
+    #[serde(default)]
+    pub cache_dir: Option<String>,
+}
+fn d_dir() -> String {
+    crate::data::DEFAULT_DIR.into()
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_align() -> i64 {
+    2
+}
+fn d_s0lr() -> f64 {
+    1e-3
+}
+
+impl Default for DinoDenseConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("all fields have defaults")
+    }
+}

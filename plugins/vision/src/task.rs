@@ -1,0 +1,662 @@
+//! The `dino_dense` task: DINO continued pretraining of a small ViT on dense Fashion-MNIST
+//! scenes; L_down = linear segmentation + depth heads on frozen patch features.
+//!
+//! Batches carry their crops: `next_batch` draws the multi-crop once (from a SplitMix64 stream
+//! keyed by the batch's first scene index), so the designer, the meta step and the learner
+//! step all see the same global crops and the loss is a pure function of (batch, construction).
+
+use crate::augment::{gaussian_blur, multi_crop};
+use crate::config::DinoDenseConfig;
+use crate::designer::{MaskContext, INPUT_GLOBAL, MASK};
+use crate::dino::{dino_loss, ema_update, momentum_at, updated_center, zero_center, Model};
+use crate::probe::{fit_ridge, fit_softmax, iou_counts, miou, LinearHead};
+use crate::rng::SplitMix64;
+use crate::scenes::{
+    pixels_to_tensor, to_tensors, PartitionSizes, SceneGen, Split, CANVAS, SEG_CLASSES,
+};
+use crate::stage0;
+use tch::{Device, Kind, Tensor};
+use vpt_sdk::{
+    Batch, BatchSource, BuildContext, Construction, Error, FeedbackSetInfo, Metrics, Result, State,
+    Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    KIND_VISION_VIEW_MASK,
+};
+
+/// Name of the feedback set.
+pub const FEEDBACK_SET: &str = "fmnist_seg_depth";
+/// Stream tag of the crop RNG.
+const CROP_STREAM: u64 = 0xC409;
+/// Features are extracted in chunks of this many images (memory bound).
+const CHUNK: i64 = 64;
+
+/// The task factory (name `dino_dense`).
+pub struct DinoDense;
+
+/// A built `dino_dense` task.
+pub struct DinoDenseTask {
+    pub(crate) cfg: DinoDenseConfig,
+    pub(crate) device: Device,
+    pub(crate) seed: u64,
+    pub(crate) gen: SceneGen,
+    /// θ: the student (backbone + DINO head).
+    pub(crate) student: Model,
+    /// The EMA teacher (not in θ).
+    pub(crate) teacher: Model,
+    /// Teacher-output centre (1,K).
+    pub(crate) center: Tensor,
+    unlabeled_cursor: u64,
+    feedback_cursor: u64,
+    /// Teacher logits of the last `pretrain_loss`, consumed by `after_step` (centre update).
+    pending_teacher: Option<Vec<Tensor>>,
+    /// Feedback heads used by `feedback_loss` (refit by `prepare_feedback`).
+    seg_head: Option<LinearHead>,
+    dep_head: Option<LinearHead>,
+    /// Fixed feedback-train scenes: images (N,1,64,64), labels (N,64,64), depth (N,1,64,64).
+    fb_train: (Tensor, Tensor, Tensor),
+    align: Vec<String>,
+}
+
+impl TaskFactory for DinoDense {
+    const NAME: &'static str = "dino_dense";
+    const DESCRIPTION: &'static str =
+        "DINO continued pretraining of a small ViT on dense Fashion-MNIST scenes; feedback = linear seg (11 classes) + depth heads";
+    const CONSUMES: &'static [&'static str] = &[KIND_VISION_VIEW_MASK];
+    type Config = DinoDenseConfig;
+
+    fn build(config: DinoDenseConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {
+        Ok(Box::new(DinoDenseTask::new(config, ctx)?))
+    }
+}
+
+fn check(cfg: &DinoDenseConfig) -> Result<()> {
+    cfg.vit.validate("task.config.vit")?;
+    let bad = |f: &str, m: &str| Err(Error::config(format!("task.config.{f}"), m.to_string()));
+    if cfg.batch_size == 0 {
+        return bad("batch_size", "must be ≥ 1");
+    }
+    if cfg.crops.globals < 2 {
+        return bad("crops.globals", "DINO needs at least 2 global crops");
+    }
+    if cfg.crops.local_size % cfg.vit.patch != 0 {
+        return bad("crops.local_size", "must be a multiple of vit.patch");
+    }
+    if cfg.vit.image != CANVAS as i64 || cfg.vit.channels != 1 {
+        return bad(
+            "vit.image",
+            "scenes are 64×64 with 1 channel: keep vit.image = 64 and vit.channels = 1",
+        );
+    }
+    if cfg.align_blocks < 1 || cfg.align_blocks > cfg.vit.depth {
+        return bad("align_blocks", "must lie in 1..=vit.depth");
+    }
+    if cfg.feedback.train_scenes < 8
+        || cfg.feedback.fit_res < 1
+        || CANVAS as i64 % cfg.feedback.fit_res != 0
+    {
+        return bad("feedback", "train_scenes ≥ 8 and fit_res must divide 64");
+    }
+    Ok(())
+}
+
+impl DinoDenseTask {
+    /// Builds the task: data, student and teacher (from `base_checkpoint`, a cached stage 0, or
+    /// random init), and the fixed feedback-train set.
+    pub fn new(cfg: DinoDenseConfig, ctx: &BuildContext) -> Result<Self> {
+        check(&cfg)?;
+        let device = ctx.device();
+        let data = crate::data::load(std::path::Path::new(&cfg.data_dir))?;
+        let gen = SceneGen::new(data, ctx.seed, PartitionSizes::default())?;
+        tch::manual_seed(ctx.seed as i64);
+        let student = Model::new(device, &cfg.vit, &cfg.dino)?;
+        let mut teacher = Model::new(device, &cfg.vit, &cfg.dino)?;
+        teacher.vs.copy(&student.vs).op("teacher init")?;
+        teacher.vs.freeze();
+        let fb: Vec<_> = (0..cfg.feedback.train_scenes as u64)
+            .map(|i| gen.scene(Split::FeedbackTrain, i))
+            .collect();
+        let fb_train = to_tensors(&fb, device)?;
+        let align = student
+            .net
+            .backbone
+            .alignment_prefixes(cfg.align_blocks)
+            .into_iter()
+            .map(|p| format!("backbone.{p}"))
+            .collect::<Vec<_>>();
+        let align: Vec<String> = student
+            .named()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| align.iter().any(|p| n.starts_with(p)))
+            .collect();
+        let center = zero_center(cfg.dino.out_dim, Kind::Float, device)?;
+        let mut task = DinoDenseTask {
+            cfg,
+            device,
+            seed: ctx.seed,
+            gen,
+            student,
+            teacher,
+            center,
+            unlabeled_cursor: 0,
+            feedback_cursor: 0,
+            pending_teacher: None,
+            seg_head: None,
+            dep_head: None,
+            fb_train,
+            align,
+        };
+        stage0::prepare_base(&mut task)?;
+        Ok(task)
+    }
+
+    /// An unlabeled batch of `n` scenes of `split` starting at scene `start`, with its crops.
+    pub(crate) fn unlabeled_batch(&self, split: Split, start: u64, n: usize) -> Result<TensorMap> {
+        let scenes: Vec<_> = (start..start + n as u64)
+            .map(|i| self.gen.scene(split, i))
+            .collect();
+        let (images, _, _) = to_tensors(&scenes, self.device)?;
+        let mut rng = SplitMix64::stream(self.seed ^ (split as u64) << 56, CROP_STREAM ^ start);
+        let (global, local) =
+            multi_crop(&images, &mut rng, &self.cfg.crops.spec(self.cfg.vit.image))?;
+        let index = Tensor::f_arange_start(
+            start as i64,
+            (start + n as u64) as i64,
+            (Kind::Int64, self.device),
+        )?;
+        Ok(TensorMap::new()
+            .with("images", images)
+            .with(INPUT_GLOBAL, global)
+            .with("local", local)
+            .with("index", index))
+    }
+
+    /// DINO loss per example (B,) of the student on (optionally masked) views against the
+    /// teacher, plus the teacher logits (for the centre).
+    pub(crate) fn dino(
+        &self,
+        t: &TensorMap,
+        mask: Option<&Tensor>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let global = t.require(INPUT_GLOBAL)?;
+        let local = t.require("local")?;
+        let student_global = match mask {
+            None => global.shallow_clone(),
+            Some(m) => {
+                let gs = global.size();
+                if m.size() != [gs[0], gs[1], 1, gs[3], gs[4]] {
+                    return Err(Error::Tensor {
+                        name: MASK.into(),
+                        message: format!(
+                            "want (B,V,1,H,W) = ({},{},1,{},{}), got {:?}",
+                            gs[0],
+                            gs[1],
+                            gs[3],
+                            gs[4],
+                            m.size()
+                        ),
+                    });
+                }
+                // blur(v) is data only (no θ, no φ): μ⊙v + (1−μ)⊙blur(v)
+                let flat = global.f_reshape([gs[0] * gs[1], gs[2], gs[3], gs[4]])?;
+                let blurred = gaussian_blur(&flat, self.cfg.crops.mask_blur_sigma)?
+                    .f_reshape(gs.as_slice())?;
+                let m = m.f_to_kind(global.kind())?;
+                m.f_mul(global)?
+                    .f_add(&m.f_neg()?.f_add_scalar(1.0)?.f_mul(&blurred)?)?
+            }
+        };
+        let mut student = self.student.net.view_logits(&student_global)?;
+        student.extend(self.student.net.view_logits(local)?);
+        // The teacher sees the clean global crops; no graph (it is an EMA, not θ).
+        let teacher = tch::no_grad(|| self.teacher.net.view_logits(global))?;
+        let d = &self.cfg.dino;
+        let loss = dino_loss(
+            &student,
+            &teacher,
+            &self.center.f_to_kind(global.kind())?,
+            d.student_temp,
+            d.teacher_temp,
+        )?;
+        Ok((loss, teacher))
+    }
+
+    /// EMA teacher update with momentum m(step), and centre update from `pending_teacher`.
+    pub(crate) fn ema_step(&mut self, step: u64, schedule_steps: u64) -> Result<()> {
+        let d = &self.cfg.dino;
+        let m = momentum_at(step, d.momentum_start, d.momentum_end, schedule_steps);
+        ema_update(&self.teacher.named(), &self.student.named(), m)?;
+        if let Some(t) = self.pending_teacher.take() {
+            self.center = tch::no_grad(|| updated_center(&self.center, &t, d.center_momentum))?
+                .f_to_kind(Kind::Float)?;
+        }
+        Ok(())
+    }
+
+    /// Converts θ, the teacher, the centre and the cached feedback-train tensors to `kind`
+    /// (tests use `Kind::Double` for finite differences). Batches must be converted by the caller.
+    pub fn set_kind(&mut self, kind: Kind) -> Result<()> {
+        self.student.vs.set_kind(kind);
+        self.teacher.vs.set_kind(kind);
+        self.center = self.center.f_to_kind(kind)?;
+        let (i, l, d) = &self.fb_train;
+        self.fb_train = (i.f_to_kind(kind)?, l.shallow_clone(), d.f_to_kind(kind)?);
+        Ok(())
+    }
+
+    /// Records teacher logits for the next centre update.
+    pub(crate) fn set_pending_teacher(&mut self, t: Vec<Tensor>) {
+        self.pending_teacher = Some(t);
+    }
+
+    /// Patch features (N,d,h,w) of images, in chunks, without graph.
+    fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let n = images.size()[0];
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < n {
+                let k = CHUNK.min(n - i);
+                out.push(
+                    self.student
+                        .net
+                        .backbone
+                        .patch_map(&images.f_narrow(0, i, k)?)?,
+                );
+                i += k;
+            }
+            Tensor::f_cat(&out, 0).op("patch maps")
+        })
+    }
+
+    /// CLS features (N,d) of images, in chunks, without graph.
+    fn frozen_cls(&self, images: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| {
+            let n = images.size()[0];
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < n {
+                let k = CHUNK.min(n - i);
+                out.push(
+                    self.student
+                        .net
+                        .backbone
+                        .forward(&images.f_narrow(0, i, k)?)?
+                        .f_select(1, 0)?,
+                );
+                i += k;
+            }
+            Tensor::f_cat(&out, 0).op("cls features")
+        })
+    }
+
+    /// Fits (seg, depth) heads on frozen features of the feedback-train scenes.
+    fn fit_heads(
+        &self,
+        warm: Option<&LinearHead>,
+        steps: usize,
+    ) -> Result<(LinearHead, LinearHead)> {
+        let f = &self.cfg.feedback;
+        let (images, labels, depth) = &self.fb_train;
+        let maps = self.frozen_patch_maps(images)?; // (N,d,h,w)
+        let r = f.fit_res;
+        let k = CANVAS as i64 / r;
+        let d = maps.size()[1];
+        // (N,d,h,w) → (N,d,r,r) → (N,r,r,d) → (N·r·r,d)
+        let rows = maps
+            .f_upsample_bilinear2d([r, r], false, None, None)?
+            .f_permute([0, 2, 3, 1])?
+            .f_reshape([-1, d])?;
+        // one-hot (N,64,64,C) → (N,C,64,64) → area mean (N,C,r,r) → (N·r·r,C)
+        let soft = labels
+            .f_one_hot(SEG_CLASSES)?
+            .f_permute([0, 3, 1, 2])?
+            .f_to_kind(rows.kind())?
+            .f_avg_pool2d([k, k], [k, k], [0, 0], false, true, None)?
+            .f_permute([0, 2, 3, 1])?
+            .f_reshape([-1, SEG_CLASSES])?;
+        let dep = depth
+            .f_avg_pool2d([k, k], [k, k], [0, 0], false, true, None)?
+            .f_permute([0, 2, 3, 1])?
+            .f_reshape([-1, 1])?;
+        let seg = fit_softmax(&rows, &soft, steps, f.head_lr, 1e-4, warm)?;
+        let dep = fit_ridge(&rows, &dep, f.ridge)?;
+        Ok((seg, dep))
+    }
+
+    /// (seg CE, depth L1) of heads on scenes, differentiable in θ when grad mode is on.
+    fn dense_losses(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        depth: &Tensor,
+        seg: &LinearHead,
+        dep: &LinearHead,
+    ) -> Result<(Tensor, Tensor)> {
+        let maps = self.student.net.backbone.patch_map(images)?; // (B,d,h,w)
+        let c = CANVAS as i64;
+        // Linear heads commute with bilinear upsampling: head at (h,w), then upsample to 64×64.
+        let logits = seg
+            .forward_map(&maps)?
+            .f_upsample_bilinear2d([c, c], false, None, None)?; // (B,11,64,64)
+        let ce =
+            logits.f_cross_entropy_loss(labels, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+        let pd = dep
+            .forward_map(&maps)?
+            .f_upsample_bilinear2d([c, c], false, None, None)?; // (B,1,64,64)
+        let l1 = pd.f_sub(depth)?.f_abs()?.f_mean(pd.kind())?;
+        Ok((ce, l1))
+    }
+
+    fn feedback_scenes(
+        &self,
+        split: Split,
+        start: u64,
+        n: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let scenes: Vec<_> = (start..start + n as u64)
+            .map(|i| self.gen.scene(split, i))
+            .collect();
+        to_tensors(&scenes, self.device)
+    }
+
+    fn evaluate_inner(&mut self, limit: Option<u64>) -> Result<Metrics> {
+        let cap = |n: usize| limit.map_or(n, |l| n.min(l as usize)).max(1);
+        let e = self.cfg.eval.clone();
+        let f = self.cfg.feedback.clone();
+        let mut m = Metrics::new();
+        // Fresh heads on frozen features (feedback-train split).
+        let (seg, dep) = self.fit_heads(None, f.head_steps)?;
+        // Dense metrics on the test split.
+        let (img, lab, depth) = self.feedback_scenes(Split::Test, 0, cap(e.test_scenes))?;
+        let maps = self.frozen_patch_maps(&img)?;
+        let c = CANVAS as i64;
+        let (mut inter, mut union) = (
+            vec![0.0; SEG_CLASSES as usize],
+            vec![0.0; SEG_CLASSES as usize],
+        );
+        let (mut se, mut npx) = (0.0, 0.0);
+        let n = maps.size()[0];
+        let mut i = 0;
+        while i < n {
+            let k = CHUNK.min(n - i);
+            let mp = maps.f_narrow(0, i, k)?;
+            let pred = seg
+                .forward_map(&mp)?
+                .f_upsample_bilinear2d([c, c], false, None, None)?
+                .f_argmax(1, false)?;
+            let (a, b) = iou_counts(&pred, &lab.f_narrow(0, i, k)?, SEG_CLASSES)?;
+            inter.iter_mut().zip(&a).for_each(|(x, y)| *x += y);
+            union.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            let pd = dep
+                .forward_map(&mp)?
+                .f_upsample_bilinear2d([c, c], false, None, None)?;
+            let err = pd.f_sub(&depth.f_narrow(0, i, k)?)?;
+            se += err.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            npx += err.numel() as f64;
+            i += k;
+        }
+        m.insert("miou".into(), miou(&inter, &union));
+        m.insert("depth_rmse".into(), (se / npx).sqrt());
+        // Shared feedback_loss on the held-out feedback split, with the same fresh heads.
+        let (fi, fl, fd) = self.feedback_scenes(Split::FeedbackEval, 0, cap(e.feedback_scenes))?;
+        let (ce, l1) = tch::no_grad(|| self.dense_losses(&fi, &fl, &fd, &seg, &dep))?;
+        let (ce, l1) = (ce.f_double_value(&[])?, l1.f_double_value(&[])?);
+        m.insert("seg_ce".into(), ce);
+        m.insert("depth_l1".into(), l1);
+        m.insert(
+            "feedback_loss".into(),
+            f.alpha_seg * ce + f.alpha_depth * l1,
+        );
+        // general_loss: DINO loss (baseline views) on held-out unlabeled scenes.
+        let gn = cap(e.general_scenes);
+        let mut tot = 0.0;
+        let mut start = 0;
+        while start < gn {
+            let k = (CHUNK as usize).min(gn - start);
+            let t = self.unlabeled_batch(Split::GeneralEval, start as u64, k)?;
+            let (l, _) = tch::no_grad(|| self.dino(&t, None))?;
+            tot += l.f_sum(Kind::Double)?.f_double_value(&[])?;
+            start += k;
+        }
+        m.insert("general_loss".into(), tot / gn as f64);
+        // Linear-probe classification on single items: fit on the unlabeled partition's items.
+        let src = self.gen.sources(Split::Unlabeled);
+        let ntr = e.probe_train.min(src.len());
+        let (trp, trl): (Vec<_>, Vec<_>) = src[..ntr]
+            .iter()
+            .map(|&s| self.gen.single(Split::Unlabeled, s))
+            .unzip();
+        let nte = cap(e.probe_test);
+        let (tep, tel): (Vec<_>, Vec<_>) =
+            (0..nte).map(|s| self.gen.single(Split::Test, s)).unzip();
+        let xtr = self.frozen_cls(&pixels_to_tensor(&trp, self.device)?)?;
+        let xte = self.frozen_cls(&pixels_to_tensor(&tep, self.device)?)?;
+        let ytr = Tensor::f_from_slice(&trl.iter().map(|&l| l as i64).collect::<Vec<_>>())?
+            .f_to(self.device)?;
+        let yte = Tensor::f_from_slice(&tel.iter().map(|&l| l as i64).collect::<Vec<_>>())?
+            .f_to(self.device)?;
+        let probe = fit_softmax(
+            &xtr,
+            &ytr.f_one_hot(10)?.f_to_kind(xtr.kind())?,
+            2 * f.head_steps,
+            f.head_lr,
+            1e-4,
+            None,
+        )?;
+        let acc = probe
+            .forward(&xte)?
+            .f_argmax(-1, false)?
+            .f_eq_tensor(&yte)?
+            .f_to_kind(Kind::Double)?
+            .f_mean(Kind::Double)?;
+        m.insert("probe_acc".into(), acc.f_double_value(&[])?);
+        Ok(m)
+    }
+}
+
+impl Task for DinoDenseTask {
+    fn info(&self) -> TaskInfo {
+        let ctx = MaskContext {
+            views: self.cfg.crops.globals as i64,
+            channels: 1,
+            height: self.cfg.vit.image,
+            width: self.cfg.vit.image,
+        };
+        TaskInfo {
+            consumes: vec![KIND_VISION_VIEW_MASK.into()],
+            alignment: self.align.clone(),
+            domains: vec!["fmnist_scenes".into()],
+            feedback_sets: vec![FeedbackSetInfo {
+                name: FEEDBACK_SET.into(),
+                domain: 0,
+            }],
+            designer_context: serde_json::to_value(ctx).unwrap_or_default(),
+            batch_size: self.cfg.batch_size,
+        }
+    }
+
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(self.student.named().into_iter().collect())
+    }
+
+    fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
+        let tensors = match source {
+            BatchSource::Unlabeled { domain: 0 } => {
+                let t = self.unlabeled_batch(
+                    Split::Unlabeled,
+                    self.unlabeled_cursor,
+                    self.cfg.batch_size,
+                )?;
+                self.unlabeled_cursor += self.cfg.batch_size as u64;
+                t
+            }
+            BatchSource::Feedback { set: 0 } => {
+                let n = self.cfg.feedback.batch_size;
+                let (images, labels, depth) =
+                    self.feedback_scenes(Split::FeedbackMeta, self.feedback_cursor, n)?;
+                self.feedback_cursor += n as u64;
+                TensorMap::new()
+                    .with("images", images)
+                    .with("labels", labels)
+                    .with("depth", depth)
+            }
+            other => {
+                return Err(Error::msg(format!(
+                    "dino_dense has one domain and one feedback set; got {other:?}"
+                )))
+            }
+        };
+        Ok(Batch { source, tensors })
+    }
+
+    fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
+        Ok(TensorMap::new().with(INPUT_GLOBAL, batch.tensors.require(INPUT_GLOBAL)?.detach()))
+    }
+
+    fn pretrain_loss(&mut self, batch: &Batch, c: &Construction) -> Result<Tensor> {
+        if !matches!(batch.source, BatchSource::Unlabeled { .. }) {
+            return Err(Error::msg(
+                "pretrain_loss: got a feedback batch; feedback never enters a learner batch",
+            ));
+        }
+        let mask = if c.is_baseline() || c.kind == KIND_EXAMPLE_WEIGHTS {
+            None
+        } else if c.kind == KIND_VISION_VIEW_MASK {
+            Some(c.tensors.require(MASK)?)
+        } else {
+            return Err(Error::msg(format!(
+                "dino_dense consumes {KIND_VISION_VIEW_MASK}, got construction kind `{}`",
+                c.kind
+            )));
+        };
+        let (loss, teacher) = self.dino(&batch.tensors, mask)?;
+        self.pending_teacher = Some(teacher);
+        Ok(loss)
+    }
+
+    fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        if !matches!(batch.source, BatchSource::Feedback { .. }) {
+            return Err(Error::msg("feedback_loss: got an unlabeled batch"));
+        }
+        if self.seg_head.is_none() {
+            self.prepare_feedback()?;
+        }
+        let (seg, dep) = match (&self.seg_head, &self.dep_head) {
+            (Some(s), Some(d)) => (s, d),
+            _ => return Err(Error::msg("feedback heads missing after prepare_feedback")),
+        };
+        let t = &batch.tensors;
+        let (ce, l1) = self.dense_losses(
+            t.require("images")?,
+            t.require("labels")?,
+            t.require("depth")?,
+            seg,
+            dep,
+        )?;
+        let f = &self.cfg.feedback;
+        ce.f_mul_scalar(f.alpha_seg)?
+            .f_add(&l1.f_mul_scalar(f.alpha_depth)?)
+            .op("feedback loss")
+    }
+
+    fn prepare_feedback(&mut self) -> Result<()> {
+        let f = &self.cfg.feedback;
+        let steps = if self.seg_head.is_some() {
+            f.warm_steps
+        } else {
+            f.head_steps
+        };
+        let (seg, dep) = self.fit_heads(self.seg_head.as_ref(), steps)?;
+        self.seg_head = Some(seg);
+        self.dep_head = Some(dep);
+        Ok(())
+    }
+
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        let steps = self.cfg.dino.momentum_steps;
+        self.ema_step(step, steps)
+    }
+
+    fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
+        self.evaluate_inner(limit)
+    }
+
+    fn state(&self) -> Result<State> {
+        let mut tensors = TensorMap::new();
+        for (n, t) in self.teacher.named() {
+            tensors.insert(format!("teacher.{n}"), t.copy());
+        }
+        tensors.insert("center", self.center.copy());
+        if let (Some(s), Some(d)) = (&self.seg_head, &self.dep_head) {
+            for (n, t) in s
+                .tensors("seg_head")
+                .into_iter()
+                .chain(d.tensors("dep_head"))
+            {
+                tensors.insert(n, t.copy());
+            }
+        }
+        if let Some(p) = &self.pending_teacher {
+            for (i, t) in p.iter().enumerate() {
+                tensors.insert(format!("pending_teacher.{i}"), t.copy());
+            }
+        }
+        let json = serde_json::json!({
+            "unlabeled_cursor": self.unlabeled_cursor,
+            "feedback_cursor": self.feedback_cursor,
+            "seed": self.seed,
+            "heads": self.seg_head.is_some(),
+            "pending_teacher": self.pending_teacher.as_ref().map_or(0, |p| p.len()),
+        });
+        Ok(State { json, tensors })
+    }
+
+    fn load_state(&mut self, state: State) -> Result<()> {
+        let j = &state.json;
+        let u = |k: &str| {
+            j.get(k)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| Error::msg(format!("dino_dense state: missing `{k}`")))
+        };
+        if u("seed")? != self.seed {
+            return Err(Error::msg(format!(
+                "dino_dense state was saved with seed {} but this run has seed {}",
+                u("seed")?,
+                self.seed
+            )));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (n, t) in self.teacher.named() {
+                let src = state.tensors.require(&format!("teacher.{n}"))?;
+                t.shallow_clone().f_copy_(src).op("load teacher")?;
+            }
+            Ok(())
+        })?;
+        self.center = state.tensors.require("center")?.copy();
+        if j.get("heads").and_then(|v| v.as_bool()) == Some(true) {
+            self.seg_head = Some(LinearHead::from_map(&state.tensors, "seg_head")?);
+            self.dep_head = Some(LinearHead::from_map(&state.tensors, "dep_head")?);
+        } else {
+            self.seg_head = None;
+            self.dep_head = None;
+        }
+        let np = u("pending_teacher")?;
+        self.pending_teacher = if np == 0 {
+            None
+        } else {
+            Some(
+                (0..np)
+                    .map(|i| {
+                        state
+                            .tensors
+                            .require(&format!("pending_teacher.{i}"))
+                            .map(|t| t.copy())
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+        self.unlabeled_cursor = u("unlabeled_cursor")?;
+        self.feedback_cursor = u("feedback_cursor")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,405 @@
+//! In-process tests of `dino_dense` and the mask designers through the SDK traits, on a tiny ViT.
+
+use tch::{Kind, Tensor};
+use vpt_sdk::{BuildContext, Construction, Designer, DesignerFactory, Task, TensorMap};
+use vpt_vision::designer::{RandomMask, UnetMask, MASK};
+use vpt_vision::task::DinoDenseTask;
+use vpt_vision::testkit::{self, FEEDBACK, UNLABELED};
+
+fn tiny_config() -> serde_json::Value {
+    serde_json::json!({
+        "batch_size": 4,
+        "vit": {"dim": 32, "depth": 2, "heads": 2},
+        "dino": {"out_dim": 64, "hidden": 64, "bottleneck": 16},
+        "crops": {"locals": 2},
+        "align_blocks": 1,
+        "feedback": {"batch_size": 4, "train_scenes": 16, "head_steps": 20, "warm_steps": 5},
+        "eval": {"test_scenes": 8, "feedback_scenes": 8, "general_scenes": 4, "probe_train": 40, "probe_test": 20}
+    })
+}
+
+fn ctx(seed: u64) -> BuildContext {
+    BuildContext {
+        seed,
+        device: "cpu".into(),
+    }
+}
+
+fn tiny(seed: u64) -> DinoDenseTask {
+    tch::set_num_threads(2);
+    DinoDenseTask::new(vpt_sdk::parse_config(&tiny_config()).unwrap(), &ctx(seed)).unwrap()
+}
+
+fn registry() -> vpt_sdk::Registry {
+    vpt_vision::vpt_registry()
+}
+
+#[test]
+fn manifest_lists_the_task_and_both_designers() {
+    let m = registry().manifest();
+    assert_eq!(m.plugin, "vision");
+    assert_eq!(m.tasks[0].name, "dino_dense");
+    assert_eq!(
+        m.tasks[0].kinds,
+        vec![vpt_sdk::KIND_VISION_VIEW_MASK.to_string()]
+    );
+    let names: Vec<_> = m.designers.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["unet_mask", "random_mask"]);
+    let err = registry()
+        .task("dino_dense")
+        .unwrap()
+        .build(&serde_json::json!({"batch_sz": 3}), &ctx(0))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("batch_sz"), "{err}");
+    let err = registry()
+        .task("dino_dense")
+        .unwrap()
+        .build(&serde_json::json!({"vit": {"heads": 5}}), &ctx(0))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("vit.heads"), "{err}");
+}
+
+#[test]
+fn batches_losses_and_alignment_subset() {
+    let mut t = tiny(0);
+    let info = t.info();
+    assert_eq!(info.alignment.len(), 14, "{:?}", info.alignment); // last block (12 tensors) + final norm (2)
+    assert!(info
+        .alignment
+        .iter()
+        .all(|n| n.starts_with("backbone.blocks.1.") || n.starts_with("backbone.norm.")));
+    let bu = t.next_batch(UNLABELED).unwrap();
+    assert_eq!(
+        bu.tensors.require("global").unwrap().size(),
+        [4, 2, 1, 64, 64]
+    );
+    assert_eq!(
+        bu.tensors.require("local").unwrap().size(),
+        [4, 2, 1, 32, 32]
+    );
+    let l = t.pretrain_loss(&bu, &Construction::baseline()).unwrap();
+    assert_eq!(l.size(), [4]);
+    assert!(l.isfinite().all().int64_value(&[]) == 1);
+    // Same seed → same batches and losses; the next batch differs.
+    let mut u = tiny(0);
+    let bu2 = u.next_batch(UNLABELED).unwrap();
+    assert!(bu
+        .tensors
+        .require("global")
+        .unwrap()
+        .equal(bu2.tensors.require("global").unwrap()));
+    assert!(l.equal(&u.pretrain_loss(&bu2, &Construction::baseline()).unwrap()));
+    let nb = t.next_batch(UNLABELED).unwrap();
+    assert!(!nb
+        .tensors
+        .require("global")
+        .unwrap()
+        .equal(bu.tensors.require("global").unwrap()));
+    // A feedback batch is refused by pretrain_loss; an unlabeled one by feedback_loss.
+    let fb = t.next_batch(FEEDBACK).unwrap();
+    assert!(t.pretrain_loss(&fb, &Construction::baseline()).is_err());
+    assert!(t.feedback_loss(&bu).is_err());
+    let lf = t.feedback_loss(&fb).unwrap();
+    assert_eq!(lf.size(), Vec::<i64>::new());
+    assert!(lf.double_value(&[]).is_finite() && lf.double_value(&[]) > 0.0);
+    // A full mask (μ = 1) is the baseline recipe; a partial one changes the loss.
+    let ones = Tensor::ones([4, 2, 1, 64, 64], (Kind::Float, tch::Device::Cpu));
+    let c1 = Construction {
+        kind: vpt_sdk::KIND_VISION_VIEW_MASK.into(),
+        tensors: TensorMap::new().with(MASK, ones.shallow_clone()),
+    };
+    assert!(
+        (t.pretrain_loss(&bu, &c1).unwrap() - &l)
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-6
+    );
+    let c0 = Construction {
+        kind: vpt_sdk::KIND_VISION_VIEW_MASK.into(),
+        tensors: TensorMap::new().with(MASK, ones * 0.2),
+    };
+    assert!(
+        (t.pretrain_loss(&bu, &c0).unwrap() - &l)
+            .abs()
+            .max()
+            .double_value(&[])
+            > 1e-4
+    );
+    let bad = Construction {
+        kind: "lm.soft_targets/v1".into(),
+        tensors: TensorMap::new(),
+    };
+    assert!(t
+        .pretrain_loss(&bu, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("vision.view_mask/v1"));
+}
+
+#[test]
+fn evaluate_reports_every_metric_without_changing_state() {
+    let mut t = tiny(1);
+    let bu = t.next_batch(UNLABELED).unwrap();
+    let before = t.pretrain_loss(&bu, &Construction::baseline()).unwrap();
+    let m = t.evaluate(Some(8)).unwrap();
+    for k in [
+        "miou",
+        "depth_rmse",
+        "probe_acc",
+        "feedback_loss",
+        "general_loss",
+        "seg_ce",
+        "depth_l1",
+    ] {
+        assert!(m.get(k).is_some_and(|v| v.is_finite()), "{k}: {m:?}");
+    }
+    assert!((0.0..=1.0).contains(&m["miou"]) && (0.0..=1.0).contains(&m["probe_acc"]));
+    // Background dominates: even a weak head beats chance on mIoU over 11 classes.
+    assert!(m["miou"] > 0.05, "{m:?}");
+    assert!(before.equal(&t.pretrain_loss(&bu, &Construction::baseline()).unwrap()));
+    assert_eq!(
+        m,
+        t.evaluate(Some(8)).unwrap(),
+        "evaluation must be deterministic"
+    );
+}
+
+#[test]
+fn state_round_trip_resumes_exactly() {
+    let mut a = tiny(2);
+    let base = Construction::baseline();
+    for s in 0..2 {
+        let bu = a.next_batch(UNLABELED).unwrap();
+        testkit::learner_step(&mut a, &bu, &base, 0.05, s).unwrap();
+    }
+    a.next_batch(FEEDBACK).unwrap();
+    a.prepare_feedback().unwrap();
+    let theta: Vec<(String, Tensor)> = a
+        .parameters()
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    let st = a.state().unwrap();
+    let mut b = tiny(2);
+    tch::no_grad(|| {
+        for ((_, src), (_, dst)) in theta.iter().zip(b.parameters().unwrap()) {
+            dst.shallow_clone().copy_(src);
+        }
+    });
+    b.load_state(st).unwrap();
+    for s in 2..4 {
+        let (ba, bb) = (
+            a.next_batch(UNLABELED).unwrap(),
+            b.next_batch(UNLABELED).unwrap(),
+        );
+        let la = testkit::learner_step(&mut a, &ba, &base, 0.05, s).unwrap();
+        let lb = testkit::learner_step(&mut b, &bb, &base, 0.05, s).unwrap();
+        assert_eq!(la, lb);
+    }
+    let (fa, fb) = (
+        a.next_batch(FEEDBACK).unwrap(),
+        b.next_batch(FEEDBACK).unwrap(),
+    );
+    assert!(a
+        .feedback_loss(&fa)
+        .unwrap()
+        .equal(&b.feedback_loss(&fb).unwrap()));
+    let mut c = tiny(3);
+    assert!(c
+        .load_state(a.state().unwrap())
+        .unwrap_err()
+        .to_string()
+        .contains("seed"));
+}
+
+#[test]
+fn ema_teacher_moves_towards_the_student() {
+    let mut t = tiny(4);
+    let bu = t.next_batch(UNLABELED).unwrap();
+    testkit::learner_step(&mut t, &bu, &Construction::baseline(), 0.5, 0).unwrap();
+    // After one SGD step the student differs from the teacher; EMA at m=0.99 moved it 1% of the way.
+    let st = t.state().unwrap();
+    let name = "backbone.norm.weight";
+    let student = t.parameters().unwrap().require(name).unwrap().copy();
+    let teacher = st.tensors.require(&format!("teacher.{name}")).unwrap();
+    let init = Tensor::ones_like(&student); // LayerNorm weights start at 1 for both
+    let want = &init * 0.99 + &student * 0.01;
+    assert!((teacher - want).abs().max().double_value(&[]) < 1e-6);
+    assert!(
+        st.tensors
+            .require("center")
+            .unwrap()
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[])
+            > 0.0
+    );
+}
+
+/// ∇φ V for a V step on the tiny ViT: finite, nonzero, and equal to finite differences (f64).
+#[test]
+fn v_step_gradient_matches_finite_differences() {
+    let mut t = tiny(5);
+    t.set_kind(Kind::Double).unwrap();
+    let mut d = UnetMask::new(
+        serde_json::from_str("{}").unwrap(),
+        &t.info().designer_context,
+        &ctx(5),
+    )
+    .unwrap();
+    d.set_kind(Kind::Double);
+    let mut bu = t.next_batch(UNLABELED).unwrap();
+    let mut fb = t.next_batch(FEEDBACK).unwrap();
+    for b in [&mut bu, &mut fb] {
+        b.tensors = b
+            .tensors
+            .iter()
+            .map(|(n, x)| {
+                (
+                    n.to_string(),
+                    if x.is_floating_point() {
+                        x.to_kind(Kind::Double)
+                    } else {
+                        x.shallow_clone()
+                    },
+                )
+            })
+            .collect();
+    }
+    let (v, grads) = testkit::meta_gradient(&mut t, &mut d, &bu, &fb).unwrap();
+    assert!(v.is_finite());
+    assert!(grads
+        .iter()
+        .all(|g| g.isfinite().all().int64_value(&[]) == 1));
+    let total: f64 = grads
+        .iter()
+        .map(|g| g.abs().sum(Kind::Double).double_value(&[]))
+        .sum();
+    assert!(total > 0.0, "∇φ V is zero");
+    // Finite differences of V w.r.t. the U-Net's output bias (a global shift of the mask logits).
+    let names: Vec<String> = d
+        .parameters()
+        .unwrap()
+        .names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let i = names.iter().position(|n| n == "unet.out.bias").unwrap();
+    let bias = d
+        .parameters()
+        .unwrap()
+        .require("unet.out.bias")
+        .unwrap()
+        .shallow_clone();
+    let gd = testkit::g_down(&mut t, &fb).unwrap();
+    let v_at = |delta: f64, t: &mut DinoDenseTask, d: &mut UnetMask| {
+        let _ = tch::no_grad(|| bias.shallow_clone().f_add_scalar_(delta).unwrap());
+        let v = testkit::value(t, d, &bu, &gd).unwrap().0.double_value(&[]);
+        let _ = tch::no_grad(|| bias.shallow_clone().f_sub_scalar_(delta).unwrap());
+        v
+    };
+    let eps = 1e-4;
+    let fd = (v_at(eps, &mut t, &mut d) - v_at(-eps, &mut t, &mut d)) / (2.0 * eps);
+    let an = grads[i].double_value(&[0]);
+    eprintln!("dV/db: analytic {an:.6e}, finite differences {fd:.6e}");
+    assert!(an.abs() > 1e-10, "analytic ∂V/∂b = {an}");
+    assert!(
+        (fd - an).abs() <= 1e-5 * (1.0 + an.abs()) + 1e-4 * an.abs(),
+        "fd {fd} vs analytic {an}"
+    );
+}
+
+#[test]
+fn random_mask_control_runs_through_the_task() {
+    let mut t = tiny(6);
+    let mut d = RandomMask::build(
+        serde_json::from_str("{}").unwrap(),
+        &t.info().designer_context,
+        &ctx(6),
+    )
+    .unwrap();
+    let bu = t.next_batch(UNLABELED).unwrap();
+    let inputs = t.design_inputs(&bu).unwrap();
+    let c = d.construct(&inputs).unwrap();
+    let l = t.pretrain_loss(&bu, &c).unwrap();
+    assert_eq!(l.size(), [4]);
+    assert!(!l.equal(&t.pretrain_loss(&bu, &Construction::baseline()).unwrap()));
+    assert!(d.regularizer(&c).unwrap().is_none());
+}
+
+#[test]
+fn stage0_is_cached_by_config_and_reused() {
+    tch::set_num_threads(2);
+    let dir = std::env::temp_dir().join(format!("vpt-vision-stage0-{}", std::process::id()));
+    let mut cfg = tiny_config();
+    cfg["stage0_steps"] = serde_json::json!(2);
+    cfg["cache_dir"] = serde_json::json!(dir.display().to_string());
+    let build = |cfg: &serde_json::Value| {
+        DinoDenseTask::new(vpt_sdk::parse_config(cfg).unwrap(), &ctx(7)).unwrap()
+    };
+    let a = build(&cfg);
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let b = build(&cfg);
+    let fresh = tiny(7);
+    let name = "backbone.blocks.0.attn.qkv.weight";
+    let (pa, pb, pf) = (
+        a.parameters().unwrap(),
+        b.parameters().unwrap(),
+        fresh.parameters().unwrap(),
+    );
+    assert!(pa.require(name).unwrap().equal(pb.require(name).unwrap()));
+    assert!(
+        !pa.require(name).unwrap().equal(pf.require(name).unwrap()),
+        "stage 0 changed nothing"
+    );
+    // The same file works as an explicit base checkpoint.
+    let mut c2 = tiny_config();
+    c2["base_checkpoint"] = serde_json::json!(files[0].display().to_string());
+    assert!(build(&c2)
+        .parameters()
+        .unwrap()
+        .require(name)
+        .unwrap()
+        .equal(pa.require(name).unwrap()));
+    c2["base_checkpoint"] = serde_json::json!("/nonexistent.ot");
+    let e = DinoDenseTask::new(vpt_sdk::parse_config(&c2).unwrap(), &ctx(7))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("base_checkpoint"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `examples/vision-fmnist.toml`: its task and designer tables parse, for every arm's designer.
+#[test]
+fn example_config_parses_for_every_arm() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/vision-fmnist.toml"
+    );
+    let doc: toml::Value = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let json = |v: &toml::Value| serde_json::to_value(v).unwrap();
+    let task = json(&doc["task"]["config"]);
+    let cfg: vpt_vision::config::DinoDenseConfig = vpt_sdk::parse_config(&task).unwrap();
+    assert!(cfg.stage0_steps > 0);
+    let designer = json(&doc["designer"]["config"]);
+    let reg = registry();
+    let tc = serde_json::json!({"views": 2, "channels": 1, "height": 64, "width": 64});
+    for name in ["unet_mask", "random_mask"] {
+        reg.designer(name)
+            .unwrap()
+            .build(&designer, &tc, &ctx(0))
+            .unwrap();
+    }
+    let arm = doc["arms"]["random_masks"]["set"].as_array().unwrap();
+    assert!(arm
+        .iter()
+        .any(|s| s.as_str() == Some("designer.name=random_mask")));
+}

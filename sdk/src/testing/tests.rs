@@ -1,0 +1,378 @@
+//! Tests of the harness on a closed-form quadratic task (θ = w, ℓ_i = ½(x_i·w − t_i)²) and small
+//! designers, each sound or broken in one known way.
+
+use super::*;
+use crate::{Batch, FeedbackSetInfo, Metrics, State, TaskInfo, KIND_EXAMPLE_WEIGHTS};
+
+const D: i64 = 3;
+const B: i64 = 8;
+const KIND_TARGETS: &str = "quad.targets/v1";
+
+/// One way the quadratic task breaks a contract.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    AttachedInputs,
+    ScalarLoss,
+    DetachedLoss,
+    FeedbackMovesTheta,
+    ForgetfulState,
+    MissingMetric,
+    UnknownAlignment,
+}
+
+fn uniform(stream: u64, i: u64) -> f64 {
+    // splitmix64 → [−1, 1)
+    let mut z = stream
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(i)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+}
+
+fn inputs(stream: u64, cursor: u64) -> Tensor {
+    let v: Vec<f64> = (0..(B * D) as u64)
+        .map(|i| 2.0 * uniform(stream, cursor * 1000 + i))
+        .collect();
+    Tensor::from_slice(&v).reshape([B, D]) // (B, D)
+}
+
+struct Quad {
+    w: Tensor,
+    teacher: Tensor,
+    cursors: [u64; 2],
+    fault: Option<Fault>,
+}
+
+impl Quad {
+    fn new(fault: Option<Fault>) -> Quad {
+        tch::set_num_threads(1);
+        let w = Tensor::from_slice(&[0.3, -0.2, 0.5]).set_requires_grad(true);
+        Quad {
+            w,
+            teacher: Tensor::from_slice(&[1.0, -1.0, 2.0]),
+            cursors: [0, 0],
+            fault,
+        }
+    }
+    fn is(&self, f: Fault) -> bool {
+        self.fault == Some(f)
+    }
+    fn per_example(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        let r = x.matmul(&self.w) - t; // (B,)
+        &r * &r * 0.5
+    }
+}
+
+impl Task for Quad {
+    fn info(&self) -> TaskInfo {
+        TaskInfo {
+            consumes: vec![KIND_TARGETS.into()],
+            alignment: vec![if self.is(Fault::UnknownAlignment) {
+                "v"
+            } else {
+                "w"
+            }
+            .into()],
+            domains: vec!["main".into()],
+            feedback_sets: vec![FeedbackSetInfo {
+                name: "clean".into(),
+                domain: 0,
+            }],
+            designer_context: serde_json::json!({ "feature_dim": D }),
+            batch_size: B as usize,
+        }
+    }
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(TensorMap::new().with("w", self.w.shallow_clone()))
+    }
+    fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
+        let (slot, stream) = match source {
+            BatchSource::Unlabeled { .. } => (0, 1),
+            BatchSource::Feedback { .. } => (1, 2),
+        };
+        let x = inputs(stream, self.cursors[slot]);
+        self.cursors[slot] += 1;
+        // pretext targets are biased in x₀; feedback targets are the teacher's
+        let y = match source {
+            BatchSource::Unlabeled { .. } => x.matmul(&self.teacher) + x.select(1, 0) * 0.5,
+            BatchSource::Feedback { .. } => x.matmul(&self.teacher),
+        };
+        Ok(Batch {
+            source,
+            tensors: TensorMap::new().with("x", x).with("y", y),
+        })
+    }
+    fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
+        let x = batch.tensors.require("x")?;
+        let x = if self.is(Fault::AttachedInputs) {
+            x * self.w.sum(Kind::Double)
+        } else {
+            x.detach()
+        };
+        Ok(TensorMap::new().with("example_features", x))
+    }
+    fn pretrain_loss(&mut self, batch: &Batch, c: &Construction) -> Result<Tensor> {
+        let x = batch.tensors.require("x")?;
+        let t = if c.is_baseline() {
+            batch.tensors.require("y")?
+        } else {
+            c.tensors.require("targets")?
+        };
+        let l = self.per_example(x, t);
+        Ok(match self.fault {
+            Some(Fault::ScalarLoss) => l.mean(Kind::Double),
+            Some(Fault::DetachedLoss) => l.detach(),
+            _ => l,
+        })
+    }
+    fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
+        if self.is(Fault::FeedbackMovesTheta) {
+            let _ = tch::no_grad(|| self.w.shallow_clone().f_add_scalar_(0.01))?;
+        }
+        let l = self.per_example(batch.tensors.require("x")?, batch.tensors.require("y")?);
+        Ok(l.mean(Kind::Double))
+    }
+    fn evaluate(&mut self, _limit: Option<u64>) -> Result<Metrics> {
+        let fb = self.next_batch(BatchSource::Feedback { set: 0 })?;
+        let mut m = Metrics::new();
+        m.insert(
+            "feedback_loss".into(),
+            self.feedback_loss(&fb)?.double_value(&[]),
+        );
+        if !self.is(Fault::MissingMetric) {
+            m.insert("general_loss".into(), 0.5);
+        }
+        Ok(m)
+    }
+    fn state(&self) -> Result<State> {
+        let json = if self.is(Fault::ForgetfulState) {
+            serde_json::json!({})
+        } else {
+            serde_json::json!(self.cursors)
+        };
+        Ok(State {
+            json,
+            tensors: TensorMap::new(),
+        })
+    }
+    fn load_state(&mut self, state: State) -> Result<()> {
+        if let Ok(c) = serde_json::from_value::<[u64; 2]>(state.json) {
+            self.cursors = c;
+        }
+        Ok(())
+    }
+}
+
+/// Designers for the quadratic task.
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    /// targets t = x·a.
+    Targets,
+    /// weights w = B·softmax(x·a).
+    Weights,
+    /// t = x·a in value, but a gradient twice the true one.
+    WrongGradient,
+    /// weights = x·a: can be negative, mean not 1.
+    RawWeights,
+    /// t = Σ_j x_j, no φ.
+    Fixed,
+}
+
+struct Lin {
+    a: Tensor,
+    style: Style,
+}
+
+impl Lin {
+    fn new(style: Style) -> Lin {
+        Lin {
+            a: Tensor::from_slice(&[0.4, 0.1, -0.3]).set_requires_grad(true),
+            style,
+        }
+    }
+}
+
+impl Designer for Lin {
+    fn info(&self) -> crate::DesignerInfo {
+        let kind = if matches!(self.style, Style::Weights | Style::RawWeights) {
+            KIND_EXAMPLE_WEIGHTS
+        } else {
+            KIND_TARGETS
+        };
+        crate::DesignerInfo {
+            produces: kind.into(),
+        }
+    }
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(match self.style {
+            Style::Fixed => TensorMap::new(),
+            _ => TensorMap::new().with("a", self.a.shallow_clone()),
+        })
+    }
+    fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
+        let x = inputs.require("example_features")?;
+        let s = x.matmul(&self.a); // (B,)
+        let (kind, name, t) = match self.style {
+            Style::Targets => (KIND_TARGETS, "targets", s),
+            Style::Weights => (
+                KIND_EXAMPLE_WEIGHTS,
+                "weights",
+                s.softmax(0, Kind::Double) * B as f64,
+            ),
+            Style::WrongGradient => {
+                let doubled = &s * 2.0;
+                (
+                    KIND_TARGETS,
+                    "targets",
+                    s.detach() + &doubled - doubled.detach(),
+                )
+            }
+            Style::RawWeights => (KIND_EXAMPLE_WEIGHTS, "weights", s),
+            Style::Fixed => (
+                KIND_TARGETS,
+                "targets",
+                x.sum_dim_intlist(1, false, Kind::Double),
+            ),
+        };
+        Ok(Construction {
+            kind: kind.into(),
+            tensors: TensorMap::new().with(name, t),
+        })
+    }
+}
+
+fn invariants(task: &mut Quad, designer: Option<&mut Lin>) -> Report {
+    let d = designer.map(|d| d as &mut dyn Designer);
+    check_invariants(task, d, &InvariantOptions::default())
+}
+
+#[test]
+fn sound_task_and_designers_pass_every_check() {
+    for style in [Style::Targets, Style::Weights] {
+        let (mut task, mut d) = (Quad::new(None), Lin::new(style));
+        let r = invariants(&mut task, Some(&mut d));
+        r.assert_passed();
+        assert!(
+            r.checks
+                .iter()
+                .filter(|c| c.outcome == Outcome::Pass)
+                .count()
+                >= 12,
+            "{r}"
+        );
+        let h = check_hypergradient(&mut task, &mut d, 1e-6, 1e-6);
+        h.assert_passed();
+        // a (3,): its largest coordinate and one other
+        assert_eq!(
+            h.checks
+                .iter()
+                .filter(|c| c.name.starts_with("∂V/∂a["))
+                .count(),
+            2,
+            "{h}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_hypergradient_is_caught() {
+    let (mut task, mut d) = (Quad::new(None), Lin::new(Style::WrongGradient));
+    let h = check_hypergradient(&mut task, &mut d, 1e-6, 1e-4);
+    assert!(!h.passed(), "{h}");
+    // only the coordinates fail: V itself is right, its gradient is not
+    assert!(
+        h.failures().iter().all(|c| c.name.starts_with("∂V/∂a[")),
+        "{h}"
+    );
+}
+
+#[test]
+fn each_broken_contract_fails_its_own_check() {
+    let cases = [
+        (Fault::AttachedInputs, "design_inputs"),
+        (Fault::ScalarLoss, "pretrain_loss (baseline)"),
+        (Fault::DetachedLoss, "pretrain_loss (baseline)"),
+        (Fault::FeedbackMovesTheta, "feedback_loss"),
+        (Fault::ForgetfulState, "state round trip"),
+        (Fault::MissingMetric, "evaluate"),
+        (Fault::UnknownAlignment, "parameters"),
+    ];
+    let sound = invariants(&mut Quad::new(None), Some(&mut Lin::new(Style::Targets)));
+    for (fault, check) in cases {
+        assert_eq!(sound.get(check).unwrap().outcome, Outcome::Pass, "{sound}");
+        let r = invariants(
+            &mut Quad::new(Some(fault)),
+            Some(&mut Lin::new(Style::Targets)),
+        );
+        let c = r
+            .get(check)
+            .unwrap_or_else(|| panic!("{fault:?}: no check `{check}` in\n{r}"));
+        assert_eq!(
+            c.outcome,
+            Outcome::Fail,
+            "{fault:?} should fail `{check}`:\n{r}"
+        );
+    }
+}
+
+#[test]
+fn bad_example_weights_and_fixed_designers_are_reported() {
+    let r = invariants(&mut Quad::new(None), Some(&mut Lin::new(Style::RawWeights)));
+    let c = r.get("designer construct").unwrap();
+    assert_eq!(c.outcome, Outcome::Fail, "{r}");
+    assert!(c.detail.contains("mean 1"), "{}", c.detail);
+
+    let mut fixed = Lin::new(Style::Fixed);
+    let r = invariants(&mut Quad::new(None), Some(&mut fixed));
+    r.assert_passed();
+    assert_eq!(r.get("designer parameters").unwrap().outcome, Outcome::Skip);
+    let h = check_hypergradient(&mut Quad::new(None), &mut fixed, 1e-6, 1e-6);
+    assert!(
+        !h.passed() && h.get("setup").unwrap().detail.contains("no parameters"),
+        "{h}"
+    );
+
+    let r = invariants(&mut Quad::new(None), None);
+    r.assert_passed();
+    assert_eq!(r.get("designer").unwrap().outcome, Outcome::Skip);
+}
+
+#[test]
+fn pretrain_objective_weights_the_baseline_losses_like_the_host() {
+    let mut task = Quad::new(None);
+    let b = task
+        .next_batch(BatchSource::Unlabeled { domain: 0 })
+        .unwrap();
+    let w = Tensor::from_slice(&[0.0, 2.0, 1.0, 1.0, 0.5, 1.5, 1.0, 1.0]);
+    let c = Construction {
+        kind: KIND_EXAMPLE_WEIGHTS.into(),
+        tensors: TensorMap::new().with("weights", w.shallow_clone()),
+    };
+    let got = pretrain_objective(&mut task, &b, &c)
+        .unwrap()
+        .double_value(&[]);
+    let per = task.pretrain_loss(&b, &Construction::baseline()).unwrap();
+    let want = (per * w).mean(Kind::Double).double_value(&[]);
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+}
+
+#[test]
+fn the_report_reads_as_one_line_per_check() {
+    let r = invariants(&mut Quad::new(Some(Fault::ScalarLoss)), None);
+    let text = r.to_string();
+    assert!(text.starts_with("invariants: "), "{text}");
+    assert!(
+        text.contains(
+            "FAIL pretrain_loss (baseline): shape [] , expected"
+                .replace(" ,", ",")
+                .as_str()
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), r.checks.len() + 1);
+    let e = std::panic::catch_unwind(|| r.assert_passed()).unwrap_err();
+    assert!(panic_message(&e).contains("FAIL"));
+}
