@@ -93,6 +93,23 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Throughput and peak memory of a baseline step and a V step, measured in one process.
+    Bench {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Timed learner steps per arm (use a multiple of the meta period).
+        #[arg(long, default_value_t = 16)]
+        steps: u64,
+        /// Untimed learner steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Meta period r of the V arm.
+        #[arg(long, default_value_t = 8)]
+        period: u64,
+        /// Tokens per example (e.g. the LM's seq_len), to report tokens/s.
+        #[arg(long)]
+        tokens_per_example: Option<u64>,
+    },
     /// Inspect plugins.
     Plugins {
         /// What to do.

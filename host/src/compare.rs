@@ -61,11 +61,14 @@ pub fn compare(
             let cfg = arm_config(config, cli_overrides, arm, k)?;
             let seed = cfg.run.seed;
             let dir = out.join(arm).join(format!("seed-{seed}"));
-            if dir.join("summary.json").exists() {
-                eprintln!("[{arm} seed {seed}] already finished in {}, reusing it", dir.display());
+            if dir.join("summary.json").exists() && same_config(&dir, &cfg) {
+                eprintln!("[{arm} seed {seed}] already finished in {} with this config, reusing it", dir.display());
             } else {
+                if dir.exists() {
+                    eprintln!("[{arm} seed {seed}] {} holds another or an unfinished run; starting afresh", dir.display());
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 eprintln!("[{arm} seed {seed}] → {}", dir.display());
-                let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
                 let run_dir = RunDir::create(&dir, &cfg)?;
                 let mut session = Session::build(cfg, plugins)?;
                 let s = train::run(&mut session, &run_dir, None)?;
@@ -77,4 +80,10 @@ pub fn compare(
     let rep = report::summarize(&runs)?;
     report::write_report(out, &rep)?;
     Ok(rep)
+}
+
+/// True when `dir` holds a run of exactly `cfg` (its resolved `config.json`).
+fn same_config(dir: &Path, cfg: &RunConfig) -> bool {
+    let saved = std::fs::read_to_string(dir.join("config.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    saved.is_some() && saved == serde_json::to_value(cfg).ok()
 }

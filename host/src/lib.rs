@@ -1,6 +1,7 @@
 //! vpt-host: the generic V-pretraining loop (DESIGN.md §1) for any task and designer a plugin
 //! provides, with value estimators, optimizers, budgets, checkpoints and reports.
 
+pub mod bench;
 pub mod budget;
 pub mod checkpoint;
 pub mod compare;

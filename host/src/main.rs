@@ -9,7 +9,7 @@ use vpt_host::{
     compare,
     config::RunConfig,
     loader::{self, Plugins, SearchPath},
-    probe, report, scaffold,
+    bench, probe, report, scaffold,
     train::{self, RunDir, Session},
 };
 
@@ -87,6 +87,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 checkpoint::atomic_write(&out.join("probe.json"), &serde_json::to_vec_pretty(&result)?)?;
                 println!("points: {}", out.join("probe.json").display());
             }
+        }
+        Command::Bench { config, steps, warmup, period, tokens_per_example } => {
+            let figures = bench::bench(&config.config, &config.overrides, steps, warmup, period, tokens_per_example, &mut plugins)?;
+            print!("{}", bench::render(&figures));
         }
         Command::Plugins { action: PluginsAction::List { json } } => {
             print!("{}", loader::cmd_plugins_list(&search, json)?);

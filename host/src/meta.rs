@@ -140,6 +140,12 @@ impl MetaStep<'_> {
 
 /// ∂y/∂xs without touching `.grad`; inputs that `y` does not depend on get zeros.
 pub fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
+    // libtorch aborts the process on a backward from a tensor outside any graph; say so instead.
+    if !y.requires_grad() {
+        return Err(crate::Error::Msg(
+            "a loss returned by the plugin does not require grad (was it detached or computed under no_grad?)".into(),
+        ));
+    }
     let gs = Tensor::f_run_backward(&[y], xs, create_graph, create_graph).op("backward")?;
     Ok(gs.into_iter().zip(xs).map(|(g, x)| if g.defined() { g } else { x.zeros_like() }).collect())
 }

@@ -23,6 +23,10 @@ pub struct LmDesignContext {
     pub d_model: i64,
     /// Number of candidates K per position.
     pub k: i64,
+    /// Width of `example_features` (B, d+1): the masked mean of `features` and the example's
+    /// mean NLL of its true tokens — what modality-agnostic designers (reweighting) read.
+    #[serde(default)]
+    pub feature_dim: i64,
 }
 
 fn parse_context(v: &serde_json::Value) -> Result<LmDesignContext> {

@@ -863,6 +863,7 @@ impl Task for CausalLm {
         let ctx = LmDesignContext {
             d_model: self.model.config().hidden_size,
             k: self.cfg.top_k,
+            feature_dim: self.model.config().hidden_size + 1,
         };
         TaskInfo {
             consumes: vec![KIND_LM_SOFT_TARGETS.into()],
@@ -939,7 +940,15 @@ impl Task for CausalLm {
                 .op("topk")?; // (B,T,K−1)
             let cand = Tensor::f_cat(&[&true_idx, &top], -1).op("candidates")?; // (B,T,K)
             let cand_lp = logp.f_gather(-1, &cand, false).op("candidate log p")?;
+            // Per-example summary for modality-agnostic designers: masked mean of the hidden
+            // states (B,d) ⊕ mean NLL of the true tokens (B,1).
+            let m = mask.f_to_kind(hidden.kind())?; // (B,T)
+            let count = m.f_sum_dim_intlist(1, true, hidden.kind())?.f_clamp_min(1.0)?; // (B,1)
+            let pooled = (&hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
+            let nll = (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())? / &count;
+            let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
             Ok(TensorMap::new()
+                .with("example_features", example_features)
                 .with("features", hidden.detach())
                 .with("cand_ids", cand)
                 .with("cand_logprobs", cand_lp)

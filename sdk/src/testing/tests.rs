@@ -2,7 +2,10 @@
 //! designers, each sound or broken in one known way.
 
 use super::*;
-use crate::{Batch, FeedbackSetInfo, Metrics, State, TaskInfo, KIND_EXAMPLE_WEIGHTS};
+use crate::{
+    Batch, BatchSource, Designer, FeedbackSetInfo, Metrics, State, TaskInfo, TensorMap,
+    KIND_EXAMPLE_WEIGHTS,
+};
 
 const D: i64 = 3;
 const B: i64 = 8;

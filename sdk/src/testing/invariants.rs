@@ -1,0 +1,453 @@
+//! [`check_invariants`]: the Task/Designer contracts the host relies on, one check each.
+
+use super::{
+    abs_max, alignment_subset, all_finite, copy, dot, grad, pretrain_objective, verdict, Outcome,
+    Report, Verdict, SEED,
+};
+use crate::{
+    Batch, BatchSource, Construction, Designer, Error, Result, Task, TensorMap,
+    KIND_EXAMPLE_WEIGHTS,
+};
+use tch::{Device, Kind, Tensor};
+
+/// How far from 1 the mean of example weights may be.
+const WEIGHT_MEAN_TOL: f64 = 1e-4;
+
+fn same_tensors(a: &TensorMap, b: &TensorMap) -> Result<std::result::Result<(), String>> {
+    if a.names() != b.names() {
+        return Ok(Err(format!(
+            "tensor names differ: {:?} vs {:?}",
+            a.names(),
+            b.names()
+        )));
+    }
+    for ((name, x), (_, y)) in a.iter().zip(b.iter()) {
+        if x.size() != y.size()
+            || x.kind() != y.kind()
+            || !x.f_equal(&y.f_to_device(x.device())?)?
+        {
+            return Ok(Err(format!("tensor `{name}` differs")));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Options of [`check_invariants`].
+#[derive(Debug, Clone)]
+pub struct InvariantOptions {
+    /// Also call `evaluate` and check the required metrics (can be slow for large tasks).
+    pub evaluate: bool,
+    /// The `limit` passed to `evaluate`.
+    pub eval_limit: Option<u64>,
+}
+
+impl Default for InvariantOptions {
+    fn default() -> Self {
+        InvariantOptions {
+            evaluate: true,
+            eval_limit: Some(32),
+        }
+    }
+}
+
+/// Checks the contracts of `task` (and of `designer`, when given) that the host relies on:
+///
+/// - `info`: at least one domain and feedback set, a non-empty alignment subset S, B > 0;
+/// - `parameters`: θ are leaf tensors with `requires_grad`; S's names are among them;
+/// - `state round trip`: `state()`, two batches, `load_state()`, the same two batches again;
+/// - `design_inputs`: detached from θ (checked with grad mode on); `example_features`, when
+///   present, is (B, F) with F = `designer_context.feature_dim`;
+/// - `pretrain_loss (baseline)`: shape (B,), finite, differentiable in θ_S;
+/// - `pretrain_loss double backward`: ∂/∂c of g·∇_S L_pre(θ; c) exists (what the meta step
+///   needs: CPU `scaled_dot_product_attention`, for one, has no double backward);
+/// - `feedback_loss`: a finite scalar, differentiable in θ_S, and θ unchanged by the call;
+/// - `designer …` (when given): φ are leaves, the kind is the one it declares and one the task
+///   accepts, the construction depends on φ, example weights are (B,), ≥ 0 with mean 1, the
+///   regulariser is absent or a finite scalar;
+/// - `evaluate` (unless disabled): `feedback_loss` and `general_loss` present and finite.
+///
+/// Every check runs even when an earlier one failed, except those that need its result.
+pub fn check_invariants(
+    task: &mut dyn Task,
+    mut designer: Option<&mut dyn Designer>,
+    opts: &InvariantOptions,
+) -> Report {
+    let mut r = Report::new("invariants");
+    let info = task.info();
+    let b = info.batch_size as i64;
+
+    r.run("info", || {
+        let mut bad = Vec::new();
+        if info.domains.is_empty() {
+            bad.push("no unlabeled domain".to_string());
+        }
+        if info.feedback_sets.is_empty() {
+            bad.push("no feedback set".into());
+        }
+        if info.alignment.is_empty() {
+            bad.push("empty alignment subset S".into());
+        }
+        if info.batch_size == 0 {
+            bad.push("batch_size is 0".into());
+        }
+        for f in &info.feedback_sets {
+            if f.domain as usize >= info.domains.len() {
+                bad.push(format!(
+                    "feedback set `{}` pairs with domain {} of {}",
+                    f.name,
+                    f.domain,
+                    info.domains.len()
+                ));
+            }
+        }
+        Ok(verdict(
+            bad.is_empty(),
+            format!(
+                "{} domain(s), {} feedback set(s), |S| = {} tensors, B = {b}",
+                info.domains.len(),
+                info.feedback_sets.len(),
+                info.alignment.len()
+            ),
+            bad.join("; "),
+        ))
+    });
+
+    r.run("parameters", || {
+        let theta = task.parameters()?;
+        if theta.is_empty() {
+            return Ok(Verdict::Fail("θ is empty".into()));
+        }
+        let bad: Vec<String> = theta
+            .iter()
+            .filter_map(|(n, t)| match (t.is_leaf(), t.requires_grad()) {
+                (true, true) => None,
+                (false, _) => Some(format!(
+                    "`{n}` is not a leaf (return the VarStore's variables, not a computed tensor)"
+                )),
+                (true, false) => Some(format!("`{n}` does not require grad (the host ignores it)")),
+            })
+            .collect();
+        let missing: Vec<String> = info
+            .alignment
+            .iter()
+            .filter(|n| theta.get(n).is_none())
+            .map(|n| format!("alignment name `{n}` is not a parameter"))
+            .collect();
+        let all: Vec<String> = bad.into_iter().chain(missing).collect();
+        let numel: i64 = theta.tensors().map(Tensor::numel).map(|n| n as i64).sum();
+        Ok(verdict(
+            all.is_empty(),
+            format!("{} tensors, {numel} values, S ⊂ θ", theta.len()),
+            all.join("; "),
+        ))
+    });
+
+    r.run("state round trip", || {
+        let state = task.state()?;
+        let draw = |task: &mut dyn Task| -> Result<(Batch, Batch)> {
+            tch::manual_seed(SEED);
+            Ok((
+                task.next_batch(BatchSource::Unlabeled { domain: 0 })?,
+                task.next_batch(BatchSource::Feedback { set: 0 })?,
+            ))
+        };
+        let (u1, f1) = draw(task)?;
+        task.load_state(state)?;
+        let (u2, f2) = draw(task)?;
+        if let Err(e) = same_tensors(&u1.tensors, &u2.tensors)? {
+            return Ok(Verdict::Fail(format!(
+                "unlabeled batch after load_state: {e} (save every data cursor in state())"
+            )));
+        }
+        if let Err(e) = same_tensors(&f1.tensors, &f2.tensors)? {
+            return Ok(Verdict::Fail(format!(
+                "feedback batch after load_state: {e} (save every data cursor in state())"
+            )));
+        }
+        Ok(Verdict::Pass(
+            "load_state(state()) reproduces the next unlabeled and feedback batches".into(),
+        ))
+    });
+
+    // One unlabeled batch shared by the checks below.
+    let batch = match task.next_batch(BatchSource::Unlabeled { domain: 0 }) {
+        Ok(b) => b,
+        Err(e) => {
+            r.push("next_batch", Outcome::Fail, format!("error: {e}"));
+            return r;
+        }
+    };
+
+    let mut inputs = None;
+    r.run("design_inputs", || {
+        let x = task.design_inputs(&batch)?; // grad mode on: a leak of θ's graph shows here
+        let attached: Vec<&str> = x
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
+        let shapes: Vec<String> = x
+            .iter()
+            .map(|(n, t)| format!("{n} {:?}", t.size()))
+            .collect();
+        inputs = Some(x.detached());
+        Ok(verdict(
+            attached.is_empty(),
+            shapes.join(", "),
+            format!(
+                "{} require grad: detach design inputs from θ",
+                attached.join(", ")
+            ),
+        ))
+    });
+
+    r.run("example_features", || {
+        let Some(x) = inputs.as_ref().and_then(|i| i.get("example_features")) else {
+            return Ok(Verdict::Skip(
+                "absent: designers of any.example_weights/v1 (e.g. `reweight`) cannot score this task's examples".into(),
+            ));
+        };
+        let size = x.size();
+        let f = info.designer_context.get("feature_dim").and_then(|v| v.as_i64());
+        let ok_shape = size.len() == 2 && size[0] == b && f.is_none_or(|f| size[1] == f);
+        let ok = ok_shape && x.is_floating_point() && all_finite(x)?;
+        Ok(verdict(
+            ok && f.is_some(),
+            format!("{size:?}, designer_context.feature_dim = {}", f.unwrap_or(-1)),
+            format!(
+                "got {size:?} ({:?}); expected (B = {b}, F) floating and finite, with designer_context.feature_dim = F (it is {f:?})",
+                x.kind()
+            ),
+        ))
+    });
+
+    let s = alignment_subset(task);
+    r.run("pretrain_loss (baseline)", || {
+        let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        let l = task.pretrain_loss(&batch, &Construction::baseline())?;
+        if l.size() != [b] {
+            return Ok(Verdict::Fail(format!(
+                "shape {:?}, expected (B,) = [{b}]: return one loss per example, not the mean",
+                l.size()
+            )));
+        }
+        if !l.is_floating_point() || !all_finite(&l)? {
+            return Ok(Verdict::Fail(format!(
+                "not finite floating values ({:?})",
+                l.kind()
+            )));
+        }
+        if !l.requires_grad() {
+            return Ok(Verdict::Fail(
+                "does not require grad: it must be differentiable in θ".into(),
+            ));
+        }
+        let g = grad(&l.f_mean(Kind::Double)?, s, false)?;
+        let m = abs_max(&g)?;
+        Ok(verdict(
+            m > 0.0 && m.is_finite(),
+            format!("(B,) = [{b}], {:?}, ‖∇_S mean‖∞ = {m:.3e}", l.kind()),
+            format!("‖∇_S mean‖∞ = {m}: the loss does not reach θ_S"),
+        ))
+    });
+
+    r.run("pretrain_loss double backward", || {
+        let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        // The construction as leaves: the designer's (detached), or uniform example weights.
+        let made = match (designer.as_deref_mut(), inputs.as_ref()) {
+            (Some(d), Some(i)) => tch::no_grad(|| d.construct(i))?,
+            _ => Construction {
+                kind: KIND_EXAMPLE_WEIGHTS.into(),
+                tensors: TensorMap::new().with("weights", Tensor::f_ones([b], (Kind::Double, s.first().map_or(Device::Cpu, Tensor::device)))?),
+            },
+        };
+        let mut leaves = Vec::new();
+        let mut c = Construction { kind: made.kind.clone(), tensors: TensorMap::new() };
+        for (n, t) in made.tensors.iter() {
+            let t = if t.is_floating_point() {
+                let leaf = t.f_detach()?.f_set_requires_grad(true)?;
+                leaves.push(leaf.shallow_clone());
+                leaf
+            } else {
+                t.f_detach()?
+            };
+            c.tensors.insert(n, t);
+        }
+        if leaves.is_empty() {
+            return Ok(Verdict::Skip(format!("construction `{}` has no floating tensor", c.kind)));
+        }
+        let l = pretrain_objective(task, &batch, &c)?;
+        let g_pre = grad(&l, s, true)?;
+        tch::manual_seed(SEED);
+        let direction: Vec<Tensor> = g_pre.iter().map(|g| g.f_randn_like()).collect::<std::result::Result<_, _>>()?;
+        let v = dot(&direction, &g_pre)?;
+        let g_c = grad(&v, &leaves, false).map_err(|e| {
+            Error::msg(format!("{e} (an op without double backward? e.g. CPU scaled_dot_product_attention: use the math kernel)"))
+        })?;
+        let m = abs_max(&g_c)?;
+        Ok(verdict(
+            m > 0.0 && m.is_finite(),
+            format!("kind `{}`: ‖∂(r·∇_S L_pre)/∂c‖∞ = {m:.3e}", c.kind),
+            format!("kind `{}`: ‖∂(r·∇_S L_pre)/∂c‖∞ = {m}: L_pre's θ-gradient does not depend on the construction", c.kind),
+        ))
+    });
+
+    r.run("feedback_loss", || {
+        let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        let before: Vec<Tensor> = s.iter().map(copy).collect::<Result<_>>()?;
+        task.prepare_feedback()?;
+        let fb = task.next_batch(BatchSource::Feedback { set: 0 })?;
+        let l = task.feedback_loss(&fb)?;
+        if l.dim() != 0 {
+            return Ok(Verdict::Fail(format!(
+                "shape {:?}: must be a scalar (0-dim)",
+                l.size()
+            )));
+        }
+        if !all_finite(&l)? || !l.requires_grad() {
+            return Ok(Verdict::Fail(
+                "must be finite and differentiable in θ".into(),
+            ));
+        }
+        let m = abs_max(&grad(&l, s, false)?)?;
+        for (x, y) in before.iter().zip(s) {
+            if !x.f_equal(&y.f_detach()?)? {
+                return Ok(Verdict::Fail(
+                    "θ_S changed during prepare_feedback/feedback_loss: feedback must never move θ"
+                        .into(),
+                ));
+            }
+        }
+        Ok(verdict(
+            m > 0.0 && m.is_finite(),
+            format!(
+                "L_down = {:.4}, ‖∇_S‖∞ = {m:.3e}, θ_S unchanged",
+                l.f_double_value(&[])?
+            ),
+            format!("‖∇_S L_down‖∞ = {m}: the feedback loss does not reach θ_S"),
+        ))
+    });
+
+    match designer {
+        None => r.push("designer", Outcome::Skip, "no designer given"),
+        Some(d) => check_designer(&mut r, task, d, inputs.as_ref(), b),
+    }
+
+    if opts.evaluate {
+        r.run("evaluate", || {
+            let m = task.evaluate(opts.eval_limit)?;
+            let missing: Vec<&str> = ["feedback_loss", "general_loss"]
+                .into_iter()
+                .filter(|k| !m.contains_key(*k))
+                .collect();
+            let bad: Vec<&String> = m
+                .iter()
+                .filter(|(_, v)| !v.is_finite())
+                .map(|(k, _)| k)
+                .collect();
+            let shown: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {v:.4}")).collect();
+            Ok(verdict(
+                missing.is_empty() && bad.is_empty(),
+                shown.join(", "),
+                format!("missing {missing:?}, not finite {bad:?}"),
+            ))
+        });
+    } else {
+        r.push("evaluate", Outcome::Skip, "disabled by InvariantOptions");
+    }
+    r
+}
+
+fn check_designer(
+    r: &mut Report,
+    task: &mut dyn Task,
+    d: &mut dyn Designer,
+    inputs: Option<&TensorMap>,
+    b: i64,
+) {
+    let produces = d.info().produces;
+    let consumes = task.info().consumes;
+    let mut phi_len = 0;
+    r.run("designer parameters", || {
+        let phi = d.parameters()?;
+        phi_len = phi.len();
+        if phi.is_empty() {
+            return Ok(Verdict::Skip(
+                "φ is empty: a fixed designer (a control)".into(),
+            ));
+        }
+        let bad: Vec<&str> = phi
+            .iter()
+            .filter(|(_, t)| !(t.is_leaf() && t.requires_grad()))
+            .map(|(n, _)| n)
+            .collect();
+        Ok(verdict(
+            bad.is_empty(),
+            format!("{} tensors", phi.len()),
+            format!("{} are not leaves with requires_grad", bad.join(", ")),
+        ))
+    });
+    r.run("designer kind", || {
+        let ok = produces == KIND_EXAMPLE_WEIGHTS || consumes.contains(&produces);
+        Ok(verdict(
+            ok,
+            format!("produces `{produces}`"),
+            format!("produces `{produces}` but the task consumes only {consumes:?} (and {KIND_EXAMPLE_WEIGHTS})"),
+        ))
+    });
+    let Some(inputs) = inputs else {
+        r.push(
+            "designer construct",
+            Outcome::Skip,
+            "no design inputs (design_inputs failed)",
+        );
+        return;
+    };
+    let mut made = None;
+    r.run("designer construct", || {
+        let c = d.construct(inputs)?;
+        let mut bad = Vec::new();
+        if c.kind != produces {
+            bad.push(format!(
+                "kind `{}` but info().produces = `{produces}`",
+                c.kind
+            ));
+        }
+        for (n, t) in c.tensors.iter() {
+            if t.is_floating_point() && !all_finite(t)? {
+                bad.push(format!("`{n}` is not finite"));
+            }
+        }
+        if phi_len > 0 && !c.tensors.tensors().any(Tensor::requires_grad) {
+            bad.push("no tensor depends on φ (was it built under no_grad, or detached?)".into());
+        }
+        let mut detail = format!("kind `{}`: {}", c.kind, c.tensors.names().join(", "));
+        if c.kind == KIND_EXAMPLE_WEIGHTS {
+            let w = c.tensors.require("weights")?;
+            let mean = w.f_mean(Kind::Double)?.f_double_value(&[])?;
+            let min = w.f_min()?.f_to_kind(Kind::Double)?.f_double_value(&[])?;
+            if w.size() != [b] || min < 0.0 || (mean - 1.0).abs() > WEIGHT_MEAN_TOL {
+                bad.push(format!(
+                    "weights {:?} with min {min}, mean {mean}: expected (B,) = [{b}], ≥ 0, mean 1",
+                    w.size()
+                ));
+            }
+            detail = format!("{detail}; weights min {min:.3}, mean {mean:.6}");
+        }
+        made = Some(c);
+        Ok(verdict(bad.is_empty(), detail, bad.join("; ")))
+    });
+    if let Some(c) = made {
+        r.run("designer regularizer", || match d.regularizer(&c)? {
+            None => Ok(Verdict::Pass("none".into())),
+            Some(t) => {
+                let ok = t.dim() == 0 && all_finite(&t)?;
+                Ok(verdict(
+                    ok,
+                    format!("R = {:.4e}", t.f_double_value(&[])?),
+                    format!("shape {:?}: must be a finite scalar", t.size()),
+                ))
+            }
+        });
+    }
+}
