@@ -34,7 +34,11 @@ pub fn bench(
     let mut out = Vec::new();
     for arm in ["baseline", "v"] {
         let mut ov = overrides.to_vec();
-        ov.extend([format!("meta.period={period}"), "run.wall_clock=1e12".into(), format!("run.steps={}", steps + warmup + 1)]);
+        ov.extend([
+            format!("meta.period={period}"),
+            "run.wall_clock=1e12".into(),
+            format!("run.steps={}", steps + warmup + 1),
+        ]);
         let cfg = arm_config(config, &ov, arm, 0)?;
         let mut session = Session::build(cfg, plugins)?;
         let batch = session.info().batch_size as f64;
@@ -67,16 +71,27 @@ fn reset_peak_rss() {
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// The figures as a table, with the V/baseline ratios.
 pub fn render(figures: &[ArmFigures]) -> String {
-    let mut s = String::from("| arm | s/step | examples/s | tokens/s | peak RSS MiB |\n|---|---:|---:|---:|---:|\n");
+    let mut s = String::from(
+        "| arm | s/step | examples/s | tokens/s | peak RSS MiB |\n|---|---:|---:|---:|---:|\n",
+    );
     for f in figures {
-        let tok = f.tokens_per_second.map_or("-".into(), |t| format!("{t:.1}"));
-        s += &format!("| {} | {:.3} | {:.2} | {tok} | {:.0} |\n", f.arm, f.seconds_per_step, f.examples_per_second, f.peak_rss_mib);
+        let tok = f
+            .tokens_per_second
+            .map_or("-".into(), |t| format!("{t:.1}"));
+        s += &format!(
+            "| {} | {:.3} | {:.2} | {tok} | {:.0} |\n",
+            f.arm, f.seconds_per_step, f.examples_per_second, f.peak_rss_mib
+        );
     }
     if let [b, v] = figures {
         s += &format!(

@@ -26,7 +26,7 @@ impl Budget {
 
 /// Whether learner step `step` is preceded by a meta step: t ≥ burn_in and t mod r == 0.
 pub fn is_meta_step(step: u64, burn_in: u64, period: u64) -> bool {
-    step >= burn_in && step % period.max(1) == 0
+    step >= burn_in && step.is_multiple_of(period.max(1))
 }
 
 /// The torch seed of learner step `step`: a pure function of (seed, step), so a resumed run
@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn budgets_and_meta_schedule() {
-        let b = Budget { steps: Some(10), wall_clock: Some(5.0) };
+        let b = Budget {
+            steps: Some(10),
+            wall_clock: Some(5.0),
+        };
         assert!(!b.exhausted(9, 4.9));
         assert!(b.exhausted(10, 0.0));
         assert!(b.exhausted(3, 5.0));

@@ -60,8 +60,9 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
         path: tmp.clone(),
         message: format!("writing tensors: {e}"),
     })?;
-    let json = serde_json::to_vec_pretty(&serde_json::json!({ "step": ckpt.step, "state": ckpt.state }))
-        .map_err(|e| Error::Msg(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&serde_json::json!({ "step": ckpt.step, "state": ckpt.state }))
+            .map_err(|e| Error::Msg(e.to_string()))?;
     atomic_write(&tmp.join("state.json"), &json)?;
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
@@ -75,7 +76,9 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
 /// Steps of the complete checkpoints in `run_dir`.
 pub fn list_steps(run_dir: &Path) -> Result<Vec<u64>> {
     let root = ckpt_root(run_dir);
-    let Ok(rd) = std::fs::read_dir(&root) else { return Ok(vec![]) };
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return Ok(vec![]);
+    };
     let mut steps: Vec<u64> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
@@ -96,18 +99,32 @@ pub fn load_latest(run_dir: &Path) -> Result<Checkpoint> {
 
 /// Loads one checkpoint directory.
 pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
-    let bad = |message: String| Error::Checkpoint { path: dir.to_path_buf(), message };
-    let text = std::fs::read_to_string(dir.join("state.json")).map_err(|e| bad(format!("state.json: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    let step = v["step"].as_u64().ok_or_else(|| bad("state.json has no step".into()))?;
-    let tensors = Tensor::load_multi(dir.join("tensors.ot")).map_err(|e| bad(format!("tensors.ot: {e}")))?;
-    Ok(Checkpoint { step, tensors: tensors.into_iter().collect(), state: v["state"].clone() })
+    let bad = |message: String| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(dir.join("state.json"))
+        .map_err(|e| bad(format!("state.json: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    let step = v["step"]
+        .as_u64()
+        .ok_or_else(|| bad("state.json has no step".into()))?;
+    let tensors =
+        Tensor::load_multi(dir.join("tensors.ot")).map_err(|e| bad(format!("tensors.ot: {e}")))?;
+    Ok(Checkpoint {
+        step,
+        tensors: tensors.into_iter().collect(),
+        state: v["state"].clone(),
+    })
 }
 
 /// The entries of `map` whose names start with `prefix/`, with the prefix removed.
 pub fn with_prefix(map: &TensorMap, prefix: &str) -> TensorMap {
     let p = format!("{prefix}/");
-    map.iter().filter_map(|(n, t)| Some((n.strip_prefix(&p)?.to_string(), t.shallow_clone()))).collect()
+    map.iter()
+        .filter_map(|(n, t)| Some((n.strip_prefix(&p)?.to_string(), t.shallow_clone())))
+        .collect()
 }
 
 /// Adds every entry of `part` to `into` under `prefix/`.
@@ -134,14 +151,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut t = TensorMap::new();
         t.insert("theta/w", Tensor::from_slice(&[1.0f64, 2.0]));
-        save(&dir, &Checkpoint { step: 5, tensors: t, state: serde_json::json!({"a": 1}) }, 2).unwrap();
+        save(
+            &dir,
+            &Checkpoint {
+                step: 5,
+                tensors: t,
+                state: serde_json::json!({"a": 1}),
+            },
+            2,
+        )
+        .unwrap();
         // A torn later write (as after SIGKILL): a .tmp dir without LATEST pointing to it.
         std::fs::create_dir_all(dir.join("checkpoints/step-000000009.tmp")).unwrap();
-        std::fs::write(dir.join("checkpoints/step-000000009.tmp/tensors.ot"), b"garbage").unwrap();
+        std::fs::write(
+            dir.join("checkpoints/step-000000009.tmp/tensors.ot"),
+            b"garbage",
+        )
+        .unwrap();
         let c = load_latest(&dir).unwrap();
         assert_eq!(c.step, 5);
         assert_eq!(c.state["a"], 1);
-        assert_eq!(Vec::<f64>::try_from(c.tensors.get("theta/w").unwrap()).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(
+            Vec::<f64>::try_from(c.tensors.get("theta/w").unwrap()).unwrap(),
+            vec![1.0, 2.0]
+        );
         assert_eq!(list_steps(&dir).unwrap(), vec![5]);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -66,7 +66,11 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
         /// Comma-separated arms: baseline, v, random_feedback, or names from [arms.*].
-        #[arg(long, value_delimiter = ',', default_value = "baseline,v,random_feedback")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "baseline,v,random_feedback"
+        )]
         arms: Vec<String>,
         /// Number of seeds per arm (run.seed, run.seed+1, …).
         #[arg(long, default_value_t = 1)]

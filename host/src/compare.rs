@@ -14,29 +14,51 @@ pub fn arm_overrides(doc: &toml::Value, arm: &str) -> Result<Vec<String>> {
     let has_designer = doc.get("designer").is_some();
     if let Some(ov) = builtin_arm(arm) {
         // A config without a designer has nothing to switch off.
-        return Ok(ov.into_iter().filter(|o| has_designer || !o.starts_with("designer.")).collect());
+        return Ok(ov
+            .into_iter()
+            .filter(|o| has_designer || !o.starts_with("designer."))
+            .collect());
     }
     let defined = doc.get("arms").and_then(|a| a.as_table());
-    let set = defined.and_then(|t| t.get(arm)).and_then(|a| a.get("set")).and_then(|s| s.as_array());
+    let set = defined
+        .and_then(|t| t.get(arm))
+        .and_then(|a| a.get("set"))
+        .and_then(|s| s.as_array());
     match set {
-        Some(items) => Ok(items.iter().filter_map(|v| v.as_str().map(String::from)).collect()),
+        Some(items) => Ok(items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()),
         None => {
-            let mut names: Vec<String> = vec!["baseline".into(), "v".into(), "random_feedback".into()];
+            let mut names: Vec<String> =
+                vec!["baseline".into(), "v".into(), "random_feedback".into()];
             names.extend(defined.into_iter().flat_map(|t| t.keys().cloned()));
-            Err(Error::config("--arms", format!("unknown arm `{arm}` (available: {})", names.join(", "))))
+            Err(Error::config(
+                "--arms",
+                format!("unknown arm `{arm}` (available: {})", names.join(", ")),
+            ))
         }
     }
 }
 
 /// The resolved config of one arm and seed.
-pub fn arm_config(config: &Path, cli_overrides: &[String], arm: &str, seed_offset: u64) -> Result<RunConfig> {
+pub fn arm_config(
+    config: &Path,
+    cli_overrides: &[String],
+    arm: &str,
+    seed_offset: u64,
+) -> Result<RunConfig> {
     let text = std::fs::read_to_string(config).map_err(|e| Error::io(config, e))?;
-    let mut doc: toml::Value =
-        toml::from_str(&text).map_err(|e| Error::config("(file)", format!("{}: {}", config.display(), e.message())))?;
+    let mut doc: toml::Value = toml::from_str(&text)
+        .map_err(|e| Error::config("(file)", format!("{}: {}", config.display(), e.message())))?;
     let mut overrides = arm_overrides(&doc, arm)?;
     overrides.extend(cli_overrides.iter().cloned());
     apply_overrides(&mut doc, &overrides)?;
-    let base_seed = doc.get("run").and_then(|r| r.get("seed")).and_then(|s| s.as_integer()).unwrap_or(0) as u64;
+    let base_seed = doc
+        .get("run")
+        .and_then(|r| r.get("seed"))
+        .and_then(|s| s.as_integer())
+        .unwrap_or(0) as u64;
     apply_overrides(&mut doc, &[format!("run.seed={}", base_seed + seed_offset)])?;
     RunConfig::from_toml(doc)
 }
@@ -62,7 +84,10 @@ pub fn compare(
             let seed = cfg.run.seed;
             let dir = out.join(arm).join(format!("seed-{seed}"));
             if dir.join("summary.json").exists() && same_config(&dir, &cfg) {
-                eprintln!("[{arm} seed {seed}] already finished in {} with this config, reusing it", dir.display());
+                eprintln!(
+                    "[{arm} seed {seed}] already finished in {} with this config, reusing it",
+                    dir.display()
+                );
             } else {
                 if dir.exists() {
                     eprintln!("[{arm} seed {seed}] {} holds another or an unfinished run; starting afresh", dir.display());
@@ -74,7 +99,11 @@ pub fn compare(
                 let s = train::run(&mut session, &run_dir, None)?;
                 eprintln!("[{arm} seed {seed}] {} steps in {:.1}s", s.steps, s.seconds);
             }
-            runs.push(report::RunRecord { arm: arm.clone(), seed, dir });
+            runs.push(report::RunRecord {
+                arm: arm.clone(),
+                seed,
+                dir,
+            });
         }
     }
     let rep = report::summarize(&runs)?;
@@ -84,6 +113,8 @@ pub fn compare(
 
 /// True when `dir` holds a run of exactly `cfg` (its resolved `config.json`).
 fn same_config(dir: &Path, cfg: &RunConfig) -> bool {
-    let saved = std::fs::read_to_string(dir.join("config.json")).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let saved = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
     saved.is_some() && saved == serde_json::to_value(cfg).ok()
 }

@@ -224,7 +224,11 @@ impl Default for OptimConfig {
 impl OptimConfig {
     /// Default for Opt_φ: AdamW at 1e-3, constant.
     pub fn designer_default() -> Self {
-        OptimConfig { lr: 1e-3, min_lr_ratio: 1.0, ..Default::default() }
+        OptimConfig {
+            lr: 1e-3,
+            min_lr_ratio: 1.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -255,7 +259,10 @@ pub struct ArmConfig {
 /// Overrides of the built-in arms of `vpt compare`.
 pub fn builtin_arm(name: &str) -> Option<Vec<String>> {
     match name {
-        "baseline" => Some(vec!["meta.estimator=none".into(), "designer.enabled=false".into()]),
+        "baseline" => Some(vec![
+            "meta.estimator=none".into(),
+            "designer.enabled=false".into(),
+        ]),
         "v" => Some(vec![]),
         "random_feedback" => Some(vec!["meta.estimator=random_feedback".into()]),
         _ => None,
@@ -276,7 +283,8 @@ impl RunConfig {
     /// Parses an already-merged TOML document.
     pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
         expand_env(&mut doc)?;
-        let json = serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
+        let json =
+            serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
         let cfg: RunConfig = serde_path_to_error::deserialize(json)
             .map_err(|e| Error::config(e.path().to_string(), e.into_inner().to_string()))?;
         cfg.validate()?;
@@ -287,29 +295,45 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let r = &self.run;
         if r.steps.is_none() && r.wall_clock.is_none() {
-            return Err(Error::config("run.steps", "set a budget: run.steps or run.wall_clock"));
+            return Err(Error::config(
+                "run.steps",
+                "set a budget: run.steps or run.wall_clock",
+            ));
         }
         if r.steps == Some(0) {
             return Err(Error::config("run.steps", "must be at least 1"));
         }
         if let Some(w) = r.wall_clock {
             if !(w > 0.0 && w.is_finite()) {
-                return Err(Error::config("run.wall_clock", "must be a positive number of seconds"));
+                return Err(Error::config(
+                    "run.wall_clock",
+                    "must be a positive number of seconds",
+                ));
             }
         }
         if !(r.device == "cpu" || r.device.starts_with("cuda")) {
-            return Err(Error::config("run.device", format!("`{}` is not `cpu` or `cuda:N`", r.device)));
+            return Err(Error::config(
+                "run.device",
+                format!("`{}` is not `cpu` or `cuda:N`", r.device),
+            ));
         }
         if self.meta.period == 0 {
             return Err(Error::config("meta.period", "must be at least 1"));
         }
         if !(self.meta.lambda >= 0.0 && self.meta.lambda.is_finite()) {
-            return Err(Error::config("meta.lambda", "must be a non-negative number"));
+            return Err(Error::config(
+                "meta.lambda",
+                "must be a non-negative number",
+            ));
         }
-        crate::estimators::lookup(&self.meta.estimator).map_err(|m| Error::config("meta.estimator", m))?;
+        crate::estimators::lookup(&self.meta.estimator)
+            .map_err(|m| Error::config("meta.estimator", m))?;
         for (i, f) in self.meta.feedback.iter().enumerate() {
             if !(f.weight >= 0.0 && f.weight.is_finite()) {
-                return Err(Error::config(format!("meta.feedback[{i}].weight"), "must be a non-negative number"));
+                return Err(Error::config(
+                    format!("meta.feedback[{i}].weight"),
+                    "must be a non-negative number",
+                ));
             }
         }
         self.learner.validate("learner")?;
@@ -317,7 +341,10 @@ impl RunConfig {
         for (name, arm) in &self.arms {
             for (i, s) in arm.set.iter().enumerate() {
                 if !s.contains('=') {
-                    return Err(Error::config(format!("arms.{name}.set[{i}]"), "expected `key.path=value`"));
+                    return Err(Error::config(
+                        format!("arms.{name}.set[{i}]"),
+                        "expected `key.path=value`",
+                    ));
                 }
             }
         }
@@ -337,13 +364,30 @@ impl RunConfig {
 
 impl OptimConfig {
     fn validate(&self, section: &str) -> Result<()> {
-        crate::optim::lookup(&self.optimizer).map_err(|m| Error::config(format!("{section}.optimizer"), m))?;
+        crate::optim::lookup(&self.optimizer)
+            .map_err(|m| Error::config(format!("{section}.optimizer"), m))?;
         let checks: [(&str, bool, &str); 5] = [
-            ("lr", self.lr >= 0.0 && self.lr.is_finite(), "must be a non-negative number"),
-            ("min_lr_ratio", (0.0..=1.0).contains(&self.min_lr_ratio), "must lie in [0, 1]"),
-            ("weight_decay", self.weight_decay >= 0.0, "must be non-negative"),
+            (
+                "lr",
+                self.lr >= 0.0 && self.lr.is_finite(),
+                "must be a non-negative number",
+            ),
+            (
+                "min_lr_ratio",
+                (0.0..=1.0).contains(&self.min_lr_ratio),
+                "must lie in [0, 1]",
+            ),
+            (
+                "weight_decay",
+                self.weight_decay >= 0.0,
+                "must be non-negative",
+            ),
             ("clip", self.clip >= 0.0, "must be non-negative (0 = off)"),
-            ("betas", self.betas.iter().all(|b| (0.0..1.0).contains(b)), "both must lie in [0, 1)"),
+            (
+                "betas",
+                self.betas.iter().all(|b| (0.0..1.0).contains(b)),
+                "both must lie in [0, 1)",
+            ),
         ];
         for (field, ok, msg) in checks {
             if !ok {
@@ -358,21 +402,26 @@ impl OptimConfig {
 /// (number, bool, array, inline table, quoted string) and falls back to a bare string.
 pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()> {
     for o in overrides {
-        let (key, raw) = o
-            .split_once('=')
-            .ok_or_else(|| Error::config(o.clone(), "an override must look like `key.path=value`"))?;
+        let (key, raw) = o.split_once('=').ok_or_else(|| {
+            Error::config(o.clone(), "an override must look like `key.path=value`")
+        })?;
         let value = parse_value(raw.trim());
         let mut node = &mut *doc;
         let parts: Vec<&str> = key.trim().split('.').collect();
         for (i, part) in parts.iter().enumerate() {
-            let table = node
-                .as_table_mut()
-                .ok_or_else(|| Error::config(parts[..i].join("."), "is not a table, cannot set a key inside it"))?;
+            let table = node.as_table_mut().ok_or_else(|| {
+                Error::config(
+                    parts[..i].join("."),
+                    "is not a table, cannot set a key inside it",
+                )
+            })?;
             if i + 1 == parts.len() {
                 table.insert(part.to_string(), value.clone());
                 break;
             }
-            node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            node = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
         }
     }
     Ok(())
@@ -382,7 +431,11 @@ pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()
 pub fn json_to_toml(json: serde_json::Value) -> Result<toml::Value> {
     fn strip(v: serde_json::Value) -> serde_json::Value {
         match v {
-            serde_json::Value::Object(m) => m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip(v))).collect(),
+            serde_json::Value::Object(m) => m
+                .into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip(v)))
+                .collect(),
             serde_json::Value::Array(a) => a.into_iter().map(strip).collect(),
             other => other,
         }
@@ -402,12 +455,16 @@ fn expand_env(v: &mut toml::Value) -> Result<()> {
     match v {
         toml::Value::String(s) => {
             while let Some(start) = s.find("${") {
-                let end = s[start..].find('}').map(|e| start + e).ok_or_else(|| {
-                    Error::config("(string)", format!("unclosed `${{` in `{s}`"))
-                })?;
+                let end = s[start..]
+                    .find('}')
+                    .map(|e| start + e)
+                    .ok_or_else(|| Error::config("(string)", format!("unclosed `${{` in `{s}`")))?;
                 let var = &s[start + 2..end];
                 let val = std::env::var(var).map_err(|_| {
-                    Error::config("(string)", format!("`{s}` uses ${{{var}}}, which is not set in the environment"))
+                    Error::config(
+                        "(string)",
+                        format!("`{s}` uses ${{{var}}}, which is not set in the environment"),
+                    )
                 })?;
                 s.replace_range(start..=end, &val);
             }
@@ -425,7 +482,10 @@ mod tests {
 
     fn parse(text: &str, overrides: &[&str]) -> Result<RunConfig> {
         let mut doc: toml::Value = toml::from_str(text).unwrap();
-        apply_overrides(&mut doc, &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        apply_overrides(
+            &mut doc,
+            &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )?;
         RunConfig::from_toml(doc)
     }
 
@@ -433,7 +493,11 @@ mod tests {
 
     #[test]
     fn defaults_file_then_overrides() {
-        let c = parse(MINIMAL, &["meta.period=4", "task.config.dim=8", "run.device=cpu"]).unwrap();
+        let c = parse(
+            MINIMAL,
+            &["meta.period=4", "task.config.dim=8", "run.device=cpu"],
+        )
+        .unwrap();
         assert_eq!(c.meta.period, 4);
         assert_eq!(c.task.config["dim"], 8);
         assert_eq!(c.learner.optimizer, "adamw");
@@ -446,11 +510,17 @@ mod tests {
         assert!(e.contains("meta.period"), "{e}");
         let e = parse(MINIMAL, &["meta.perod=3"]).unwrap_err().to_string();
         assert!(e.contains("meta") && e.contains("perod"), "{e}");
-        let e = parse(MINIMAL, &["learner.lr=\"fast\""]).unwrap_err().to_string();
+        let e = parse(MINIMAL, &["learner.lr=\"fast\""])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("learner.lr"), "{e}");
-        let e = parse(MINIMAL, &["meta.estimator=psychic"]).unwrap_err().to_string();
+        let e = parse(MINIMAL, &["meta.estimator=psychic"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("meta.estimator") && e.contains("exact"), "{e}");
-        let e = parse("[run]\n[task]\nplugin=\"t\"\nname=\"t\"\n", &[]).unwrap_err().to_string();
+        let e = parse("[run]\n[task]\nplugin=\"t\"\nname=\"t\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("run.steps"), "{e}");
     }
 
@@ -459,7 +529,9 @@ mod tests {
         std::env::set_var("VPT_TEST_MODEL_PATH", "/m.gguf");
         let c = parse(MINIMAL, &["task.config.model=\"${VPT_TEST_MODEL_PATH}\""]).unwrap();
         assert_eq!(c.task.config["model"], "/m.gguf");
-        let e = parse(MINIMAL, &["task.config.model=\"${VPT_SURELY_UNSET_VAR}\""]).unwrap_err().to_string();
+        let e = parse(MINIMAL, &["task.config.model=\"${VPT_SURELY_UNSET_VAR}\""])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("VPT_SURELY_UNSET_VAR"), "{e}");
     }
 

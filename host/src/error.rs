@@ -88,17 +88,26 @@ pub enum Error {
 impl Error {
     /// A config error naming `field`.
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { field: field.into(), message: message.into() }
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 
 impl From<tch::TchError> for Error {
     fn from(source: tch::TchError) -> Self {
-        Error::Tch { op: "libtorch".into(), source }
+        Error::Tch {
+            op: "libtorch".into(),
+            source,
+        }
     }
 }
 
@@ -110,6 +119,9 @@ pub trait HostTchContext<T> {
 
 impl<T> HostTchContext<T> for std::result::Result<T, tch::TchError> {
     fn op(self, op: &str) -> Result<T> {
-        self.map_err(|source| Error::Tch { op: op.into(), source })
+        self.map_err(|source| Error::Tch {
+            op: op.into(),
+            source,
+        })
     }
 }

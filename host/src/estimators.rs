@@ -4,6 +4,9 @@ use crate::value::{cosine, dot, random_like_with_norm};
 use crate::Result;
 use tch::Tensor;
 
+/// Align(g_down, g_pre) → V.
+pub type AlignFn = fn(&[Tensor], &[Tensor]) -> Result<Tensor>;
+
 /// A built-in value estimator.
 pub struct EstimatorEntry {
     /// Config name (`meta.estimator`).
@@ -14,7 +17,7 @@ pub struct EstimatorEntry {
     /// the random-feedback control).
     pub feedback: fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
     /// Align(g_down, g_pre) → V; `None` means no meta step (the baseline).
-    pub align: Option<fn(&[Tensor], &[Tensor]) -> Result<Tensor>>,
+    pub align: Option<AlignFn>,
 }
 
 inventory::collect!(EstimatorEntry);
@@ -25,7 +28,10 @@ pub fn lookup(name: &str) -> std::result::Result<&'static EstimatorEntry, String
     all.iter().copied().find(|e| e.name == name).ok_or_else(|| {
         let mut names: Vec<_> = all.iter().map(|e| e.name).collect();
         names.sort();
-        format!("unknown estimator `{name}` (available: {})", names.join(", "))
+        format!(
+            "unknown estimator `{name}` (available: {})",
+            names.join(", ")
+        )
     })
 }
 

@@ -4,8 +4,8 @@
 pub mod bench;
 pub mod budget;
 pub mod checkpoint;
-pub mod compare;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod estimators;

@@ -4,12 +4,12 @@ use anyhow::Context;
 use clap::Parser;
 use std::{path::PathBuf, process::ExitCode};
 use vpt_host::{
-    checkpoint,
+    bench, checkpoint,
     cli::{Cli, Command, NewWhat, PluginsAction},
     compare,
     config::RunConfig,
     loader::{self, Plugins, SearchPath},
-    bench, probe, report, scaffold,
+    probe, report, scaffold,
     train::{self, RunDir, Session},
 };
 
@@ -34,7 +34,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let search = SearchPath::from_env(&cli.plugins);
     let mut plugins = Plugins::discover(&search);
     match cli.command {
-        Command::Run { config, overrides, out, resume, halt_after } => {
+        Command::Run {
+            config,
+            overrides,
+            out,
+            resume,
+            halt_after,
+        } => {
             let (mut session, dir) = match resume {
                 Some(run_dir) => resume_session(&run_dir, &overrides, &mut plugins)?,
                 None => {
@@ -49,7 +55,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&summary)?);
             eprintln!("run directory: {}", dir.path.display());
         }
-        Command::Eval { config, checkpoint, limit } => {
+        Command::Eval {
+            config,
+            checkpoint,
+            limit,
+        } => {
             let mut cfg = RunConfig::load(&config.config, &config.overrides)?;
             if limit.is_some() {
                 cfg.run.eval_limit = limit;
@@ -65,12 +75,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&session.evaluate()?)?);
         }
-        Command::Compare { config, arms, seeds, out } => {
-            let rep = compare::compare(&config.config, &config.overrides, &arms, seeds, &out, &mut plugins)?;
+        Command::Compare {
+            config,
+            arms,
+            seeds,
+            out,
+        } => {
+            let rep = compare::compare(
+                &config.config,
+                &config.overrides,
+                &arms,
+                seeds,
+                &out,
+                &mut plugins,
+            )?;
             println!("{}", report::render_table(&rep));
-            println!("report: {}  plots: {}/plot_*.svg", out.join("report.md").display(), out.display());
+            println!(
+                "report: {}  plots: {}/plot_*.svg",
+                out.join("report.md").display(),
+                out.display()
+            );
         }
-        Command::Probe { config, batches, eta, warmup_steps, out } => {
+        Command::Probe {
+            config,
+            batches,
+            eta,
+            warmup_steps,
+            out,
+        } => {
             let cfg = RunConfig::load(&config.config, &config.overrides)?;
             let mut session = Session::build(cfg, &mut plugins)?;
             for _ in 0..warmup_steps {
@@ -84,28 +116,54 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-                checkpoint::atomic_write(&out.join("probe.json"), &serde_json::to_vec_pretty(&result)?)?;
+                checkpoint::atomic_write(
+                    &out.join("probe.json"),
+                    &serde_json::to_vec_pretty(&result)?,
+                )?;
                 println!("points: {}", out.join("probe.json").display());
             }
         }
-        Command::Bench { config, steps, warmup, period, tokens_per_example } => {
-            let figures = bench::bench(&config.config, &config.overrides, steps, warmup, period, tokens_per_example, &mut plugins)?;
+        Command::Bench {
+            config,
+            steps,
+            warmup,
+            period,
+            tokens_per_example,
+        } => {
+            let figures = bench::bench(
+                &config.config,
+                &config.overrides,
+                steps,
+                warmup,
+                period,
+                tokens_per_example,
+                &mut plugins,
+            )?;
             print!("{}", bench::render(&figures));
         }
-        Command::Plugins { action: PluginsAction::List { json } } => {
+        Command::Plugins {
+            action: PluginsAction::List { json },
+        } => {
             print!("{}", loader::cmd_plugins_list(&search, json)?);
         }
-        Command::Plugins { action: PluginsAction::Inspect { path } } => {
+        Command::Plugins {
+            action: PluginsAction::Inspect { path },
+        } => {
             print!("{}", loader::cmd_plugins_inspect(&path, cli.verbose)?);
         }
         Command::Schema { name } => {
             if name == "run" {
-                println!("{}", serde_json::to_string_pretty(&schemars::schema_for!(RunConfig))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&schemars::schema_for!(RunConfig))?
+                );
             } else {
                 print!("{}", loader::cmd_schema(&search, &name)?);
             }
         }
-        Command::New { what: NewWhat::Plugin { name, dir, sdk } } => {
+        Command::New {
+            what: NewWhat::Plugin { name, dir, sdk },
+        } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             scaffold::new_plugin(&name, &dir, sdk.as_deref())?;
             println!(
@@ -126,18 +184,25 @@ fn resume_session(
     plugins: &mut Plugins,
 ) -> anyhow::Result<(Session, RunDir)> {
     if let Some(bad) = overrides.iter().find(|o| !o.starts_with("run.")) {
-        anyhow::bail!("on --resume only run.* may be overridden (the checkpoint fixes the rest); got `{bad}`");
+        anyhow::bail!(
+            "on --resume only run.* may be overridden (the checkpoint fixes the rest); got `{bad}`"
+        );
     }
     let path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: not a run directory", run_dir.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-    let mut doc = vpt_host::config::json_to_toml(json).with_context(|| path.display().to_string())?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: not a run directory", run_dir.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    let mut doc =
+        vpt_host::config::json_to_toml(json).with_context(|| path.display().to_string())?;
     vpt_host::config::apply_overrides(&mut doc, overrides)?;
     let cfg = RunConfig::from_toml(doc)?;
     let ckpt = checkpoint::load_latest(run_dir)?;
     let mut session = Session::build(cfg, plugins)?;
     session.restore(&ckpt)?;
-    let dir = RunDir { path: run_dir.to_path_buf() };
+    let dir = RunDir {
+        path: run_dir.to_path_buf(),
+    };
     dir.truncate_after(ckpt.step)?;
     eprintln!("resuming {} at step {}", run_dir.display(), ckpt.step);
     Ok((session, dir))

@@ -63,8 +63,16 @@ pub struct MetaStep<'a> {
 
 impl MetaStep<'_> {
     /// Runs one meta step on the learner's unlabeled batches (one per domain) and updates φ.
-    pub fn run(self, unlabeled: &[Batch], opt_phi: &mut dyn Optimizer, lr_phi: f64) -> Result<MetaOutcome> {
-        let align = self.estimator.align.ok_or_else(|| crate::Error::Msg("estimator has no alignment".into()))?;
+    pub fn run(
+        self,
+        unlabeled: &[Batch],
+        opt_phi: &mut dyn Optimizer,
+        lr_phi: f64,
+    ) -> Result<MetaOutcome> {
+        let align = self
+            .estimator
+            .align
+            .ok_or_else(|| crate::Error::Msg("estimator has no alignment".into()))?;
         let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
 
         // g_down = detach(∇_S L_down(θ; B_f^j)) per feedback set, B_f sampled independently of B_u
@@ -73,16 +81,26 @@ impl MetaStep<'_> {
         for f in self.feedback {
             let b_f = self.task.next_batch(BatchSource::Feedback { set: f.set })?;
             let l_down = self.task.feedback_loss(&b_f)?;
-            let mut g: Vec<Tensor> = grad(&l_down, &s, false)?.into_iter().map(|g| g.detach()).collect();
+            let mut g: Vec<Tensor> = grad(&l_down, &s, false)?
+                .into_iter()
+                .map(|g| g.detach())
+                .collect();
             mean_across(self.dp, &mut g)?; // the one all-reduce of g_down
             g_sets.push(g);
         }
 
         // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
         let pairs: Vec<(Vec<Tensor>, Vec<&Batch>)> = if self.domain_matched {
-            self.feedback.iter().zip(g_sets).map(|(f, g)| (g, domain_batches(unlabeled, f.domain))).collect()
+            self.feedback
+                .iter()
+                .zip(g_sets)
+                .map(|(f, g)| (g, domain_batches(unlabeled, f.domain)))
+                .collect()
         } else {
-            vec![(weighted_sum(&g_sets, self.feedback), unlabeled.iter().collect())]
+            vec![(
+                weighted_sum(&g_sets, self.feedback),
+                unlabeled.iter().collect(),
+            )]
         };
 
         let mut out = MetaOutcome::default();
@@ -103,7 +121,9 @@ impl MetaStep<'_> {
             if i == 0 {
                 out.g_down_norm = crate::optim::global_norm(&g_down)?;
                 out.g_pre_norm = crate::optim::global_norm(&g_pre)?;
-                out.cos = crate::value::cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
+                out.cos = crate::value::cosine(&g_down, &g_pre)?
+                    .f_double_value(&[])
+                    .op("cos")?;
             }
             for c in &constructions {
                 if let Some(r) = self.designer.regularizer(c)? {
@@ -121,7 +141,7 @@ impl MetaStep<'_> {
         let mut l_meta = -&v;
         if let Some(r) = &reg {
             out.regularizer = r.f_double_value(&[])?;
-            l_meta = l_meta + r * self.lambda;
+            l_meta += r * self.lambda;
         }
         out.value = v.f_double_value(&[])?;
 
@@ -147,21 +167,35 @@ pub fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>
         ));
     }
     let gs = Tensor::f_run_backward(&[y], xs, create_graph, create_graph).op("backward")?;
-    Ok(gs.into_iter().zip(xs).map(|(g, x)| if g.defined() { g } else { x.zeros_like() }).collect())
+    Ok(gs
+        .into_iter()
+        .zip(xs)
+        .map(|(g, x)| if g.defined() { g } else { x.zeros_like() })
+        .collect())
 }
 
 /// L_pre(θ; B_u, c): the mean per-example loss over the batches, weighted by the
 /// construction when it carries example weights (the host applies those itself).
-pub fn pretrain_objective(task: &mut dyn Task, batches: &[&Batch], constructions: &[Construction]) -> Result<Tensor> {
+pub fn pretrain_objective(
+    task: &mut dyn Task,
+    batches: &[&Batch],
+    constructions: &[Construction],
+) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (b, c) in batches.iter().zip(constructions) {
         // Invariant (DESIGN §1): feedback examples never enter a learner batch.
         if !matches!(b.source, BatchSource::Unlabeled { .. }) {
-            return Err(crate::Error::Msg(format!("refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch", b.source)));
+            return Err(crate::Error::Msg(format!(
+                "refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch",
+                b.source
+            )));
         }
         let loss = if c.kind == KIND_EXAMPLE_WEIGHTS {
             let per_example = task.pretrain_loss(b, &Construction::baseline())?;
-            let w = c.tensors.require("weights")?.f_to_kind(per_example.kind())?;
+            let w = c
+                .tensors
+                .require("weights")?
+                .f_to_kind(per_example.kind())?;
             (per_example * w).f_mean(Kind::Double)?
         } else {
             task.pretrain_loss(b, c)?.f_mean(Kind::Double)?
@@ -186,5 +220,8 @@ fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
 }
 
 fn domain_batches(unlabeled: &[Batch], domain: u32) -> Vec<&Batch> {
-    unlabeled.iter().filter(|b| b.source == BatchSource::Unlabeled { domain }).collect()
+    unlabeled
+        .iter()
+        .filter(|b| b.source == BatchSource::Unlabeled { domain })
+        .collect()
 }

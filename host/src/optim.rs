@@ -53,7 +53,10 @@ pub fn lookup(name: &str) -> std::result::Result<&'static OptimizerEntry, String
     let all: Vec<&'static OptimizerEntry> = inventory::iter::<OptimizerEntry>.into_iter().collect();
     all.iter().copied().find(|e| e.name == name).ok_or_else(|| {
         let names: Vec<_> = all.iter().map(|e| e.name).collect();
-        format!("unknown optimizer `{name}` (available: {})", names.join(", "))
+        format!(
+            "unknown optimizer `{name}` (available: {})",
+            names.join(", ")
+        )
     })
 }
 
@@ -80,7 +83,11 @@ pub fn clip_global_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
 pub fn global_norm(ts: &[Tensor]) -> Result<f64> {
     let mut sq = 0.0;
     for t in ts {
-        sq += t.f_square()?.f_sum(Kind::Double)?.f_double_value(&[]).op("norm")?;
+        sq += t
+            .f_square()?
+            .f_sum(Kind::Double)?
+            .f_double_value(&[])
+            .op("norm")?;
     }
     Ok(sq.sqrt())
 }
@@ -108,7 +115,9 @@ impl Optimizer for AdamW {
                 let mut p = p.shallow_clone();
                 // m ← β1 m + (1−β1) g ; v ← β2 v + (1−β2) g²
                 let _ = self.m[i].f_mul_scalar_(b1)?.f_add_(&(g * (1.0 - b1)))?;
-                let _ = self.v[i].f_mul_scalar_(b2)?.f_add_(&(g.f_square()? * (1.0 - b2)))?;
+                let _ = self.v[i]
+                    .f_mul_scalar_(b2)?
+                    .f_add_(&(g.f_square()? * (1.0 - b2)))?;
                 if self.cfg.weight_decay > 0.0 {
                     let _ = p.f_mul_scalar_(1.0 - lr * self.cfg.weight_decay)?;
                 }
@@ -133,8 +142,12 @@ impl Optimizer for AdamW {
     fn load_state(&mut self, state: &TensorMap) -> Result<()> {
         self.t = state.require("t")?.int64_value(&[]);
         let n = (state.len() - 1) / 2;
-        self.m = (0..n).map(|i| state.require(&format!("m.{i}")).map(|t| t.copy())).collect::<vpt_sdk::Result<_>>()?;
-        self.v = (0..n).map(|i| state.require(&format!("v.{i}")).map(|t| t.copy())).collect::<vpt_sdk::Result<_>>()?;
+        self.m = (0..n)
+            .map(|i| state.require(&format!("m.{i}")).map(|t| t.copy()))
+            .collect::<vpt_sdk::Result<_>>()?;
+        self.v = (0..n)
+            .map(|i| state.require(&format!("v.{i}")).map(|t| t.copy()))
+            .collect::<vpt_sdk::Result<_>>()?;
         Ok(())
     }
 }
@@ -165,7 +178,11 @@ impl Optimizer for Sgd {
     }
 
     fn state(&self) -> TensorMap {
-        self.buf.iter().enumerate().map(|(i, b)| (format!("buf.{i}"), b.shallow_clone())).collect()
+        self.buf
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("buf.{i}"), b.shallow_clone()))
+            .collect()
     }
 
     fn load_state(&mut self, state: &TensorMap) -> Result<()> {
@@ -195,7 +212,13 @@ mod tests {
     use super::*;
 
     fn cfg(warmup: u64, decay: Option<u64>) -> OptimConfig {
-        OptimConfig { lr: 1.0, warmup, decay_steps: decay, min_lr_ratio: 0.1, ..Default::default() }
+        OptimConfig {
+            lr: 1.0,
+            warmup,
+            decay_steps: decay,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -216,10 +239,19 @@ mod tests {
         // First Adam step moves each coordinate by lr·sign(g) (bias-corrected m/√v = g/|g|).
         let p = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
         let params = TensorMap::new().with("p", p.shallow_clone());
-        let mut opt = build(&OptimConfig { lr: 0.1, eps: 0.0, ..Default::default() }).unwrap();
-        opt.step(&params, &[Tensor::from_slice(&[3.0f64, -0.5])], 0.1).unwrap();
+        let mut opt = build(&OptimConfig {
+            lr: 0.1,
+            eps: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        opt.step(&params, &[Tensor::from_slice(&[3.0f64, -0.5])], 0.1)
+            .unwrap();
         let got = Vec::<f64>::try_from(&p.detach()).unwrap();
-        assert!((got[0] - 0.9).abs() < 1e-12 && (got[1] + 1.9).abs() < 1e-12, "{got:?}");
+        assert!(
+            (got[0] - 0.9).abs() < 1e-12 && (got[1] + 1.9).abs() < 1e-12,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -227,7 +259,10 @@ mod tests {
         let run = |split: bool| {
             let p = Tensor::from_slice(&[1.0f64, 2.0, 3.0]).set_requires_grad(true);
             let params = TensorMap::new().with("p", p.shallow_clone());
-            let c = OptimConfig { weight_decay: 0.1, ..Default::default() };
+            let c = OptimConfig {
+                weight_decay: 0.1,
+                ..Default::default()
+            };
             let mut opt = build(&c).unwrap();
             for k in 0..6 {
                 if split && k == 3 {

@@ -26,9 +26,17 @@ fn dist_err(op: &str) -> impl Fn(vpt_dist::Error) -> Error + '_ {
 impl DataParallel {
     /// Forms the group from the torchrun environment; `None` when `WORLD_SIZE` is unset or 1.
     pub fn from_env(device: &str) -> Result<Option<DataParallel>> {
-        let secs = std::env::var("VPT_DIST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_TIMEOUT_SECS);
-        let backend = if device.starts_with("cuda") { Backend::Nccl } else { Backend::Gloo };
-        let pg = ProcessGroup::from_env(backend, Duration::from_secs(secs)).map_err(dist_err("init"))?;
+        let secs = std::env::var("VPT_DIST_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        let backend = if device.starts_with("cuda") {
+            Backend::Nccl
+        } else {
+            Backend::Gloo
+        };
+        let pg =
+            ProcessGroup::from_env(backend, Duration::from_secs(secs)).map_err(dist_err("init"))?;
         Ok(pg.map(|pg| DataParallel { pg }))
     }
 
@@ -57,7 +65,9 @@ impl DataParallel {
     /// Copies rank 0's values of `params` to every rank.
     pub fn broadcast(&self, params: &TensorMap) -> Result<()> {
         let mut ts: Vec<Tensor> = params.tensors().map(Tensor::shallow_clone).collect();
-        self.pg.broadcast_params(&mut ts).map_err(dist_err("broadcast"))
+        self.pg
+            .broadcast_params(&mut ts)
+            .map_err(dist_err("broadcast"))
     }
 }
 

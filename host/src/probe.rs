@@ -40,7 +40,11 @@ pub struct ProbeResult {
 /// Probes `batches` unlabeled batches of the session's task with step size `eta`. θ is left
 /// exactly as it was.
 pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeResult> {
-    let s: Vec<Tensor> = session.alignment_subset().tensors().map(Tensor::shallow_clone).collect();
+    let s: Vec<Tensor> = session
+        .alignment_subset()
+        .tensors()
+        .map(Tensor::shallow_clone)
+        .collect();
     let mut points = Vec::with_capacity(batches);
     let bar = indicatif::ProgressBar::new(batches as u64);
     for _ in 0..batches {
@@ -51,11 +55,16 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
         let b_held: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
         let l_down = task.feedback_loss(&b_f)?;
         let l0 = l_down.f_double_value(&[]).op("probe")?;
-        let h0 = tch::no_grad(|| task.feedback_loss(&b_held))?.f_double_value(&[]).op("probe")?;
+        let h0 = tch::no_grad(|| task.feedback_loss(&b_held))?
+            .f_double_value(&[])
+            .op("probe")?;
         let g_down = grad(&l_down, &s, false)?;
         let refs: Vec<&Batch> = b_u.iter().collect();
         let g_pre = grad(&pretrain_objective(task, &refs, &c)?, &s, false)?;
-        let predicted = eta * crate::value::dot(&g_down, &g_pre)?.f_double_value(&[]).op("probe")?;
+        let predicted = eta
+            * crate::value::dot(&g_down, &g_pre)?
+                .f_double_value(&[])
+                .op("probe")?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly
         let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
         tch::no_grad(|| -> Result<()> {
@@ -64,20 +73,33 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
             }
             Ok(())
         })?;
-        let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?.f_double_value(&[]).op("probe")?;
-        let h1 = tch::no_grad(|| task.feedback_loss(&b_held))?.f_double_value(&[]).op("probe")?;
+        let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?
+            .f_double_value(&[])
+            .op("probe")?;
+        let h1 = tch::no_grad(|| task.feedback_loss(&b_held))?
+            .f_double_value(&[])
+            .op("probe")?;
         tch::no_grad(|| -> Result<()> {
             for (p, v) in s.iter().zip(&saved) {
                 p.shallow_clone().f_copy_(v).op("probe restore")?;
             }
             Ok(())
         })?;
-        points.push(ProbePoint { predicted, realised: l0 - l1, realised_heldout: h0 - h1 });
+        points.push(ProbePoint {
+            predicted,
+            realised: l0 - l1,
+            realised_heldout: h0 - h1,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
     let x: Vec<f64> = points.iter().map(|p| p.predicted).collect();
     let y: Vec<f64> = points.iter().map(|p| p.realised).collect();
     let h: Vec<f64> = points.iter().map(|p| p.realised_heldout).collect();
-    Ok(ProbeResult { pearson_r: pearson(&x, &y), pearson_r_heldout: pearson(&x, &h), points, eta })
+    Ok(ProbeResult {
+        pearson_r: pearson(&x, &y),
+        pearson_r_heldout: pearson(&x, &h),
+        points,
+        eta,
+    })
 }

@@ -644,11 +644,18 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
+/// Bookkeeping the host adds to every evaluation; tabulated, but never ranked "best".
+pub const HOST_COUNTERS: [&str; 3] = ["meta_steps", "meta_skipped", "learner_skipped"];
+
 /// One sentence per metric naming the best arm, then one per non-baseline arm saying whether it
 /// beats the baseline on `feedback_loss` in every seed.
 pub fn verdicts(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
-    for m in &report.metrics {
+    for m in report
+        .metrics
+        .iter()
+        .filter(|m| !HOST_COUNTERS.contains(&m.as_str()))
+    {
         if let Some((arm, s)) = report.best_arm(m) {
             let dir = if lower_is_better(m) {
                 "lower"

@@ -13,13 +13,25 @@ const TEMPLATE_NAME: &str = "designer_template";
 /// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: this checkout's sdk/).
 pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
     let valid = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && name.starts_with(|c: char| c.is_ascii_lowercase());
     if !valid {
-        return Err(Error::config("NAME", format!("`{name}` must be a lowercase identifier (a-z, 0-9, _)")));
+        return Err(Error::config(
+            "NAME",
+            format!("`{name}` must be a lowercase identifier (a-z, 0-9, _)"),
+        ));
     }
-    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(Error::Msg(format!("{} already exists and is not empty", dir.display())));
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(Error::Msg(format!(
+            "{} already exists and is not empty",
+            dir.display()
+        )));
     }
     let sdk = match sdk {
         Some(p) => p.to_path_buf(),
@@ -34,7 +46,10 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         ("Cargo.toml", cargo),
         ("src/lib.rs", TEMPLATE_LIB.replace(TEMPLATE_NAME, name)),
         ("README.md", TEMPLATE_README.replace(TEMPLATE_NAME, name)),
-        ("build.rs", include_str!("../../examples/designer-template/build.rs").to_string()),
+        (
+            "build.rs",
+            include_str!("../../examples/designer-template/build.rs").to_string(),
+        ),
     ];
     for (rel, text) in files {
         let path = dir.join(rel);

@@ -14,9 +14,15 @@ use crate::{
     Error, Result,
 };
 use serde::Serialize;
-use std::{path::{Path, PathBuf}, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 use tch::Tensor;
-use vpt_sdk::{Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS};
+use vpt_sdk::{
+    Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap,
+    KIND_EXAMPLE_WEIGHTS,
+};
 
 /// Consecutive non-finite learner losses after which the run stops with an error.
 const MAX_NONFINITE_IN_A_ROW: u64 = 10;
@@ -91,7 +97,10 @@ impl Session {
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads);
         }
-        let ctx = BuildContext { seed: cfg.run.seed, device: cfg.run.device.clone() };
+        let ctx = BuildContext {
+            seed: cfg.run.seed,
+            device: cfg.run.device.clone(),
+        };
         let task_plugin = plugins.get(&cfg.task.plugin)?;
         let consumes = task_plugin
             .manifest
@@ -99,31 +108,67 @@ impl Session {
             .iter()
             .find(|t| t.name == cfg.task.name)
             .map(|t| t.kinds.clone())
-            .ok_or_else(|| Error::config("task.name", format!("plugin `{}` has no task `{}`", cfg.task.plugin, cfg.task.name)))?;
-        let task: Box<dyn Task> = Box::new(task_plugin.new_task(&cfg.task.name, &cfg.task.config, &ctx).map_err(|e| prefix_field(e, "task.config"))?);
+            .ok_or_else(|| {
+                Error::config(
+                    "task.name",
+                    format!(
+                        "plugin `{}` has no task `{}`",
+                        cfg.task.plugin, cfg.task.name
+                    ),
+                )
+            })?;
+        let task: Box<dyn Task> = Box::new(
+            task_plugin
+                .new_task(&cfg.task.name, &cfg.task.config, &ctx)
+                .map_err(|e| prefix_field(e, "task.config"))?,
+        );
         let info = task.info();
 
         let designer: Option<Box<dyn Designer>> = match cfg.active_designer() {
             None => None,
             Some(d) => {
                 let plugin = plugins.get(d.plugin.as_deref().unwrap_or(&cfg.task.plugin))?;
-                let produces = plugin.manifest.designers.iter().find(|m| m.name == d.name).map(|m| m.kinds.clone());
-                let produces = produces.ok_or_else(|| Error::config("designer.name", format!("plugin `{}` has no designer `{}`", plugin.manifest.plugin, d.name)))?;
+                let produces = plugin
+                    .manifest
+                    .designers
+                    .iter()
+                    .find(|m| m.name == d.name)
+                    .map(|m| m.kinds.clone());
+                let produces = produces.ok_or_else(|| {
+                    Error::config(
+                        "designer.name",
+                        format!(
+                            "plugin `{}` has no designer `{}`",
+                            plugin.manifest.plugin, d.name
+                        ),
+                    )
+                })?;
                 let kind = produces.first().cloned().unwrap_or_default();
                 if kind != KIND_EXAMPLE_WEIGHTS && !consumes.contains(&kind) {
                     return Err(Error::config("designer.name", format!(
                         "designer `{}` produces `{kind}`, but task `{}` consumes only [{}] (and {KIND_EXAMPLE_WEIGHTS})",
                         d.name, cfg.task.name, consumes.join(", "))));
                 }
-                Some(Box::new(plugin.new_designer(&d.name, &d.config, &info.designer_context, &ctx).map_err(|e| prefix_field(e, "designer.config"))?))
+                Some(Box::new(
+                    plugin
+                        .new_designer(&d.name, &d.config, &info.designer_context, &ctx)
+                        .map_err(|e| prefix_field(e, "designer.config"))?,
+                ))
             }
         };
 
         // θ: the trainable learner parameters; S ⊂ θ; φ.
-        let theta: TensorMap = task.parameters()?.into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let theta: TensorMap = task
+            .parameters()?
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         for name in &info.alignment {
             if theta.get(name).is_none() {
-                return Err(Error::Msg(format!("task `{}`: alignment parameter `{name}` is not a trainable parameter", cfg.task.name)));
+                return Err(Error::Msg(format!(
+                    "task `{}`: alignment parameter `{name}` is not a trainable parameter",
+                    cfg.task.name
+                )));
             }
         }
         let s = theta.select(&info.alignment)?;
@@ -134,7 +179,10 @@ impl Session {
 
         let dp = DataParallel::from_env(&cfg.run.device)?;
         if let Some(dp) = &dp {
-            let manifest = plugins.get(&cfg.task.plugin)?.task_manifest(&cfg.task.name).cloned();
+            let manifest = plugins
+                .get(&cfg.task.plugin)?
+                .task_manifest(&cfg.task.name)
+                .cloned();
             if !manifest.is_some_and(|m| m.data_parallel) {
                 return Err(Error::Msg(format!(
                     "task `{}` does not shard its batches (TaskFactory::DATA_PARALLEL is false); run it with WORLD_SIZE=1",
@@ -148,7 +196,8 @@ impl Session {
             dp.broadcast(&phi)?;
         }
         let feedback = feedback_slots(&cfg, &info)?;
-        let estimator = estimators::lookup(&cfg.meta.estimator).map_err(|m| Error::config("meta.estimator", m))?;
+        let estimator = estimators::lookup(&cfg.meta.estimator)
+            .map_err(|m| Error::config("meta.estimator", m))?;
         Ok(Session {
             opt_theta: optim::build(&cfg.learner)?,
             opt_phi: optim::build(&cfg.designer_optim)?,
@@ -234,7 +283,10 @@ impl Session {
 
         // 2. meta step: φ moves, θ does not
         let meta = if self.meta_due() {
-            let designer = self.designer.as_deref_mut().expect("meta_due implies a designer");
+            let designer = self
+                .designer
+                .as_deref_mut()
+                .expect("meta_due implies a designer");
             let out = MetaStep {
                 task: self.task.as_mut(),
                 designer,
@@ -246,7 +298,11 @@ impl Session {
                 domain_matched: self.cfg.meta.domain_matched,
                 dp: self.dp.as_ref(),
             }
-            .run(&batches, self.opt_phi.as_mut(), lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None))?;
+            .run(
+                &batches,
+                self.opt_phi.as_mut(),
+                lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
+            )?;
             self.counters.meta_steps += 1;
             self.counters.meta_skipped += out.skipped as u64;
             Some(out)
@@ -283,7 +339,13 @@ impl Session {
         if let (Some(dp), Some(_)) = (&self.dp, self.cfg.run.wall_clock) {
             self.seconds = dp.mean_scalar(self.seconds)?; // every rank stops at the same step
         }
-        Ok(Record::Train { step: self.step, seconds: self.seconds, lr, pretrain_loss: loss_value, meta })
+        Ok(Record::Train {
+            step: self.step,
+            seconds: self.seconds,
+            lr,
+            pretrain_loss: loss_value,
+            meta,
+        })
     }
 
     fn skip_learner_step(&mut self) -> Result<()> {
@@ -301,7 +363,10 @@ impl Session {
         let mut m = self.task.evaluate(self.cfg.run.eval_limit)?;
         m.insert("meta_steps".into(), self.counters.meta_steps as f64);
         m.insert("meta_skipped".into(), self.counters.meta_skipped as f64);
-        m.insert("learner_skipped".into(), self.counters.learner_skipped as f64);
+        m.insert(
+            "learner_skipped".into(),
+            self.counters.learner_skipped as f64,
+        );
         Ok(m)
     }
 
@@ -326,7 +391,11 @@ impl Session {
             "designer": designer_state.json,
             "config": self.cfg,
         });
-        Ok(Checkpoint { step: self.step, tensors, state })
+        Ok(Checkpoint {
+            step: self.step,
+            tensors,
+            state,
+        })
     }
 
     /// Restores a checkpoint into this (freshly built) session.
@@ -341,9 +410,15 @@ impl Session {
         if !opt_phi.is_empty() {
             self.opt_phi.load_state(&opt_phi)?;
         }
-        self.task.load_state(vpt_sdk::State { json: ckpt.state["task"].clone(), tensors: with_prefix(&ckpt.tensors, "task") })?;
+        self.task.load_state(vpt_sdk::State {
+            json: ckpt.state["task"].clone(),
+            tensors: with_prefix(&ckpt.tensors, "task"),
+        })?;
         if let Some(d) = self.designer.as_mut() {
-            d.load_state(vpt_sdk::State { json: ckpt.state["designer"].clone(), tensors: with_prefix(&ckpt.tensors, "designer") })?;
+            d.load_state(vpt_sdk::State {
+                json: ckpt.state["designer"].clone(),
+                tensors: with_prefix(&ckpt.tensors, "designer"),
+            })?;
         }
         self.step = ckpt.step;
         self.seconds = ckpt.state["seconds"].as_f64().unwrap_or(0.0);
@@ -358,18 +433,43 @@ fn feedback_slots(cfg: &RunConfig, info: &TaskInfo) -> Result<Vec<FeedbackSlot>>
         return Err(Error::Msg("the task declares no feedback set".into()));
     }
     if cfg.meta.feedback.is_empty() {
-        return Ok(info.feedback_sets.iter().enumerate().map(|(i, f)| FeedbackSlot { set: i as u32, weight: 1.0, domain: f.domain }).collect());
+        return Ok(info
+            .feedback_sets
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FeedbackSlot {
+                set: i as u32,
+                weight: 1.0,
+                domain: f.domain,
+            })
+            .collect());
     }
     cfg.meta
         .feedback
         .iter()
         .enumerate()
         .map(|(i, fw)| {
-            let idx = info.feedback_sets.iter().position(|f| f.name == fw.set).ok_or_else(|| {
-                let names: Vec<_> = info.feedback_sets.iter().map(|f| f.name.as_str()).collect();
-                Error::config(format!("meta.feedback[{i}].set"), format!("no feedback set `{}` (the task has: {})", fw.set, names.join(", ")))
-            })?;
-            Ok(FeedbackSlot { set: idx as u32, weight: fw.weight, domain: info.feedback_sets[idx].domain })
+            let idx = info
+                .feedback_sets
+                .iter()
+                .position(|f| f.name == fw.set)
+                .ok_or_else(|| {
+                    let names: Vec<_> =
+                        info.feedback_sets.iter().map(|f| f.name.as_str()).collect();
+                    Error::config(
+                        format!("meta.feedback[{i}].set"),
+                        format!(
+                            "no feedback set `{}` (the task has: {})",
+                            fw.set,
+                            names.join(", ")
+                        ),
+                    )
+                })?;
+            Ok(FeedbackSlot {
+                set: idx as u32,
+                weight: fw.weight,
+                domain: info.feedback_sets[idx].domain,
+            })
         })
         .collect()
 }
@@ -377,9 +477,17 @@ fn feedback_slots(cfg: &RunConfig, info: &TaskInfo) -> Result<Vec<FeedbackSlot>>
 fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
     tch::no_grad(|| {
         for (name, t) in live.iter() {
-            let src = saved.get(name).ok_or_else(|| Error::Msg(format!("checkpoint has no {what} tensor `{name}` (was the architecture changed?)")))?;
+            let src = saved.get(name).ok_or_else(|| {
+                Error::Msg(format!(
+                    "checkpoint has no {what} tensor `{name}` (was the architecture changed?)"
+                ))
+            })?;
             if src.size() != t.size() {
-                return Err(Error::Msg(format!("checkpoint {what} tensor `{name}` has shape {:?}, the model has {:?}", src.size(), t.size())));
+                return Err(Error::Msg(format!(
+                    "checkpoint {what} tensor `{name}` has shape {:?}, the model has {:?}",
+                    src.size(),
+                    t.size()
+                )));
             }
             t.shallow_clone().f_copy_(src).op("restore")?;
         }
@@ -392,7 +500,10 @@ fn prefix_field(e: Error, section: &str) -> Error {
     match e {
         Error::Sdk(vpt_sdk::Error::Plugin(p)) if p.kind == vpt_sdk::ErrorKind::Config => {
             let msg = p.message.to_string();
-            let msg = msg.strip_prefix("config field `").map(|rest| format!("config field `{section}.{rest}")).unwrap_or(msg);
+            let msg = msg
+                .strip_prefix("config field `")
+                .map(|rest| format!("config field `{section}.{rest}"))
+                .unwrap_or(msg);
             Error::Msg(format!("plugin `{}`: {msg}", p.plugin))
         }
         other => other,
@@ -409,7 +520,9 @@ impl RunDir {
     /// Creates `path` and writes the resolved config into it (rank 0 only under data
     /// parallelism: `RANK` > 0 never writes).
     pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
-        let dir = RunDir { path: path.to_path_buf() };
+        let dir = RunDir {
+            path: path.to_path_buf(),
+        };
         if !dir.writes() {
             return Ok(dir);
         }
@@ -431,7 +544,11 @@ impl RunDir {
             return Ok(());
         }
         let p = self.path.join("metrics.jsonl");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p).map_err(|e| Error::io(&p, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))?;
         let line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
         writeln!(f, "{line}").map_err(|e| Error::io(&p, e))
     }
@@ -439,10 +556,17 @@ impl RunDir {
     /// Drops records after learner step `step` (on resume, so the log matches an uninterrupted run).
     pub fn truncate_after(&self, step: u64) -> Result<()> {
         let p = self.path.join("metrics.jsonl");
-        let Ok(text) = std::fs::read_to_string(&p) else { return Ok(()) };
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            return Ok(());
+        };
         let kept: String = text
             .lines()
-            .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= step)
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         checkpoint::atomic_write(&p, kept.as_bytes())
@@ -465,46 +589,85 @@ pub struct RunSummary {
 /// checkpoint.
 pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
     let cfg = session.cfg.run.clone();
-    let budget = Budget { steps: cfg.steps, wall_clock: cfg.wall_clock };
+    let budget = Budget {
+        steps: cfg.steps,
+        wall_clock: cfg.wall_clock,
+    };
     let bar = progress_bar(&budget);
     let main = session.is_main();
     if session.step == 0 && main {
         let metrics = session.evaluate()?;
-        dir.log(&Record::Eval { step: 0, seconds: 0.0, metrics })?;
+        dir.log(&Record::Eval {
+            step: 0,
+            seconds: 0.0,
+            metrics,
+        })?;
     }
     let mut next_eval_seconds = session.seconds + cfg.eval_every_seconds;
     while !budget.exhausted(session.step, session.seconds) {
         let record = session.train_step()?;
-        if let Record::Train { pretrain_loss, meta, .. } = &record {
-            let v = meta.as_ref().map(|m| format!(" V {:+.3e}", m.value)).unwrap_or_default();
+        if let Record::Train {
+            pretrain_loss,
+            meta,
+            ..
+        } = &record
+        {
+            let v = meta
+                .as_ref()
+                .map(|m| format!(" V {:+.3e}", m.value))
+                .unwrap_or_default();
             bar.set_message(format!("step {} loss {pretrain_loss:.4}{v}", session.step));
         }
         bar.set_position((budget.fraction(session.step, session.seconds) * 1000.0) as u64);
         dir.log(&record)?;
         let done = budget.exhausted(session.step, session.seconds);
-        let eval_due = (cfg.eval_every > 0 && session.step % cfg.eval_every == 0)
+        let eval_due = (cfg.eval_every > 0 && session.step.is_multiple_of(cfg.eval_every))
             || (cfg.eval_every_seconds > 0.0 && session.seconds >= next_eval_seconds);
         if eval_due && !done && main {
             next_eval_seconds = session.seconds + cfg.eval_every_seconds;
             let metrics = session.evaluate()?;
-            dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics })?;
+            dir.log(&Record::Eval {
+                step: session.step,
+                seconds: session.seconds,
+                metrics,
+            })?;
         }
-        if cfg.checkpoint_every > 0 && session.step % cfg.checkpoint_every == 0 && !done && main {
+        if cfg.checkpoint_every > 0
+            && session.step.is_multiple_of(cfg.checkpoint_every)
+            && !done
+            && main
+        {
             checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
         }
         if halt_after == Some(session.step) {
             bar.abandon_with_message("halted (--halt-after)");
-            return Ok(RunSummary { steps: session.step, seconds: session.seconds, metrics: Metrics::new() });
+            return Ok(RunSummary {
+                steps: session.step,
+                seconds: session.seconds,
+                metrics: Metrics::new(),
+            });
         }
     }
     bar.finish_and_clear();
     if !main {
-        return Ok(RunSummary { steps: session.step, seconds: session.seconds, metrics: Metrics::new() });
+        return Ok(RunSummary {
+            steps: session.step,
+            seconds: session.seconds,
+            metrics: Metrics::new(),
+        });
     }
     let metrics = session.evaluate()?;
-    dir.log(&Record::Eval { step: session.step, seconds: session.seconds, metrics: metrics.clone() })?;
+    dir.log(&Record::Eval {
+        step: session.step,
+        seconds: session.seconds,
+        metrics: metrics.clone(),
+    })?;
     checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
-    let summary = RunSummary { steps: session.step, seconds: session.seconds, metrics };
+    let summary = RunSummary {
+        steps: session.step,
+        seconds: session.seconds,
+        metrics,
+    };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Msg(e.to_string()))?;
     checkpoint::atomic_write(&dir.path.join("summary.json"), &json)?;
     Ok(summary)
@@ -518,9 +681,11 @@ fn progress_bar(budget: &Budget) -> indicatif::ProgressBar {
         _ => String::new(),
     };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!("{{elapsed_precise}} [{{bar:30}}] {{percent}}% {unit} {{msg}}"))
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{percent}}% {unit} {{msg}}"
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
     );
     bar
 }

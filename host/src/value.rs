@@ -55,8 +55,14 @@ mod tests {
 
     #[test]
     fn dot_and_cosine() {
-        let a = [Tensor::from_slice(&[1.0f64, 2.0]), Tensor::from_slice(&[3.0f64])];
-        let b = [Tensor::from_slice(&[4.0f64, 5.0]), Tensor::from_slice(&[6.0f64])];
+        let a = [
+            Tensor::from_slice(&[1.0f64, 2.0]),
+            Tensor::from_slice(&[3.0f64]),
+        ];
+        let b = [
+            Tensor::from_slice(&[4.0f64, 5.0]),
+            Tensor::from_slice(&[6.0f64]),
+        ];
         assert_eq!(dot(&a, &b).unwrap().double_value(&[]), 32.0);
         let c = cosine(&a, &a).unwrap().double_value(&[]);
         assert!((c - 1.0).abs() < 1e-12);
@@ -65,7 +71,10 @@ mod tests {
     #[test]
     fn random_feedback_keeps_the_norm_but_not_the_direction() {
         tch::manual_seed(0);
-        let g = vec![Tensor::from_slice(&[3.0f64, 0.0]), Tensor::from_slice(&[4.0f64; 50])];
+        let g = vec![
+            Tensor::from_slice(&[3.0f64, 0.0]),
+            Tensor::from_slice(&[4.0f64; 50]),
+        ];
         let norm = crate::optim::global_norm(&g).unwrap();
         let r = random_like_with_norm(g.iter().map(|t| t.copy()).collect()).unwrap();
         assert!((crate::optim::global_norm(&r).unwrap() - norm).abs() < 1e-9);

@@ -75,12 +75,22 @@ impl TensorMap {
     }
     /// A copy whose tensors are detached from any autograd graph (storage is shared).
     pub fn detached(&self) -> TensorMap {
-        TensorMap { entries: self.entries.iter().map(|(n, t)| (n.clone(), t.detach())).collect() }
+        TensorMap {
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.detach()))
+                .collect(),
+        }
     }
     /// A copy holding new references to the same tensors (graph kept).
     pub fn shallow_clone(&self) -> TensorMap {
         TensorMap {
-            entries: self.entries.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+            entries: self
+                .entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
         }
     }
     /// Only the entries whose names are in `names`, in the order of `names`; errors on a miss.
@@ -157,7 +167,10 @@ impl Construction {
     }
     /// The same construction with every tensor detached (what the learner step receives).
     pub fn detached(&self) -> Construction {
-        Construction { kind: self.kind.clone(), tensors: self.tensors.detached() }
+        Construction {
+            kind: self.kind.clone(),
+            tensors: self.tensors.detached(),
+        }
     }
 }
 

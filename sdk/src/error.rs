@@ -67,7 +67,10 @@ pub enum Error {
 
 impl From<tch::TchError> for Error {
     fn from(source: tch::TchError) -> Self {
-        Error::Tch { op: "libtorch".into(), source }
+        Error::Tch {
+            op: "libtorch".into(),
+            source,
+        }
     }
 }
 
@@ -84,15 +87,25 @@ impl Error {
     }
     /// A config error naming `field`.
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { field: field.into(), message: message.into() }
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     /// A data error at `file:line`.
     pub fn data(file: impl Into<String>, line: usize, message: impl Into<String>) -> Self {
-        Error::Data { file: file.into(), line, message: message.into() }
+        Error::Data {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
     }
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
     /// The FFI kind this error maps to.
     pub fn kind(&self) -> ErrorKind {
@@ -115,7 +128,10 @@ pub trait TchContext<T> {
 
 impl<T> TchContext<T> for std::result::Result<T, tch::TchError> {
     fn op(self, op: &str) -> Result<T> {
-        self.map_err(|source| Error::Tch { op: op.to_string(), source })
+        self.map_err(|source| Error::Tch {
+            op: op.to_string(),
+            source,
+        })
     }
 }
 
@@ -152,7 +168,11 @@ pub struct PluginError {
 impl PluginError {
     /// Flattens an SDK error raised by `plugin`.
     pub fn from_error(plugin: &str, e: &Error) -> Self {
-        PluginError { kind: e.kind(), message: e.to_string().into(), plugin: plugin.into() }
+        PluginError {
+            kind: e.kind(),
+            message: e.to_string().into(),
+            plugin: plugin.into(),
+        }
     }
 }
 

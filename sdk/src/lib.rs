@@ -88,7 +88,11 @@ impl AbiStamp {
                 _ => {}
             }
         }
-        Some(AbiStamp { sdk: sdk?, torch: format!("tch={};libtorch={}", tch?, lt?), plugin: plugin? })
+        Some(AbiStamp {
+            sdk: sdk?,
+            torch: format!("tch={};libtorch={}", tch?, lt?),
+            plugin: plugin?,
+        })
     }
 
     /// Why this stamp cannot load into this SDK, or `None` when it can.

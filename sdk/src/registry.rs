@@ -63,7 +63,10 @@ pub struct DesignerEntry {
 pub fn parse_config<C: serde::de::DeserializeOwned>(config: &serde_json::Value) -> Result<C> {
     serde_path_to_error::deserialize(config).map_err(|e| {
         let path = e.path().to_string();
-        Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        Error::config(
+            if path == "." { String::new() } else { path },
+            e.into_inner().to_string(),
+        )
     })
 }
 
@@ -87,7 +90,11 @@ impl TaskEntry {
         }
     }
     /// Builds the task in-process (used by the export glue and by tests).
-    pub fn build(&self, cfg: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn crate::Task>> {
+    pub fn build(
+        &self,
+        cfg: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn crate::Task>> {
         (self.build)(cfg, ctx)
     }
 }
@@ -146,18 +153,32 @@ impl Registry {
     pub fn task(&self, name: &str) -> Result<&TaskEntry> {
         self.tasks.iter().find(|t| t.name == name).ok_or_else(|| {
             let have: Vec<_> = self.tasks.iter().map(|t| t.name).collect();
-            Error::config("task.name", format!("plugin `{}` has no task `{name}` (it has: {})", self.plugin, have.join(", ")))
+            Error::config(
+                "task.name",
+                format!(
+                    "plugin `{}` has no task `{name}` (it has: {})",
+                    self.plugin,
+                    have.join(", ")
+                ),
+            )
         })
     }
     /// The designer entry called `name`.
     pub fn designer(&self, name: &str) -> Result<&DesignerEntry> {
-        self.designers.iter().find(|d| d.name == name).ok_or_else(|| {
-            let have: Vec<_> = self.designers.iter().map(|d| d.name).collect();
-            Error::config(
-                "designer.name",
-                format!("plugin `{}` has no designer `{name}` (it has: {})", self.plugin, have.join(", ")),
-            )
-        })
+        self.designers
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                let have: Vec<_> = self.designers.iter().map(|d| d.name).collect();
+                Error::config(
+                    "designer.name",
+                    format!(
+                        "plugin `{}` has no designer `{name}` (it has: {})",
+                        self.plugin,
+                        have.join(", ")
+                    ),
+                )
+            })
     }
 }
 

@@ -181,5 +181,8 @@ impl DataShard {
 pub fn data_shard() -> DataShard {
     let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
     let world = get("WORLD_SIZE").unwrap_or(1).max(1);
-    DataShard { rank: get("RANK").unwrap_or(0).min(world - 1), world }
+    DataShard {
+        rank: get("RANK").unwrap_or(0).min(world - 1),
+        world,
+    }
 }

@@ -2,22 +2,40 @@
 //! launched with the torchrun environment: two ranks end with the same parameters as one rank
 //! on the combined batch (baseline and V), and a rank that dies stops the other with an error.
 
-use std::{path::{Path, PathBuf}, process::{Child, Command, Stdio}, time::{Duration, Instant}};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 use vpt_integration::{artifact_dirs, scratch_dir, tiny_plugin};
 
 fn vpt() -> Command {
-    let bin = artifact_dirs().into_iter().map(|d| d.join("vpt")).find(|p| p.is_file()).expect("target/release/vpt: run `cargo build --release --workspace` first");
+    let bin = artifact_dirs()
+        .into_iter()
+        .map(|d| d.join("vpt"))
+        .find(|p| p.is_file())
+        .expect("target/release/vpt: run `cargo build --release --workspace` first");
     let mut c = Command::new(bin);
-    c.arg("--plugin").arg(tiny_plugin()).env_remove("RANK").env_remove("WORLD_SIZE");
+    c.arg("--plugin")
+        .arg(tiny_plugin())
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE");
     c
 }
 
 fn config() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny.toml"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/tiny.toml"
+    ))
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn spawn_rank(rank: usize, port: u16, out: &Path, args: &[&str]) -> Child {
@@ -27,7 +45,13 @@ fn spawn_rank(rank: usize, port: u16, out: &Path, args: &[&str]) -> Child {
         .args(args)
         .arg("--out")
         .arg(out)
-        .envs([("RANK", rank.to_string()), ("LOCAL_RANK", rank.to_string()), ("WORLD_SIZE", "2".into()), ("MASTER_ADDR", "127.0.0.1".into()), ("MASTER_PORT", port.to_string())])
+        .envs([
+            ("RANK", rank.to_string()),
+            ("LOCAL_RANK", rank.to_string()),
+            ("WORLD_SIZE", "2".into()),
+            ("MASTER_ADDR", "127.0.0.1".into()),
+            ("MASTER_PORT", port.to_string()),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -39,21 +63,50 @@ fn theta(dir: &Path) -> Vec<(String, Vec<f64>)> {
     c.tensors
         .iter()
         .filter(|(n, _)| n.starts_with("theta/") || n.starts_with("phi/"))
-        .map(|(n, t)| (n.to_string(), Vec::<f64>::try_from(t.flatten(0, -1)).unwrap()))
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                Vec::<f64>::try_from(t.flatten(0, -1)).unwrap(),
+            )
+        })
         .collect()
 }
 
 fn equivalence(tag: &str, extra: &[&str]) {
     let root = scratch_dir(tag);
-    let mut args = vec!["--set", "run.steps=15", "--set", "run.eval_every=0", "--set", "run.checkpoint_every=0"];
+    let mut args = vec![
+        "--set",
+        "run.steps=15",
+        "--set",
+        "run.eval_every=0",
+        "--set",
+        "run.checkpoint_every=0",
+    ];
     args.extend_from_slice(extra);
-    let out = vpt().arg("run").arg(config()).args(&args).arg("--out").arg(root.join("single")).output().unwrap();
-    assert!(out.status.success(), "single process: {}", String::from_utf8_lossy(&out.stderr));
+    let out = vpt()
+        .arg("run")
+        .arg(config())
+        .args(&args)
+        .arg("--out")
+        .arg(root.join("single"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "single process: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
-    let ranks: Vec<Child> = (0..2).map(|r| spawn_rank(r, port, &root.join("dp"), &args)).collect();
+    let ranks: Vec<Child> = (0..2)
+        .map(|r| spawn_rank(r, port, &root.join("dp"), &args))
+        .collect();
     for (r, child) in ranks.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "rank {r}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rank {r}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (single, dp) = (theta(&root.join("single")), theta(&root.join("dp")));
     assert_eq!(single.len(), dp.len());
@@ -65,12 +118,23 @@ fn equivalence(tag: &str, extra: &[&str]) {
             worst = worst.max((x - y).abs());
         }
     }
-    assert!(worst < 1e-9, "{tag}: two ranks differ from one rank on the combined batch by {worst:e}");
+    assert!(
+        worst < 1e-9,
+        "{tag}: two ranks differ from one rank on the combined batch by {worst:e}"
+    );
 }
 
 #[test]
 fn two_ranks_match_one_rank_on_the_combined_batch_baseline() {
-    equivalence("dp-baseline", &["--set", "meta.estimator=none", "--set", "designer.enabled=false"]);
+    equivalence(
+        "dp-baseline",
+        &[
+            "--set",
+            "meta.estimator=none",
+            "--set",
+            "designer.enabled=false",
+        ],
+    );
 }
 
 #[test]
@@ -82,7 +146,14 @@ fn two_ranks_match_one_rank_on_the_combined_batch_v() {
 fn a_dying_rank_stops_the_other_with_a_clear_error() {
     let root = scratch_dir("dp-dies");
     let port = free_port();
-    let args = ["--set", "run.steps=100000000", "--set", "run.eval_every=0", "--set", "run.checkpoint_every=0"];
+    let args = [
+        "--set",
+        "run.steps=100000000",
+        "--set",
+        "run.eval_every=0",
+        "--set",
+        "run.checkpoint_every=0",
+    ];
     // A short collective timeout, so that even a peer lost mid-rendezvous is reported quickly.
     std::env::set_var("VPT_DIST_TIMEOUT", "15");
     let mut survivor = spawn_rank(0, port, &root, &args);

@@ -55,12 +55,27 @@ fn frozen_designer_makes_the_learner_independent_of_the_feedback_set() {
 #[test]
 fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
     // Plain SGD, lr 1, constant: the learner's update is exactly −∇θ L_pre.
-    let mut s = session(&["learner.optimizer=sgd", "learner.betas=[0.0, 0.0]", "learner.lr=1.0", "learner.warmup=0", "learner.min_lr_ratio=1.0", "learner.clip=0.0"]);
+    let mut s = session(&[
+        "learner.optimizer=sgd",
+        "learner.betas=[0.0, 0.0]",
+        "learner.lr=1.0",
+        "learner.warmup=0",
+        "learner.min_lr_ratio=1.0",
+        "learner.clip=0.0",
+    ]);
     let theta0: Vec<Tensor> = s.theta().tensors().map(|t| t.detach().copy()).collect();
     let state0 = s.task_mut().state().unwrap();
     let record = s.train_step().unwrap(); // includes a meta step (period 1): φ moves first
-    assert!(matches!(record, vpt_host::train::Record::Train { meta: Some(_), .. }));
-    let delta: Vec<Vec<f64>> = s.theta().tensors().zip(&theta0).map(|(t1, t0)| values(&(t0 - t1.detach()))).collect();
+    assert!(matches!(
+        record,
+        vpt_host::train::Record::Train { meta: Some(_), .. }
+    ));
+    let delta: Vec<Vec<f64>> = s
+        .theta()
+        .tensors()
+        .zip(&theta0)
+        .map(|(t1, t0)| values(&(t0 - t1.detach())))
+        .collect();
 
     // Rewind θ and the data cursor, rebuild the construction with the updated φ, detached.
     tch::no_grad(|| {
@@ -72,12 +87,19 @@ fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
     let batches = s.next_unlabeled().unwrap();
     let constructions = s.learner_constructions(&batches).unwrap();
     for c in &constructions {
-        assert!(c.tensors.tensors().all(|t| !t.requires_grad()), "the host must detach every construction tensor");
+        assert!(
+            c.tensors.tensors().all(|t| !t.requires_grad()),
+            "the host must detach every construction tensor"
+        );
     }
     let refs: Vec<&Batch> = batches.iter().collect();
     let theta: Vec<Tensor> = s.theta().tensors().map(Tensor::shallow_clone).collect();
     let loss = pretrain_objective(s.task_mut(), &refs, &constructions).unwrap();
-    let g: Vec<Vec<f64>> = grad(&loss, &theta, false).unwrap().iter().map(values).collect();
+    let g: Vec<Vec<f64>> = grad(&loss, &theta, false)
+        .unwrap()
+        .iter()
+        .map(values)
+        .collect();
     for (d, g) in delta.iter().flatten().zip(g.iter().flatten()) {
         assert!((d - g).abs() < 1e-12, "update {d} vs gradient {g}");
     }
@@ -91,12 +113,26 @@ fn feedback_batches_never_reach_pretrain_loss() {
     }
     let state = s.task_mut().state().unwrap();
     assert_eq!(state.json["feedback_in_pretrain"], 0);
-    assert!(state.json["feedback_cursor"][0].as_u64().unwrap() >= 10, "meta steps drew feedback batches");
+    assert!(
+        state.json["feedback_cursor"][0].as_u64().unwrap() >= 10,
+        "meta steps drew feedback batches"
+    );
     // The host refuses a feedback batch outright, before the plugin sees it.
-    let fb = s.task_mut().next_batch(BatchSource::Feedback { set: 0 }).unwrap();
-    let err = pretrain_objective(s.task_mut(), &[&fb], &[vpt_sdk::Construction::baseline()]).unwrap_err();
-    assert!(err.to_string().contains("feedback never enters a learner batch"), "{err}");
-    assert_eq!(s.task_mut().state().unwrap().json["feedback_in_pretrain"], 0);
+    let fb = s
+        .task_mut()
+        .next_batch(BatchSource::Feedback { set: 0 })
+        .unwrap();
+    let err =
+        pretrain_objective(s.task_mut(), &[&fb], &[vpt_sdk::Construction::baseline()]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("feedback never enters a learner batch"),
+        "{err}"
+    );
+    assert_eq!(
+        s.task_mut().state().unwrap().json["feedback_in_pretrain"],
+        0
+    );
 }
 
 #[test]
@@ -107,17 +143,42 @@ fn designer_hypergradient_matches_finite_differences() {
     let cfg = tiny_config(&[]);
     let mut plugins = Plugins::discover(&SearchPath::only(&[tiny_plugin()]));
     let plugin = plugins.get("tiny").unwrap();
-    let ctx = vpt_sdk::BuildContext { seed: 3, device: "cpu".into() };
+    let ctx = vpt_sdk::BuildContext {
+        seed: 3,
+        device: "cpu".into(),
+    };
     let mut task = plugin.new_task("tiny", &cfg.task.config, &ctx).unwrap();
     let info = task.info();
-    let mut designer = plugin.new_designer("tiny_soft", &serde_json::json!({"gate_init": 0.0}), &info.designer_context, &ctx).unwrap();
-    let s: Vec<Tensor> = task.parameters().unwrap().select(&info.alignment).unwrap().tensors().map(Tensor::shallow_clone).collect();
-    let phi: Vec<Tensor> = designer.parameters().unwrap().tensors().map(Tensor::shallow_clone).collect();
-    let b_u = task.next_batch(BatchSource::Unlabeled { domain: 0 }).unwrap();
+    let mut designer = plugin
+        .new_designer(
+            "tiny_soft",
+            &serde_json::json!({"gate_init": 0.0}),
+            &info.designer_context,
+            &ctx,
+        )
+        .unwrap();
+    let s: Vec<Tensor> = task
+        .parameters()
+        .unwrap()
+        .select(&info.alignment)
+        .unwrap()
+        .tensors()
+        .map(Tensor::shallow_clone)
+        .collect();
+    let phi: Vec<Tensor> = designer
+        .parameters()
+        .unwrap()
+        .tensors()
+        .map(Tensor::shallow_clone)
+        .collect();
+    let b_u = task
+        .next_batch(BatchSource::Unlabeled { domain: 0 })
+        .unwrap();
     let b_f = task.next_batch(BatchSource::Feedback { set: 0 }).unwrap();
     let g_down: Vec<Tensor> = grad(&task.feedback_loss(&b_f).unwrap(), &s, false).unwrap();
 
-    let value = |task: &mut vpt_sdk::foreign::ForeignTask, designer: &mut vpt_sdk::foreign::ForeignDesigner| {
+    let value = |task: &mut vpt_sdk::foreign::ForeignTask,
+                 designer: &mut vpt_sdk::foreign::ForeignDesigner| {
         let inputs = tch::no_grad(|| task.design_inputs(&b_u)).unwrap();
         let c = designer.construct(&inputs).unwrap();
         let l_pre = pretrain_objective(task, &[&b_u], &[c]).unwrap();
@@ -132,7 +193,11 @@ fn designer_hypergradient_matches_finite_differences() {
         for idx in [0i64, p.numel() as i64 - 1] {
             let flat = p.view(-1);
             let orig = tch::no_grad(|| flat.double_value(&[idx]));
-            let set = |x: f64| tch::no_grad(|| { let _ = flat.get(idx).fill_(x); });
+            let set = |x: f64| {
+                tch::no_grad(|| {
+                    let _ = flat.get(idx).fill_(x);
+                })
+            };
             set(orig + eps);
             let up = value(&mut task, &mut designer).double_value(&[]);
             set(orig - eps);
@@ -140,12 +205,20 @@ fn designer_hypergradient_matches_finite_differences() {
             set(orig);
             let fd = (up - down) / (2.0 * eps);
             let an = g.view(-1).double_value(&[idx]);
-            assert!((fd - an).abs() <= 1e-6 * (1.0 + an.abs()), "∂V/∂φ: analytic {an} vs finite difference {fd}");
+            assert!(
+                (fd - an).abs() <= 1e-6 * (1.0 + an.abs()),
+                "∂V/∂φ: analytic {an} vs finite difference {fd}"
+            );
             checked += 1;
         }
     }
     assert!(checked >= 6);
-    assert!(analytic.iter().any(|g| g.abs().sum(Kind::Double).double_value(&[]) > 1e-8), "hypergradient is not all zero");
+    assert!(
+        analytic
+            .iter()
+            .any(|g| g.abs().sum(Kind::Double).double_value(&[]) > 1e-8),
+        "hypergradient is not all zero"
+    );
 }
 
 #[test]
@@ -160,21 +233,35 @@ fn non_finite_meta_values_are_skipped_and_leave_phi_untouched() {
     assert_eq!(s.counters.meta_skipped, 6);
     assert_eq!(s.counters.meta_steps, 6);
     assert_ne!(theta_values(&s), theta_before, "the learner still trains");
-    assert_eq!(s.phi().tensors().map(values).collect::<Vec<_>>(), phi0, "φ must not move on a skipped meta step");
+    assert_eq!(
+        s.phi().tensors().map(values).collect::<Vec<_>>(),
+        phi0,
+        "φ must not move on a skipped meta step"
+    );
     assert!(theta_values(&s).iter().flatten().all(|x| x.is_finite()));
 }
 
 #[test]
 fn non_finite_learner_losses_skip_the_update_and_stop_after_too_many() {
-    let mut s = session(&["task.config.nan_in=\"pretrain\"", "task.config.nan_every=2", "meta.estimator=none"]);
+    let mut s = session(&[
+        "task.config.nan_in=\"pretrain\"",
+        "task.config.nan_every=2",
+        "meta.estimator=none",
+    ]);
     s.train_step().unwrap(); // call 1: finite
     let before = theta_values(&s);
     s.train_step().unwrap(); // call 2: NaN → skipped
     assert_eq!(s.counters.learner_skipped, 1);
     assert_eq!(theta_values(&s), before, "a NaN loss must not touch θ");
 
-    let mut s = session(&["task.config.nan_in=\"pretrain\"", "task.config.nan_every=1", "meta.estimator=none"]);
-    let err = (0..20).find_map(|_| s.train_step().err()).expect("a run of NaN losses must stop the run");
+    let mut s = session(&[
+        "task.config.nan_in=\"pretrain\"",
+        "task.config.nan_every=1",
+        "meta.estimator=none",
+    ]);
+    let err = (0..20)
+        .find_map(|_| s.train_step().err())
+        .expect("a run of NaN losses must stop the run");
     assert!(err.to_string().contains("non-finite"), "{err}");
     assert!(theta_values(&s).iter().flatten().all(|x| x.is_finite()));
 }
@@ -184,20 +271,50 @@ fn v_beats_the_baseline_in_every_seed_and_random_feedback_does_not() {
     let dir = vpt_integration::scratch_dir("tiny-compare");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny.toml");
     let mut plugins = Plugins::discover(&SearchPath::only(&[tiny_plugin()]));
-    let arms: Vec<String> = ["baseline", "v", "random_feedback"].iter().map(|s| s.to_string()).collect();
-    let overrides = vec!["run.steps=200".to_string(), "run.checkpoint_every=0".to_string()];
-    vpt_host::compare::compare(std::path::Path::new(config), &overrides, &arms, 2, &dir, &mut plugins).unwrap();
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let arms: Vec<String> = ["baseline", "v", "random_feedback"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let overrides = vec![
+        "run.steps=200".to_string(),
+        "run.checkpoint_every=0".to_string(),
+    ];
+    vpt_host::compare::compare(
+        std::path::Path::new(config),
+        &overrides,
+        &arms,
+        2,
+        &dir,
+        &mut plugins,
+    )
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     let losses = |arm: &str| -> Vec<f64> {
-        report["arms"][arm]["seeds"].as_array().unwrap().iter().map(|s| s["metrics"]["feedback_loss"].as_f64().unwrap()).collect()
+        report["arms"][arm]["seeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["metrics"]["feedback_loss"].as_f64().unwrap())
+            .collect()
     };
     let (base, v, rf) = (losses("baseline"), losses("v"), losses("random_feedback"));
     assert_eq!(base.len(), 2);
     for (b, x) in base.iter().zip(&v) {
-        assert!(x < &(b - 0.1), "V {x} must beat the baseline {b} clearly in every seed");
+        assert!(
+            x < &(b - 0.1),
+            "V {x} must beat the baseline {b} clearly in every seed"
+        );
     }
     let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
-    assert!(mean(&rf) > mean(&base) - 0.05, "random feedback {rf:?} must not beat the baseline {base:?}");
+    assert!(
+        mean(&rf) > mean(&base) - 0.05,
+        "random feedback {rf:?} must not beat the baseline {base:?}"
+    );
     assert!(dir.join("report.md").exists());
-    assert!(std::fs::read_dir(&dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".svg")));
+    assert!(std::fs::read_dir(&dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".svg")));
 }

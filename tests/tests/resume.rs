@@ -6,14 +6,21 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use vpt_integration::{artifact_dirs, scratch_dir, tiny_plugin};
 
 fn vpt() -> Command {
-    let bin = artifact_dirs().into_iter().map(|d| d.join("vpt")).find(|p| p.is_file()).expect("target/release/vpt: run `cargo build --release --workspace` first");
+    let bin = artifact_dirs()
+        .into_iter()
+        .map(|d| d.join("vpt"))
+        .find(|p| p.is_file())
+        .expect("target/release/vpt: run `cargo build --release --workspace` first");
     let mut c = Command::new(bin);
     c.arg("--plugin").arg(tiny_plugin());
     c
 }
 
 fn config() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny.toml"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/tiny.toml"
+    ))
 }
 
 /// Every metrics record without its timing fields, as text lines.
@@ -31,19 +38,53 @@ fn metrics_without_time(dir: &std::path::Path) -> Vec<String> {
 
 fn run_ok(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{:?} failed:\n{}", cmd, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn interrupted_and_resumed_run_reproduces_the_uninterrupted_metrics() {
     let root = scratch_dir("resume");
-    let common = ["--set", "run.steps=60", "--set", "run.checkpoint_every=20", "--set", "run.eval_every=10"];
-    run_ok(vpt().arg("run").arg(config()).args(common).arg("--out").arg(root.join("full")));
+    let common = [
+        "--set",
+        "run.steps=60",
+        "--set",
+        "run.checkpoint_every=20",
+        "--set",
+        "run.eval_every=10",
+    ];
+    run_ok(
+        vpt()
+            .arg("run")
+            .arg(config())
+            .args(common)
+            .arg("--out")
+            .arg(root.join("full")),
+    );
     // Interrupted after step 30: the last checkpoint is at 20; the resumed run redoes 21..30.
-    run_ok(vpt().arg("run").arg(config()).args(common).arg("--out").arg(root.join("cut")).args(["--halt-after", "30"]));
+    run_ok(
+        vpt()
+            .arg("run")
+            .arg(config())
+            .args(common)
+            .arg("--out")
+            .arg(root.join("cut"))
+            .args(["--halt-after", "30"]),
+    );
     run_ok(vpt().arg("run").arg("--resume").arg(root.join("cut")));
-    let (full, cut) = (metrics_without_time(&root.join("full")), metrics_without_time(&root.join("cut")));
-    assert!(full.len() > 60, "train and eval records expected, got {}", full.len());
+    let (full, cut) = (
+        metrics_without_time(&root.join("full")),
+        metrics_without_time(&root.join("cut")),
+    );
+    assert!(
+        full.len() > 60,
+        "train and eval records expected, got {}",
+        full.len()
+    );
     assert_eq!(full, cut, "resumed run diverged from the uninterrupted one");
 }
 
@@ -56,7 +97,14 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
         let mut child = vpt()
             .arg("run")
             .arg(config())
-            .args(["--set", "run.steps=100000", "--set", "run.checkpoint_every=1", "--set", "run.keep_checkpoints=2"])
+            .args([
+                "--set",
+                "run.steps=100000",
+                "--set",
+                "run.checkpoint_every=1",
+                "--set",
+                "run.keep_checkpoints=2",
+            ])
             .arg("--out")
             .arg(&dir)
             .stdout(std::process::Stdio::null())
@@ -67,12 +115,21 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         match vpt_host::checkpoint::load_latest(&dir) {
-            Ok(c) => assert!(c.step >= 1 && c.tensors.len() > 0),
-            Err(e) => assert!(e.to_string().contains("no checkpoint found"), "unloadable checkpoint: {e}"),
+            Ok(c) => assert!(c.step >= 1 && !c.tensors.is_empty()),
+            Err(e) => assert!(
+                e.to_string().contains("no checkpoint found"),
+                "unloadable checkpoint: {e}"
+            ),
         }
         // And the run resumes from it.
         if vpt_host::checkpoint::load_latest(&dir).is_ok() {
-            run_ok(vpt().arg("run").arg("--resume").arg(&dir).args(["--set", "run.steps=1"]));
+            run_ok(
+                vpt()
+                    .arg("run")
+                    .arg("--resume")
+                    .arg(&dir)
+                    .args(["--set", "run.steps=1"]),
+            );
         }
     }
 }

@@ -43,9 +43,15 @@ impl DesignerFactory for TinySoftFactory {
     const DESCRIPTION: &'static str = "learned per-example soft targets for the tiny task";
     const PRODUCES: &'static str = KIND_TINY_SOFT_TARGETS;
     type Config = TinySoftConfig;
-    fn build(config: TinySoftConfig, task: &serde_json::Value, ctx: &BuildContext) -> Result<Box<dyn Designer>> {
+    fn build(
+        config: TinySoftConfig,
+        task: &serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<Box<dyn Designer>> {
         let dim = |k: &str| {
-            task.get(k).and_then(|v| v.as_i64()).ok_or_else(|| Error::config(k, "missing from the task's designer context"))
+            task.get(k)
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| Error::config(k, "missing from the task's designer context"))
         };
         if !(0.0..=1.0).contains(&config.alpha_max) {
             return Err(Error::config("alpha_max", "must lie in [0, 1]"));
@@ -53,12 +59,32 @@ impl DesignerFactory for TinySoftFactory {
         let (features, classes) = (dim("feature_dim")?, dim("classes")?);
         tch::manual_seed(ctx.seed as i64 ^ 0x5EED);
         let mut vs = nn::VarStore::new(ctx.device());
-        let fc1 = nn::linear(vs.root() / "fc1", features, config.hidden, Default::default());
-        let scores = nn::linear(vs.root() / "scores", config.hidden, classes, Default::default());
+        let fc1 = nn::linear(
+            vs.root() / "fc1",
+            features,
+            config.hidden,
+            Default::default(),
+        );
+        let scores = nn::linear(
+            vs.root() / "scores",
+            config.hidden,
+            classes,
+            Default::default(),
+        );
         let gate = nn::linear(vs.root() / "gate", config.hidden, 1, Default::default());
         vs.double();
-        tch::no_grad(|| gate.bs.as_ref().map(|b| b.shallow_clone().fill_(config.gate_init)));
-        Ok(Box::new(TinySoft { cfg: config, vs, fc1, scores, gate }))
+        tch::no_grad(|| {
+            gate.bs
+                .as_ref()
+                .map(|b| b.shallow_clone().fill_(config.gate_init))
+        });
+        Ok(Box::new(TinySoft {
+            cfg: config,
+            vs,
+            fc1,
+            scores,
+            gate,
+        }))
     }
 }
 
@@ -73,7 +99,9 @@ pub struct TinySoft {
 
 impl Designer for TinySoft {
     fn info(&self) -> DesignerInfo {
-        DesignerInfo { produces: KIND_TINY_SOFT_TARGETS.into() }
+        DesignerInfo {
+            produces: KIND_TINY_SOFT_TARGETS.into(),
+        }
     }
 
     fn parameters(&self) -> Result<TensorMap> {
@@ -87,16 +115,24 @@ impl Designer for TinySoft {
         let onehot = inputs.require("pretext_onehot")?;
         let h = self.fc1.forward(features).f_tanh().op("tiny_soft hidden")?;
         let r = self.scores.forward(&h).f_softmax(-1, Kind::Double)?;
-        let alpha = (self.gate.forward(&h).f_sigmoid()? * self.cfg.alpha_max).f_to_kind(Kind::Double)?; // (B,1)
+        let alpha =
+            (self.gate.forward(&h).f_sigmoid()? * self.cfg.alpha_max).f_to_kind(Kind::Double)?; // (B,1)
         let probs = onehot * (1.0 - &alpha) + &alpha * r;
         Ok(Construction {
             kind: KIND_TINY_SOFT_TARGETS.into(),
-            tensors: TensorMap::new().with("probs", probs).with("alpha", alpha.f_squeeze_dim(1)?),
+            tensors: TensorMap::new()
+                .with("probs", probs)
+                .with("alpha", alpha.f_squeeze_dim(1)?),
         })
     }
 
     /// R = mean α: pulls the targets back towards the pretext labels.
     fn regularizer(&mut self, construction: &Construction) -> Result<Option<Tensor>> {
-        Ok(Some(construction.tensors.require("alpha")?.f_mean(Kind::Double)?))
+        Ok(Some(
+            construction
+                .tensors
+                .require("alpha")?
+                .f_mean(Kind::Double)?,
+        ))
     }
 }

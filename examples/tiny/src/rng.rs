@@ -39,11 +39,17 @@ mod tests {
     fn streams_are_deterministic_and_distinct() {
         let a: Vec<u64> = (0..4).map(|_| SplitMix::new(1, 2).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(SplitMix::new(1, 2).next_u64(), SplitMix::new(1, 3).next_u64());
+        assert_ne!(
+            SplitMix::new(1, 2).next_u64(),
+            SplitMix::new(1, 3).next_u64()
+        );
         let mut r = SplitMix::new(7, 0);
         let xs: Vec<f64> = (0..20000).map(|_| r.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
     }
 }

@@ -98,7 +98,8 @@ pub struct TinyTaskFactory;
 
 impl TaskFactory for TinyTaskFactory {
     const NAME: &'static str = "tiny";
-    const DESCRIPTION: &'static str = "MLP on pretext labels corrupted in one region; clean feedback";
+    const DESCRIPTION: &'static str =
+        "MLP on pretext labels corrupted in one region; clean feedback";
     const CONSUMES: &'static [&'static str] = &[KIND_TINY_SOFT_TARGETS];
     const DATA_PARALLEL: bool = true;
     type Config = TinyConfig;
@@ -144,7 +145,12 @@ impl TinyTask {
         tch::manual_seed(ctx.seed as i64);
         let mut vs = nn::VarStore::new(device);
         let fc1 = nn::linear(vs.root() / "fc1", cfg.dim, cfg.hidden, Default::default());
-        let fc2 = nn::linear(vs.root() / "fc2", cfg.hidden, cfg.classes, Default::default());
+        let fc2 = nn::linear(
+            vs.root() / "fc2",
+            cfg.hidden,
+            cfg.classes,
+            Default::default(),
+        );
         vs.double();
         let teacher = gaussian(cfg.data_seed, TEACHER, &[cfg.dim, cfg.classes], device);
         let domains = cfg.domains as usize;
@@ -185,7 +191,7 @@ impl TinyTask {
             return loss;
         }
         self.loss_calls += 1;
-        if self.loss_calls % self.cfg.nan_every == 0 {
+        if self.loss_calls.is_multiple_of(self.cfg.nan_every) {
             loss * f64::NAN
         } else {
             loss
@@ -200,25 +206,38 @@ impl TinyTask {
     fn inputs(&self, seed: u64, stream: u64, n: i64, domain: u32) -> Result<Tensor> {
         let x = gaussian(seed, stream, &[n, self.cfg.dim], self.device);
         let shift = Tensor::zeros([self.cfg.dim], (Kind::Double, self.device));
-        let _ = shift.f_narrow(0, 1.min(self.cfg.dim - 1), 1)?.f_fill_(domain as f64)?;
+        let _ = shift
+            .f_narrow(0, 1.min(self.cfg.dim - 1), 1)?
+            .f_fill_(domain as f64)?;
         Ok(x + shift)
     }
 
     fn true_labels(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_matmul(&self.teacher)?.f_argmax(-1, false).op("teacher labels")
+        x.f_matmul(&self.teacher)?
+            .f_argmax(-1, false)
+            .op("teacher labels")
     }
 
     fn pretext_labels(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.true_labels(x)?;
         let corrupt = x.f_select(1, 0)?.f_gt(self.cfg.corrupt_threshold)?;
         let shifted = (&y + 1).f_remainder(self.cfg.classes)?;
-        y.f_where_self(&corrupt.f_logical_not()?, &shifted).op("pretext labels")
+        y.f_where_self(&corrupt.f_logical_not()?, &shifted)
+            .op("pretext labels")
     }
 
     /// The `i`-th feedback batch of set `set`: cycles through `feedback_size` fixed examples.
-    fn feedback_examples(&self, seed: u64, stream: u64, set: u32, start: i64, n: i64) -> Result<(Tensor, Tensor)> {
+    fn feedback_examples(
+        &self,
+        seed: u64,
+        stream: u64,
+        set: u32,
+        start: i64,
+        n: i64,
+    ) -> Result<(Tensor, Tensor)> {
         let pool = self.inputs(seed, stream + set as u64, self.cfg.feedback_size, set)?;
-        let idx = Tensor::arange_start(start, start + n, (Kind::Int64, self.device)).remainder(self.cfg.feedback_size);
+        let idx = Tensor::arange_start(start, start + n, (Kind::Int64, self.device))
+            .remainder(self.cfg.feedback_size);
         let x = pool.f_index_select(0, &idx)?;
         let y = self.true_labels(&x)?;
         Ok((x, y))
@@ -253,15 +272,23 @@ impl Task for TinyTask {
             v
         };
         let alignment = match self.cfg.alignment.as_str() {
-            "last" => params.into_iter().filter(|n| n.starts_with("fc2.")).collect(),
+            "last" => params
+                .into_iter()
+                .filter(|n| n.starts_with("fc2."))
+                .collect(),
             _ => params,
         };
         TaskInfo {
             consumes: vec![KIND_TINY_SOFT_TARGETS.into()],
             alignment,
-            domains: (0..self.cfg.domains).map(|d| format!("domain{d}")).collect(),
+            domains: (0..self.cfg.domains)
+                .map(|d| format!("domain{d}"))
+                .collect(),
             feedback_sets: (0..self.cfg.domains)
-                .map(|d| FeedbackSetInfo { name: format!("clean{d}"), domain: d })
+                .map(|d| FeedbackSetInfo {
+                    name: format!("clean{d}"),
+                    domain: d,
+                })
                 .collect(),
             designer_context: serde_json::json!({
                 "dim": self.cfg.dim,
@@ -283,21 +310,44 @@ impl Task for TinyTask {
         let tensors = match source {
             BatchSource::Unlabeled { domain } => {
                 let d = domain as usize;
-                let cursor = *self.unlabeled_cursor.get(d).ok_or_else(|| Error::msg(format!("no domain {domain}")))?;
+                let cursor = *self
+                    .unlabeled_cursor
+                    .get(d)
+                    .ok_or_else(|| Error::msg(format!("no domain {domain}")))?;
                 self.unlabeled_cursor[d] += 1;
                 let stream = UNLABELED + (d as u64) * (1 << 32) + cursor;
-                let x = self.shard(self.inputs(self.cfg.data_seed, stream, self.cfg.batch_size, domain)?)?;
+                let x = self.shard(self.inputs(
+                    self.cfg.data_seed,
+                    stream,
+                    self.cfg.batch_size,
+                    domain,
+                )?)?;
                 let y = self.pretext_labels(&x)?;
-                TensorMap::new().with("x", x).with("y_pretext", y).with("origin", origin(self.shard_len(self.cfg.batch_size), 0))
+                TensorMap::new()
+                    .with("x", x)
+                    .with("y_pretext", y)
+                    .with("origin", origin(self.shard_len(self.cfg.batch_size), 0))
             }
             BatchSource::Feedback { set } => {
                 let s = set as usize;
-                let cursor = *self.feedback_cursor.get(s).ok_or_else(|| Error::msg(format!("no feedback set {set}")))?;
+                let cursor = *self
+                    .feedback_cursor
+                    .get(s)
+                    .ok_or_else(|| Error::msg(format!("no feedback set {set}")))?;
                 self.feedback_cursor[s] += 1;
                 let n = self.cfg.feedback_batch_size;
-                let (x, y) = self.feedback_examples(self.cfg.feedback_seed, FEEDBACK, set, cursor as i64 * n, n)?;
+                let (x, y) = self.feedback_examples(
+                    self.cfg.feedback_seed,
+                    FEEDBACK,
+                    set,
+                    cursor as i64 * n,
+                    n,
+                )?;
                 let (x, y) = (self.shard(x)?, self.shard(y)?);
-                TensorMap::new().with("x", x).with("y", y).with("origin", origin(self.shard_len(n), 1))
+                TensorMap::new()
+                    .with("x", x)
+                    .with("y", y)
+                    .with("origin", origin(self.shard_len(n), 1))
             }
         };
         Ok(Batch { source, tensors })
@@ -308,23 +358,35 @@ impl Task for TinyTask {
         let y = batch.tensors.require("y_pretext")?;
         let onehot = y.f_one_hot(self.cfg.classes)?.f_to_kind(Kind::Double)?;
         let features = Tensor::f_cat(&[&x, &onehot], 1)?;
-        Ok(TensorMap::new().with("x", x).with("pretext_onehot", onehot).with("example_features", features))
+        Ok(TensorMap::new()
+            .with("x", x)
+            .with("pretext_onehot", onehot)
+            .with("example_features", features))
     }
 
     fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
         self.check_panic("pretrain_loss");
         let origin = batch.tensors.require("origin")?;
-        if !matches!(batch.source, BatchSource::Unlabeled { .. }) || origin.f_sum(Kind::Int64)?.int64_value(&[]) != 0 {
+        if !matches!(batch.source, BatchSource::Unlabeled { .. })
+            || origin.f_sum(Kind::Int64)?.int64_value(&[]) != 0
+        {
             self.feedback_in_pretrain += 1;
             return Err(Error::msg("a feedback example reached pretrain_loss"));
         }
         let x = batch.tensors.require("x")?;
         let q = if construction.is_baseline() {
-            batch.tensors.require("y_pretext")?.f_one_hot(self.cfg.classes)?.f_to_kind(Kind::Double)?
+            batch
+                .tensors
+                .require("y_pretext")?
+                .f_one_hot(self.cfg.classes)?
+                .f_to_kind(Kind::Double)?
         } else if construction.kind == KIND_TINY_SOFT_TARGETS {
             construction.tensors.require("probs")?.shallow_clone()
         } else {
-            return Err(Error::msg(format!("tiny cannot consume construction kind `{}`", construction.kind)));
+            return Err(Error::msg(format!(
+                "tiny cannot consume construction kind `{}`",
+                construction.kind
+            )));
         };
         let loss = self.soft_target_ce(x, &q)?;
         Ok(self.maybe_nan("pretrain", loss))
@@ -353,14 +415,26 @@ impl Task for TinyTask {
                 let y = self.true_labels(&x)?;
                 let logits = self.logits(&x);
                 fb += mean_ce(&logits, &y)?.double_value(&[]);
-                let hit = logits.f_argmax(-1, false)?.f_eq_tensor(&y)?.f_to_kind(Kind::Double)?;
+                let hit = logits
+                    .f_argmax(-1, false)?
+                    .f_eq_tensor(&y)?
+                    .f_to_kind(Kind::Double)?;
                 acc += hit.f_mean(Kind::Double)?.double_value(&[]);
-                let region = x.f_select(1, 0)?.f_gt(self.cfg.corrupt_threshold)?.f_to_kind(Kind::Double)?;
+                let region = x
+                    .f_select(1, 0)?
+                    .f_gt(self.cfg.corrupt_threshold)?
+                    .f_to_kind(Kind::Double)?;
                 acc_corrupt += (&hit * &region).f_sum(Kind::Double)?.double_value(&[])
                     / region.f_sum(Kind::Double)?.double_value(&[]).max(1.0);
                 let xg = self.inputs(self.cfg.data_seed, EVAL_GENERAL + d as u64, n, d)?;
-                let q = self.pretext_labels(&xg)?.f_one_hot(self.cfg.classes)?.f_to_kind(Kind::Double)?;
-                general += self.soft_target_ce(&xg, &q)?.f_mean(Kind::Double)?.double_value(&[]);
+                let q = self
+                    .pretext_labels(&xg)?
+                    .f_one_hot(self.cfg.classes)?
+                    .f_to_kind(Kind::Double)?;
+                general += self
+                    .soft_target_ce(&xg, &q)?
+                    .f_mean(Kind::Double)?
+                    .double_value(&[]);
             }
             let k = self.cfg.domains as f64;
             m.insert("feedback_loss".into(), fb / k);

@@ -653,7 +653,11 @@ mod tests {
 
     #[test]
     fn topk_soft_rows_are_distributions_within_the_gate() {
-        let tc = LmDesignContext { d_model: 16, k: 8 };
+        let tc = LmDesignContext {
+            d_model: 16,
+            k: 8,
+            feature_dim: 17,
+        };
         let cfg = TopKSoftConfig {
             layers: 2,
             width: 32,

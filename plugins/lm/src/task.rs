@@ -943,9 +943,13 @@ impl Task for CausalLm {
             // Per-example summary for modality-agnostic designers: masked mean of the hidden
             // states (B,d) ⊕ mean NLL of the true tokens (B,1).
             let m = mask.f_to_kind(hidden.kind())?; // (B,T)
-            let count = m.f_sum_dim_intlist(1, true, hidden.kind())?.f_clamp_min(1.0)?; // (B,1)
-            let pooled = (&hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
-            let nll = (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())? / &count;
+            let count = m
+                .f_sum_dim_intlist(1, true, hidden.kind())?
+                .f_clamp_min(1.0)?; // (B,1)
+            let pooled =
+                (&hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
+            let nll = (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())?
+                / &count;
             let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
             Ok(TensorMap::new()
                 .with("example_features", example_features)

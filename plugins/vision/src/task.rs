@@ -515,12 +515,14 @@ impl Task for DinoDenseTask {
 
     fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
         let global = batch.tensors.require(INPUT_GLOBAL)?.detach(); // (B,V,C,H,W)
-        // Per-example summary for modality-agnostic designers: mean and std of every view.
+                                                                    // Per-example summary for modality-agnostic designers: mean and std of every view.
         let flat = global.f_flatten(2, -1)?; // (B,V,C·H·W)
         let mean = flat.f_mean_dim(-1, false, Kind::Float)?; // (B,V)
         let std = flat.f_std_dim(-1, true, false)?; // (B,V)
         let example_features = Tensor::f_cat(&[mean, std], 1)?; // (B,2V)
-        Ok(TensorMap::new().with(INPUT_GLOBAL, global).with("example_features", example_features))
+        Ok(TensorMap::new()
+            .with(INPUT_GLOBAL, global)
+            .with("example_features", example_features))
     }
 
     fn pretrain_loss(&mut self, batch: &Batch, c: &Construction) -> Result<Tensor> {

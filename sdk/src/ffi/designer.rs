@@ -30,14 +30,24 @@ pub trait DesignerFfi: Send {
     /// [`Designer::parameters`].
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Designer::construct`].
-    fn construct<'a>(&mut self, inputs: RSlice<'a, NamedTensorRef<'a>>) -> RResult<ConstructionHandle, PluginError>;
+    fn construct<'a>(
+        &mut self,
+        inputs: RSlice<'a, NamedTensorRef<'a>>,
+    ) -> RResult<ConstructionHandle, PluginError>;
     /// [`Designer::regularizer`].
-    fn regularizer<'a>(&mut self, construction: ConstructionFfi<'a>) -> RResult<ROption<TensorHandle>, PluginError>;
+    fn regularizer<'a>(
+        &mut self,
+        construction: ConstructionFfi<'a>,
+    ) -> RResult<ROption<TensorHandle>, PluginError>;
     /// [`Designer::state`].
     fn state(&self) -> RResult<StateFfi, PluginError>;
     /// [`Designer::load_state`].
     #[sabi(last_prefix_field)]
-    fn load_state<'a>(&mut self, json: RStr<'a>, tensors: RSlice<'a, NamedTensorRef<'a>>) -> RResult<(), PluginError>;
+    fn load_state<'a>(
+        &mut self,
+        json: RStr<'a>,
+        tensors: RSlice<'a, NamedTensorRef<'a>>,
+    ) -> RResult<(), PluginError>;
 }
 
 /// An owned, type-erased designer from a plugin.
@@ -52,7 +62,10 @@ pub struct DesignerExport {
 impl DesignerExport {
     /// Wraps `inner`, naming `plugin` in its errors.
     pub fn new(plugin: &str, inner: Box<dyn Designer>) -> Self {
-        DesignerExport { plugin: plugin.to_string(), inner }
+        DesignerExport {
+            plugin: plugin.to_string(),
+            inner,
+        }
     }
     /// Erases it into a [`DesignerBox`].
     pub fn into_box(self) -> DesignerBox {
@@ -65,15 +78,26 @@ impl DesignerFfi for DesignerExport {
         guard(&self.plugin, "info", || to_json(&self.inner.info()))
     }
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError> {
-        guard(&self.plugin, "parameters", || Ok(hand_over(self.inner.parameters()?)))
-    }
-    fn construct(&mut self, inputs: RSlice<'_, NamedTensorRef<'_>>) -> RResult<ConstructionHandle, PluginError> {
-        guard(&self.plugin, "construct", || {
-            let c = self.inner.construct(&borrow_map(inputs.as_slice()))?;
-            Ok(ConstructionHandle { kind: c.kind.into(), tensors: hand_over(c.tensors) })
+        guard(&self.plugin, "parameters", || {
+            Ok(hand_over(self.inner.parameters()?))
         })
     }
-    fn regularizer(&mut self, construction: ConstructionFfi<'_>) -> RResult<ROption<TensorHandle>, PluginError> {
+    fn construct(
+        &mut self,
+        inputs: RSlice<'_, NamedTensorRef<'_>>,
+    ) -> RResult<ConstructionHandle, PluginError> {
+        guard(&self.plugin, "construct", || {
+            let c = self.inner.construct(&borrow_map(inputs.as_slice()))?;
+            Ok(ConstructionHandle {
+                kind: c.kind.into(),
+                tensors: hand_over(c.tensors),
+            })
+        })
+    }
+    fn regularizer(
+        &mut self,
+        construction: ConstructionFfi<'_>,
+    ) -> RResult<ROption<TensorHandle>, PluginError> {
         guard(&self.plugin, "regularizer", || {
             let c = crate::Construction {
                 kind: construction.kind.to_string(),
@@ -85,13 +109,23 @@ impl DesignerFfi for DesignerExport {
     fn state(&self) -> RResult<StateFfi, PluginError> {
         guard(&self.plugin, "state", || {
             let s = self.inner.state()?;
-            Ok(StateFfi { json: to_json(&s.json)?, tensors: hand_over(s.tensors) })
+            Ok(StateFfi {
+                json: to_json(&s.json)?,
+                tensors: hand_over(s.tensors),
+            })
         })
     }
-    fn load_state(&mut self, json: RStr<'_>, tensors: RSlice<'_, NamedTensorRef<'_>>) -> RResult<(), PluginError> {
+    fn load_state(
+        &mut self,
+        json: RStr<'_>,
+        tensors: RSlice<'_, NamedTensorRef<'_>>,
+    ) -> RResult<(), PluginError> {
         guard(&self.plugin, "load_state", || {
             let json = super::from_json(json.as_str(), "designer state")?;
-            self.inner.load_state(State { json, tensors: borrow_map(tensors.as_slice()) })
+            self.inner.load_state(State {
+                json,
+                tensors: borrow_map(tensors.as_slice()),
+            })
         })
     }
 }

@@ -3,8 +3,8 @@
 
 pub mod designer;
 pub mod module;
-pub mod tensor;
 pub mod task;
+pub mod tensor;
 
 use crate::{BatchSource, Error, PluginError, Result, TensorMap};
 use abi_stable::std_types::{RResult, RStr, RVec};
@@ -23,8 +23,14 @@ pub struct BatchSourceFfi {
 impl From<BatchSource> for BatchSourceFfi {
     fn from(s: BatchSource) -> Self {
         match s {
-            BatchSource::Unlabeled { domain } => BatchSourceFfi { feedback: false, index: domain },
-            BatchSource::Feedback { set } => BatchSourceFfi { feedback: true, index: set },
+            BatchSource::Unlabeled { domain } => BatchSourceFfi {
+                feedback: false,
+                index: domain,
+            },
+            BatchSource::Feedback { set } => BatchSourceFfi {
+                feedback: true,
+                index: set,
+            },
         }
     }
 }
@@ -41,24 +47,37 @@ impl From<BatchSourceFfi> for BatchSource {
 
 /// Lends every tensor of `map` (the refs live as long as the returned vector borrows `map`).
 pub fn lend(map: &TensorMap) -> RVec<NamedTensorRef<'_>> {
-    map.iter().map(|(n, t)| NamedTensorRef { name: RStr::from_str(n), tensor: TensorRef::new(t) }).collect()
+    map.iter()
+        .map(|(n, t)| NamedTensorRef {
+            name: RStr::from_str(n),
+            tensor: TensorRef::new(t),
+        })
+        .collect()
 }
 
 /// Takes new references to lent tensors.
 pub fn borrow_map(refs: &[NamedTensorRef<'_>]) -> TensorMap {
-    refs.iter().map(|r| (r.name.to_string(), r.tensor.to_tensor())).collect()
+    refs.iter()
+        .map(|r| (r.name.to_string(), r.tensor.to_tensor()))
+        .collect()
 }
 
 /// Gives up ownership of every tensor of `map`.
 pub fn hand_over(map: TensorMap) -> RVec<NamedTensorHandle> {
     map.into_iter()
-        .map(|(n, t)| NamedTensorHandle { name: n.into(), tensor: tensor::TensorHandle::new(t) })
+        .map(|(n, t)| NamedTensorHandle {
+            name: n.into(),
+            tensor: tensor::TensorHandle::new(t),
+        })
         .collect()
 }
 
 /// Takes ownership of handed-over tensors.
 pub fn take_over(handles: RVec<NamedTensorHandle>) -> TensorMap {
-    handles.into_iter().map(|h| (h.name.into_string(), h.tensor.into_tensor())).collect()
+    handles
+        .into_iter()
+        .map(|h| (h.name.into_string(), h.tensor.into_tensor()))
+        .collect()
 }
 
 /// Runs a plugin entry point: catches panics and flattens errors into a [`PluginError`].
@@ -89,7 +108,9 @@ pub fn unwrap_ffi<T>(r: RResult<T, PluginError>) -> Result<T> {
 
 /// Serialises to JSON, mapping failures to an SDK error.
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<abi_stable::std_types::RString> {
-    serde_json::to_string(v).map(Into::into).map_err(|e| Error::msg(format!("serialising: {e}")))
+    serde_json::to_string(v)
+        .map(Into::into)
+        .map_err(|e| Error::msg(format!("serialising: {e}")))
 }
 
 /// Parses JSON produced by the other side.

@@ -30,7 +30,11 @@ pub struct PluginMod {
     /// The plugin's [`Manifest`](crate::Manifest) as JSON.
     pub manifest: extern "C" fn() -> RResult<RString, PluginError>,
     /// Builds task `name` from a JSON config and a JSON [`BuildContext`](crate::BuildContext).
-    pub new_task: extern "C" fn(name: RStr<'_>, config: RStr<'_>, ctx: RStr<'_>) -> RResult<TaskBox, PluginError>,
+    pub new_task: extern "C" fn(
+        name: RStr<'_>,
+        config: RStr<'_>,
+        ctx: RStr<'_>,
+    ) -> RResult<TaskBox, PluginError>,
     /// Builds designer `name` from a JSON config, the task's JSON designer context and a JSON
     /// [`BuildContext`](crate::BuildContext).
     #[sabi(last_prefix_field)]

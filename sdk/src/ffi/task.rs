@@ -50,9 +50,15 @@ pub trait TaskFfi: Send {
     /// [`Task::parameters`].
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Task::next_batch`].
-    fn next_batch(&mut self, source: BatchSourceFfi) -> RResult<RVec<NamedTensorHandle>, PluginError>;
+    fn next_batch(
+        &mut self,
+        source: BatchSourceFfi,
+    ) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Task::design_inputs`].
-    fn design_inputs<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<RVec<NamedTensorHandle>, PluginError>;
+    fn design_inputs<'a>(
+        &mut self,
+        batch: BatchFfi<'a>,
+    ) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Task::pretrain_loss`].
     fn pretrain_loss<'a>(
         &mut self,
@@ -90,7 +96,10 @@ pub struct TaskExport {
 impl TaskExport {
     /// Wraps `inner`, naming `plugin` in its errors.
     pub fn new(plugin: &str, inner: Box<dyn Task>) -> Self {
-        TaskExport { plugin: plugin.to_string(), inner }
+        TaskExport {
+            plugin: plugin.to_string(),
+            inner,
+        }
     }
     /// Erases it into a [`TaskBox`].
     pub fn into_box(self) -> TaskBox {
@@ -99,7 +108,10 @@ impl TaskExport {
 }
 
 fn batch_of(b: &BatchFfi<'_>) -> Batch {
-    Batch { source: b.source.into(), tensors: borrow_map(b.tensors.as_slice()) }
+    Batch {
+        source: b.source.into(),
+        tensors: borrow_map(b.tensors.as_slice()),
+    }
 }
 
 impl TaskFfi for TaskExport {
@@ -107,13 +119,25 @@ impl TaskFfi for TaskExport {
         guard(&self.plugin, "info", || to_json(&self.inner.info()))
     }
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError> {
-        guard(&self.plugin, "parameters", || Ok(hand_over(self.inner.parameters()?)))
+        guard(&self.plugin, "parameters", || {
+            Ok(hand_over(self.inner.parameters()?))
+        })
     }
-    fn next_batch(&mut self, source: BatchSourceFfi) -> RResult<RVec<NamedTensorHandle>, PluginError> {
-        guard(&self.plugin, "next_batch", || Ok(hand_over(self.inner.next_batch(source.into())?.tensors)))
+    fn next_batch(
+        &mut self,
+        source: BatchSourceFfi,
+    ) -> RResult<RVec<NamedTensorHandle>, PluginError> {
+        guard(&self.plugin, "next_batch", || {
+            Ok(hand_over(self.inner.next_batch(source.into())?.tensors))
+        })
     }
-    fn design_inputs(&mut self, batch: BatchFfi<'_>) -> RResult<RVec<NamedTensorHandle>, PluginError> {
-        guard(&self.plugin, "design_inputs", || Ok(hand_over(self.inner.design_inputs(&batch_of(&batch))?)))
+    fn design_inputs(
+        &mut self,
+        batch: BatchFfi<'_>,
+    ) -> RResult<RVec<NamedTensorHandle>, PluginError> {
+        guard(&self.plugin, "design_inputs", || {
+            Ok(hand_over(self.inner.design_inputs(&batch_of(&batch))?))
+        })
     }
     fn pretrain_loss(
         &mut self,
@@ -125,27 +149,38 @@ impl TaskFfi for TaskExport {
                 kind: construction.kind.to_string(),
                 tensors: borrow_map(construction.tensors.as_slice()),
             };
-            Ok(TensorHandle::new(self.inner.pretrain_loss(&batch_of(&batch), &c)?))
+            Ok(TensorHandle::new(
+                self.inner.pretrain_loss(&batch_of(&batch), &c)?,
+            ))
         })
     }
     fn feedback_loss(&mut self, batch: BatchFfi<'_>) -> RResult<TensorHandle, PluginError> {
         guard(&self.plugin, "feedback_loss", || {
-            Ok(TensorHandle::new(self.inner.feedback_loss(&batch_of(&batch))?))
+            Ok(TensorHandle::new(
+                self.inner.feedback_loss(&batch_of(&batch))?,
+            ))
         })
     }
     fn prepare_feedback(&mut self) -> RResult<(), PluginError> {
-        guard(&self.plugin, "prepare_feedback", || self.inner.prepare_feedback())
+        guard(&self.plugin, "prepare_feedback", || {
+            self.inner.prepare_feedback()
+        })
     }
     fn after_step(&mut self, step: u64) -> RResult<(), PluginError> {
         guard(&self.plugin, "after_step", || self.inner.after_step(step))
     }
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError> {
-        guard(&self.plugin, "evaluate", || to_json(&self.inner.evaluate(limit.into_option())?))
+        guard(&self.plugin, "evaluate", || {
+            to_json(&self.inner.evaluate(limit.into_option())?)
+        })
     }
     fn state(&self) -> RResult<StateFfi, PluginError> {
         guard(&self.plugin, "state", || {
             let s = self.inner.state()?;
-            Ok(StateFfi { json: to_json(&s.json)?, tensors: hand_over(s.tensors) })
+            Ok(StateFfi {
+                json: to_json(&s.json)?,
+                tensors: hand_over(s.tensors),
+            })
         })
     }
     fn load_state(
@@ -155,7 +190,10 @@ impl TaskFfi for TaskExport {
     ) -> RResult<(), PluginError> {
         guard(&self.plugin, "load_state", || {
             let json = super::from_json(json.as_str(), "task state")?;
-            self.inner.load_state(State { json, tensors: borrow_map(tensors.as_slice()) })
+            self.inner.load_state(State {
+                json,
+                tensors: borrow_map(tensors.as_slice()),
+            })
         })
     }
 }

@@ -25,7 +25,10 @@ impl<'a> TensorRef<'a> {
     /// Lends `t` for as long as the borrow lives.
     pub fn new(t: &'a Tensor) -> Self {
         let ptr = NonNull::new(t.as_ptr() as *mut c_void).expect("tch tensors are never null");
-        TensorRef { ptr, _lent: PhantomData }
+        TensorRef {
+            ptr,
+            _lent: PhantomData,
+        }
     }
 
     /// Takes a new reference to the lent tensor (shares storage and autograd graph).
@@ -115,7 +118,10 @@ mod tests {
     #[test]
     fn dropped_handle_frees_without_crashing() {
         for _ in 0..1000 {
-            drop(TensorHandle::new(Tensor::ones([64], (tch::Kind::Float, tch::Device::Cpu))));
+            drop(TensorHandle::new(Tensor::ones(
+                [64],
+                (tch::Kind::Float, tch::Device::Cpu),
+            )));
         }
     }
 }

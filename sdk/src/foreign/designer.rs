@@ -31,16 +31,27 @@ impl Designer for ForeignDesigner {
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let refs = lend(inputs);
         let c = unwrap_ffi(self.inner.construct(refs.as_rslice()))?;
-        Ok(Construction { kind: c.kind.into_string(), tensors: take_over(c.tensors) })
+        Ok(Construction {
+            kind: c.kind.into_string(),
+            tensors: take_over(c.tensors),
+        })
     }
     fn regularizer(&mut self, construction: &Construction) -> Result<Option<Tensor>> {
         let refs = lend(&construction.tensors);
-        let c = ConstructionFfi { kind: RStr::from_str(&construction.kind), tensors: refs.as_rslice() };
-        Ok(unwrap_ffi(self.inner.regularizer(c))?.into_option().map(|h| h.into_tensor()))
+        let c = ConstructionFfi {
+            kind: RStr::from_str(&construction.kind),
+            tensors: refs.as_rslice(),
+        };
+        Ok(unwrap_ffi(self.inner.regularizer(c))?
+            .into_option()
+            .map(|h| h.into_tensor()))
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;
-        Ok(State { json: from_json(s.json.as_str(), "designer state")?, tensors: take_over(s.tensors) })
+        Ok(State {
+            json: from_json(s.json.as_str(), "designer state")?,
+            tensors: take_over(s.tensors),
+        })
     }
     fn load_state(&mut self, state: State) -> Result<()> {
         let json = crate::ffi::to_json(&state.json)?;

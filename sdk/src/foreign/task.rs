@@ -23,7 +23,10 @@ impl ForeignTask {
 
 fn with_batch<T>(batch: &Batch, f: impl FnOnce(BatchFfi<'_>) -> T) -> T {
     let refs = lend(&batch.tensors);
-    f(BatchFfi { source: BatchSourceFfi::from(batch.source), tensors: refs.as_rslice() })
+    f(BatchFfi {
+        source: BatchSourceFfi::from(batch.source),
+        tensors: refs.as_rslice(),
+    })
 }
 
 impl Task for ForeignTask {
@@ -43,7 +46,10 @@ impl Task for ForeignTask {
     }
     fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
         let crefs = lend(&construction.tensors);
-        let c = ConstructionFfi { kind: RStr::from_str(&construction.kind), tensors: crefs.as_rslice() };
+        let c = ConstructionFfi {
+            kind: RStr::from_str(&construction.kind),
+            tensors: crefs.as_rslice(),
+        };
         let out = with_batch(batch, |b| self.inner.pretrain_loss(b, c));
         Ok(unwrap_ffi(out)?.into_tensor())
     }
@@ -63,7 +69,10 @@ impl Task for ForeignTask {
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;
-        Ok(State { json: from_json(s.json.as_str(), "task state")?, tensors: take_over(s.tensors) })
+        Ok(State {
+            json: from_json(s.json.as_str(), "task state")?,
+            tensors: take_over(s.tensors),
+        })
     }
     fn load_state(&mut self, state: State) -> Result<()> {
         let json = crate::ffi::to_json(&state.json)?;
