@@ -111,10 +111,18 @@ pub fn compare(
     Ok(rep)
 }
 
-/// True when `dir` holds a run of exactly `cfg` (its resolved `config.json`).
+/// True when `dir` holds a run of exactly `cfg` (its resolved `config.json`; the `arms` table
+/// only defines other runs, so it does not count).
 fn same_config(dir: &Path, cfg: &RunConfig) -> bool {
+    let identity = |mut v: serde_json::Value| {
+        v.as_object_mut().map(|o| o.remove("arms"));
+        v
+    };
     let saved = std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    saved.is_some() && saved == serde_json::to_value(cfg).ok()
+    match (saved, serde_json::to_value(cfg)) {
+        (Some(saved), Ok(now)) => identity(saved) == identity(now),
+        _ => false,
+    }
 }

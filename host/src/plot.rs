@@ -237,7 +237,10 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
         .flatten()
         .collect();
     let mut written = Vec::new();
-    for metric in metric_order(&names) {
+    let shown = metric_order(&names)
+        .into_iter()
+        .filter(|m| !crate::report::HOST_COUNTERS.contains(&m.as_str()));
+    for metric in shown {
         for axis in [Axis::Step, Axis::Seconds] {
             let lines: Vec<Line> = report
                 .arms

@@ -318,3 +318,45 @@ fn v_beats_the_baseline_in_every_seed_and_random_feedback_does_not() {
         .to_string_lossy()
         .ends_with(".svg")));
 }
+
+#[test]
+fn multi_task_and_domain_matched_feedback_use_every_set() {
+    // Two domains with their own feedback sets; ω weights one set more than the other.
+    let weighted = [
+        "task.config.domains=2",
+        "meta.feedback=[{set=\"clean0\", weight=1.0}, {set=\"clean1\", weight=0.5}]",
+    ];
+    for matched in ["false", "true"] {
+        let dm = format!("meta.domain_matched={matched}");
+        let mut s = session(&[weighted[0], weighted[1], &dm]);
+        for _ in 0..8 {
+            s.train_step().unwrap();
+        }
+        let state = s.task_mut().state().unwrap();
+        assert_eq!(
+            state.json["feedback_cursor"],
+            serde_json::json!([8, 8]),
+            "both feedback sets are drawn each meta step"
+        );
+        assert_eq!(
+            state.json["unlabeled_cursor"],
+            serde_json::json!([8, 8]),
+            "one batch per domain per step"
+        );
+        assert_eq!(s.counters.meta_steps, 8);
+        assert_eq!(s.counters.meta_skipped, 0);
+    }
+    // A feedback set the task does not have is refused, naming the field.
+    let mut plugins = Plugins::discover(&SearchPath::only(&[tiny_plugin()]));
+    let err = Session::build(
+        tiny_config(&["meta.feedback=[{set=\"gsm8k\"}]"]),
+        &mut plugins,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("meta.feedback[0].set") && err.contains("clean0"),
+        "{err}"
+    );
+}
