@@ -57,3 +57,27 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/self/status")
 }
+
+/// `target/<profile>/vpt` with the tiny plugin on its search path and no data-parallel
+/// variables inherited.
+pub fn vpt_command() -> std::process::Command {
+    let bin = artifact_dirs()
+        .into_iter()
+        .map(|d| d.join("vpt"))
+        .find(|p| p.is_file())
+        .expect("target/release/vpt: run `cargo build --release --workspace` first");
+    let mut c = std::process::Command::new(bin);
+    c.arg("--plugin")
+        .arg(tiny_plugin())
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE");
+    c
+}
+
+/// `examples/tiny.toml`.
+pub fn tiny_config_path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/tiny.toml"
+    ))
+}

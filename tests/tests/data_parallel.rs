@@ -3,32 +3,11 @@
 //! on the combined batch (baseline and V), and a rank that dies stops the other with an error.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Child, Stdio},
     time::{Duration, Instant},
 };
-use vpt_integration::{artifact_dirs, scratch_dir, tiny_plugin};
-
-fn vpt() -> Command {
-    let bin = artifact_dirs()
-        .into_iter()
-        .map(|d| d.join("vpt"))
-        .find(|p| p.is_file())
-        .expect("target/release/vpt: run `cargo build --release --workspace` first");
-    let mut c = Command::new(bin);
-    c.arg("--plugin")
-        .arg(tiny_plugin())
-        .env_remove("RANK")
-        .env_remove("WORLD_SIZE");
-    c
-}
-
-fn config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/tiny.toml"
-    ))
-}
+use vpt_integration::{scratch_dir, tiny_config_path, vpt_command};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -39,9 +18,9 @@ fn free_port() -> u16 {
 }
 
 fn spawn_rank(rank: usize, port: u16, out: &Path, args: &[&str]) -> Child {
-    vpt()
+    vpt_command()
         .arg("run")
-        .arg(config())
+        .arg(tiny_config_path())
         .args(args)
         .arg("--out")
         .arg(out)
@@ -83,9 +62,9 @@ fn equivalence(tag: &str, extra: &[&str]) {
         "run.checkpoint_every=0",
     ];
     args.extend_from_slice(extra);
-    let out = vpt()
+    let out = vpt_command()
         .arg("run")
-        .arg(config())
+        .arg(tiny_config_path())
         .args(&args)
         .arg("--out")
         .arg(root.join("single"))

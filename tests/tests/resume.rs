@@ -2,26 +2,8 @@
 //! interrupted-and-resumed run reproduces the uninterrupted run's metrics exactly (CPU), and a
 //! run killed with SIGKILL mid-checkpoint leaves a loadable checkpoint behind.
 
-use std::{path::PathBuf, process::Command, time::Duration};
-use vpt_integration::{artifact_dirs, scratch_dir, tiny_plugin};
-
-fn vpt() -> Command {
-    let bin = artifact_dirs()
-        .into_iter()
-        .map(|d| d.join("vpt"))
-        .find(|p| p.is_file())
-        .expect("target/release/vpt: run `cargo build --release --workspace` first");
-    let mut c = Command::new(bin);
-    c.arg("--plugin").arg(tiny_plugin());
-    c
-}
-
-fn config() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/tiny.toml"
-    ))
-}
+use std::{process::Command, time::Duration};
+use vpt_integration::{scratch_dir, tiny_config_path, vpt_command};
 
 /// Every metrics record without its timing fields, as text lines.
 fn metrics_without_time(dir: &std::path::Path) -> Vec<String> {
@@ -58,24 +40,29 @@ fn interrupted_and_resumed_run_reproduces_the_uninterrupted_metrics() {
         "run.eval_every=10",
     ];
     run_ok(
-        vpt()
+        vpt_command()
             .arg("run")
-            .arg(config())
+            .arg(tiny_config_path())
             .args(common)
             .arg("--out")
             .arg(root.join("full")),
     );
     // Interrupted after step 30: the last checkpoint is at 20; the resumed run redoes 21..30.
     run_ok(
-        vpt()
+        vpt_command()
             .arg("run")
-            .arg(config())
+            .arg(tiny_config_path())
             .args(common)
             .arg("--out")
             .arg(root.join("cut"))
             .args(["--halt-after", "30"]),
     );
-    run_ok(vpt().arg("run").arg("--resume").arg(root.join("cut")));
+    run_ok(
+        vpt_command()
+            .arg("run")
+            .arg("--resume")
+            .arg(root.join("cut")),
+    );
     let (full, cut) = (
         metrics_without_time(&root.join("full")),
         metrics_without_time(&root.join("cut")),
@@ -94,9 +81,9 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
     for (i, delay_ms) in [350u64, 500, 650, 800].into_iter().enumerate() {
         let dir = root.join(format!("run{i}"));
         // A checkpoint after every step: the kill very likely lands inside a write.
-        let mut child = vpt()
+        let mut child = vpt_command()
             .arg("run")
-            .arg(config())
+            .arg(tiny_config_path())
             .args([
                 "--set",
                 "run.steps=100000",
@@ -124,7 +111,7 @@ fn sigkill_during_checkpointing_leaves_a_loadable_checkpoint() {
         // And the run resumes from it.
         if vpt_host::checkpoint::load_latest(&dir).is_ok() {
             run_ok(
-                vpt()
+                vpt_command()
                     .arg("run")
                     .arg("--resume")
                     .arg(&dir)

@@ -1309,7 +1309,7 @@ mod smollm2 {
         );
         assert!(answer.contains("Paris"), "answer: {answer:?}");
 
-        let (q, a) = match std::fs::read_to_string("/work/shared/data/gsm8k/train.jsonl") {
+        let (q, a) = match std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/gsm8k/train.jsonl")) {
             Ok(s) => {
                 let v: serde_json::Value = serde_json::from_str(s.lines().next().unwrap()).unwrap();
                 (v["question"].as_str().unwrap().to_string(), v["answer"].as_str().unwrap().to_string())
@@ -1326,30 +1326,30 @@ mod smollm2 {
         assert!(chat < plain, "the question should help: {chat} vs {plain}");
     }
 
-    /// Prints forward throughput at B=4, T=128 (fused vs math attention); no timed assert.
+    /// On the real model, the fused and math attention kernels agree (the meta step relies on
+    /// the math one) and generation returns what was asked; prints throughput, times nothing.
     #[test]
-    fn smollm2_forward_throughput() {
+    fn smollm2_kernels_agree_and_generate() {
         let Some((_cfg, _vs, m, _tok)) = model() else {
             return;
         };
         let x = Tensor::randint(49152, [4, 128], (Kind::Int64, Device::Cpu));
+        let mut hidden = Vec::new();
         for attn in [Attention::Fused, Attention::Math] {
-            let _ = tch::no_grad(|| m.forward_hidden(&x, attn).unwrap());
             let t0 = Instant::now();
-            let reps = 1;
-            for _ in 0..reps {
-                let _ = tch::no_grad(|| m.forward_hidden(&x, attn).unwrap());
-            }
-            let s = t0.elapsed().as_secs_f64() / reps as f64;
+            hidden.push(tch::no_grad(|| m.forward_hidden(&x, attn).unwrap()));
             eprintln!(
                 "forward_hidden {attn:?} B=4 T=128, no grad, {} threads: {:.0} tokens/s",
                 tch::get_num_threads(),
-                512.0 / s
+                512.0 / t0.elapsed().as_secs_f64()
             );
         }
+        let diff = (&hidden[0] - &hidden[1]).abs().max().double_value(&[]);
+        assert!(diff < 1e-3, "fused vs math attention differ by {diff}");
         let prompt: Vec<i64> = (0..32).map(|i| 100 + i).collect();
         let t0 = Instant::now();
         let out = m.generate(&prompt, 16, Sampling::Greedy, &[]).unwrap();
+        assert_eq!(out.len(), 16);
         eprintln!(
             "generate: 32-token prompt + {} new tokens in {:.2}s",
             out.len(),

@@ -248,44 +248,37 @@ impl DinoDenseTask {
         self.pending_teacher = Some(t);
     }
 
-    /// Patch features (N,d,h,w) of images, in chunks, without graph.
-    fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
+    /// Applies `f` to `images` in chunks of `CHUNK`, without graph, and concatenates.
+    fn frozen_chunks(
+        &self,
+        images: &Tensor,
+        what: &str,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         tch::no_grad(|| {
             let n = images.size()[0];
             let mut out = Vec::new();
             let mut i = 0;
             while i < n {
                 let k = CHUNK.min(n - i);
-                out.push(
-                    self.student
-                        .net
-                        .backbone
-                        .patch_map(&images.f_narrow(0, i, k)?)?,
-                );
+                out.push(f(&images.f_narrow(0, i, k)?)?);
                 i += k;
             }
-            Tensor::f_cat(&out, 0).op("patch maps")
+            Tensor::f_cat(&out, 0).op(what)
+        })
+    }
+
+    /// Patch features (N,d,h,w) of images, in chunks, without graph.
+    fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
+        self.frozen_chunks(images, "patch maps", |x| {
+            self.student.net.backbone.patch_map(x)
         })
     }
 
     /// CLS features (N,d) of images, in chunks, without graph.
     fn frozen_cls(&self, images: &Tensor) -> Result<Tensor> {
-        tch::no_grad(|| {
-            let n = images.size()[0];
-            let mut out = Vec::new();
-            let mut i = 0;
-            while i < n {
-                let k = CHUNK.min(n - i);
-                out.push(
-                    self.student
-                        .net
-                        .backbone
-                        .forward(&images.f_narrow(0, i, k)?)?
-                        .f_select(1, 0)?,
-                );
-                i += k;
-            }
-            Tensor::f_cat(&out, 0).op("cls features")
+        self.frozen_chunks(images, "cls features", |x| {
+            Ok(self.student.net.backbone.forward(x)?.f_select(1, 0)?)
         })
     }
 
