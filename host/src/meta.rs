@@ -62,10 +62,12 @@ pub struct MetaStep<'a> {
 }
 
 impl MetaStep<'_> {
-    /// Runs one meta step on the learner's unlabeled batches (one per domain) and updates φ.
+    /// Runs one meta step on the learner's unlabeled batches (one per domain) and their design
+    /// inputs (`inputs[i]` belongs to `unlabeled[i]`), and updates φ.
     pub fn run(
         self,
         unlabeled: &[Batch],
+        inputs: &[TensorMap],
         opt_phi: &mut dyn Optimizer,
         lr_phi: f64,
     ) -> Result<MetaOutcome> {
@@ -90,7 +92,7 @@ impl MetaStep<'_> {
         }
 
         // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
-        let pairs: Vec<(Vec<Tensor>, Vec<&Batch>)> = if self.domain_matched {
+        let pairs: Vec<(Vec<Tensor>, Vec<usize>)> = if self.domain_matched {
             self.feedback
                 .iter()
                 .zip(g_sets)
@@ -99,20 +101,20 @@ impl MetaStep<'_> {
         } else {
             vec![(
                 weighted_sum(&g_sets, self.feedback),
-                unlabeled.iter().collect(),
+                (0..unlabeled.len()).collect(),
             )]
         };
 
         let mut out = MetaOutcome::default();
         let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
-        for (i, (g_down, batches)) in pairs.into_iter().enumerate() {
+        for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
             let g_down = (self.estimator.feedback)(g_down)?;
             // c = designer(inputs(B_u)) with grad enabled for φ
-            let mut constructions = Vec::with_capacity(batches.len());
-            for b in &batches {
-                let inputs = tch::no_grad(|| self.task.design_inputs(b))?;
-                constructions.push(self.designer.construct(&inputs)?);
-            }
+            let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();
+            let constructions = idx
+                .iter()
+                .map(|&k| self.designer.construct(&inputs[k]))
+                .collect::<vpt_sdk::Result<Vec<_>>>()?;
             // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true
             let l_pre = pretrain_objective(self.task, &batches, &constructions)?;
             let g_pre = grad(&l_pre, &s, true)?;
@@ -219,9 +221,9 @@ fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
     acc
 }
 
-fn domain_batches(unlabeled: &[Batch], domain: u32) -> Vec<&Batch> {
-    unlabeled
-        .iter()
-        .filter(|b| b.source == BatchSource::Unlabeled { domain })
+/// Indices of the batches of `domain`.
+fn domain_batches(unlabeled: &[Batch], domain: u32) -> Vec<usize> {
+    (0..unlabeled.len())
+        .filter(|&k| unlabeled[k].source == BatchSource::Unlabeled { domain })
         .collect()
 }

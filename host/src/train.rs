@@ -260,17 +260,36 @@ impl Session {
             .collect()
     }
 
-    /// c = detach(designer(inputs(B_u))) under no_grad: what the learner step trains on.
-    pub fn learner_constructions(&mut self, batches: &[Batch]) -> Result<Vec<Construction>> {
+    /// What the designer sees of each batch (empty maps without a designer), under no_grad.
+    pub fn design_inputs(&mut self, batches: &[Batch]) -> Result<Vec<TensorMap>> {
+        if self.designer.is_none() {
+            return Ok(batches.iter().map(|_| TensorMap::new()).collect());
+        }
         tch::no_grad(|| {
             batches
                 .iter()
-                .map(|b| match self.designer.as_mut() {
+                .map(|b| Ok(self.task.design_inputs(b)?))
+                .collect()
+        })
+    }
+
+    /// c = detach(designer(inputs)) under no_grad: what the learner step trains on.
+    pub fn constructions(&mut self, inputs: &[TensorMap]) -> Result<Vec<Construction>> {
+        tch::no_grad(|| {
+            inputs
+                .iter()
+                .map(|x| match self.designer.as_mut() {
                     None => Ok(Construction::baseline()),
-                    Some(d) => Ok(d.construct(&self.task.design_inputs(b)?)?.detached()),
+                    Some(d) => Ok(d.construct(x)?.detached()),
                 })
                 .collect()
         })
+    }
+
+    /// The learner's constructions of `batches` (design inputs, then the designer, detached).
+    pub fn learner_constructions(&mut self, batches: &[Batch]) -> Result<Vec<Construction>> {
+        let inputs = self.design_inputs(batches)?;
+        self.constructions(&inputs)
     }
 
     /// One learner step (preceded by a meta step when due). Returns its record.
@@ -278,8 +297,10 @@ impl Session {
         let started = Instant::now();
         let seed = step_seed(self.cfg.run.seed, self.step);
         tch::manual_seed(seed);
-        // 1. B_u ← next unlabeled batch
+        // 1. B_u ← next unlabeled batch, and what the designer sees of it (θ is the same in
+        //    the meta and the learner step, so the design inputs serve both)
         let batches = self.next_unlabeled()?;
+        let inputs = self.design_inputs(&batches)?;
 
         // 2. meta step: φ moves, θ does not
         let meta = if self.meta_due() {
@@ -300,6 +321,7 @@ impl Session {
             }
             .run(
                 &batches,
+                &inputs,
                 self.opt_phi.as_mut(),
                 lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
             )?;
@@ -313,7 +335,7 @@ impl Session {
         // 3. c = detach(designer(inputs(B_u))); the learner's randomness does not depend on
         //    whether a meta step ran (reseeded).
         tch::manual_seed(seed ^ 0x1EA5);
-        let constructions = self.learner_constructions(&batches)?;
+        let constructions = self.constructions(&inputs)?;
 
         // 4. θ ← Opt_θ(∇θ L_pre(θ; B_u, c)), the baseline's optimizer and schedule
         let lr = lr_at(self.step, &self.cfg.learner, self.cfg.run.steps);
