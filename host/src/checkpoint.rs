@@ -34,17 +34,8 @@ fn ckpt_root(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsync and rename.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(&tmp, e)
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
+/// Write-then-rename (with fsync) of one file; shared with the report writer.
+pub use crate::report::atomic_write;
 
 /// Saves `ckpt` under `run_dir`, then applies the keep policy.
 pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
@@ -63,10 +54,10 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
     let json =
         serde_json::to_vec_pretty(&serde_json::json!({ "step": ckpt.step, "state": ckpt.state }))
             .map_err(|e| Error::Msg(e.to_string()))?;
-    atomic_write(&tmp.join("state.json"), &json)?;
+    atomic_write(tmp.join("state.json"), &json)?;
     let _ = std::fs::remove_dir_all(&dst);
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    atomic_write(&root.join("LATEST"), name.as_bytes())?;
+    atomic_write(root.join("LATEST"), name.as_bytes())?;
     for step in to_delete(&list_steps(run_dir)?, keep) {
         let _ = std::fs::remove_dir_all(root.join(format!("step-{step:09}")));
     }

@@ -117,7 +117,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
                 checkpoint::atomic_write(
-                    &out.join("probe.json"),
+                    out.join("probe.json"),
                     &serde_json::to_vec_pretty(&result)?,
                 )?;
                 println!("points: {}", out.join("probe.json").display());

@@ -6,6 +6,7 @@ use crate::{
     estimators::EstimatorEntry,
     optim::Optimizer,
     parallel::{mean_across, DataParallel},
+    report::MetaRecord,
     Result,
 };
 use tch::{Kind, Tensor};
@@ -20,23 +21,6 @@ pub struct FeedbackSlot {
     pub weight: f64,
     /// Its unlabeled domain (for domain-matched alignment).
     pub domain: u32,
-}
-
-/// What a meta step measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct MetaOutcome {
-    /// V, the (mean) alignment.
-    pub value: f64,
-    /// cos(g_down, g_pre) of the (first) pair, for diagnostics.
-    pub cos: f64,
-    /// ‖g_down‖ (after the estimator's transform).
-    pub g_down_norm: f64,
-    /// ‖g_pre‖.
-    pub g_pre_norm: f64,
-    /// R(φ, c) (0 when the designer has none).
-    pub regularizer: f64,
-    /// True when a non-finite value or gradient made us skip the φ update.
-    pub skipped: bool,
 }
 
 /// Everything a meta step reads.
@@ -70,7 +54,7 @@ impl MetaStep<'_> {
         inputs: &[TensorMap],
         opt_phi: &mut dyn Optimizer,
         lr_phi: f64,
-    ) -> Result<MetaOutcome> {
+    ) -> Result<MetaRecord> {
         let align = self
             .estimator
             .align
@@ -105,7 +89,7 @@ impl MetaStep<'_> {
             )]
         };
 
-        let mut out = MetaOutcome::default();
+        let mut out = MetaRecord::default();
         let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
         for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
             let g_down = (self.estimator.feedback)(g_down)?;

@@ -89,8 +89,8 @@ pub struct TrainRecord {
     pub meta: Option<MetaRecord>,
 }
 
-/// The diagnostics of one meta step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The diagnostics of one meta step (what `meta::MetaStep::run` returns).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetaRecord {
     /// The value V = Align(g_down, g_pre).
     #[serde(deserialize_with = "f64_or_nan")]
@@ -104,6 +104,9 @@ pub struct MetaRecord {
     /// ‖g_pre‖ on the alignment subset.
     #[serde(deserialize_with = "f64_or_nan")]
     pub g_pre_norm: f64,
+    /// R(φ, c) (0 when the designer has none).
+    #[serde(default, deserialize_with = "f64_or_nan")]
+    pub regularizer: f64,
     /// True when the φ update was skipped (e.g. a non-finite meta gradient).
     pub skipped: bool,
 }

@@ -8,9 +8,10 @@ use crate::{
     error::HostTchContext,
     estimators::{self, EstimatorEntry},
     loader::Plugins,
-    meta::{grad, pretrain_objective, FeedbackSlot, MetaOutcome, MetaStep},
+    meta::{grad, pretrain_objective, FeedbackSlot, MetaStep},
     optim::{self, clip_global_norm, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
+    report::{EvalRecord, Record, TrainRecord},
     Error, Result,
 };
 use serde::Serialize;
@@ -38,34 +39,6 @@ pub struct Counters {
     pub learner_skipped: u64,
     /// Current run of non-finite learner losses.
     pub nonfinite_in_a_row: u64,
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Record {
-    /// After each learner step.
-    Train {
-        /// Learner steps completed.
-        step: u64,
-        /// Charged seconds so far.
-        seconds: f64,
-        /// Learner LR used.
-        lr: f64,
-        /// L_pre of the step (NaN when skipped).
-        pretrain_loss: f64,
-        /// The meta step before it, if any.
-        meta: Option<MetaOutcome>,
-    },
-    /// After each evaluation.
-    Eval {
-        /// Learner steps completed.
-        step: u64,
-        /// Charged seconds so far.
-        seconds: f64,
-        /// The task's metrics plus the host counters.
-        metrics: Metrics,
-    },
 }
 
 /// A built run: task, designer, parameters, optimizers and position.
@@ -361,13 +334,13 @@ impl Session {
         if let (Some(dp), Some(_)) = (&self.dp, self.cfg.run.wall_clock) {
             self.seconds = dp.mean_scalar(self.seconds)?; // every rank stops at the same step
         }
-        Ok(Record::Train {
+        Ok(Record::Train(TrainRecord {
             step: self.step,
             seconds: self.seconds,
             lr,
             pretrain_loss: loss_value,
             meta,
-        })
+        }))
     }
 
     fn skip_learner_step(&mut self) -> Result<()> {
@@ -550,7 +523,7 @@ impl RunDir {
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
-        checkpoint::atomic_write(&path.join("config.json"), &json)?;
+        checkpoint::atomic_write(path.join("config.json"), &json)?;
         Ok(dir)
     }
 
@@ -619,20 +592,20 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
     let main = session.is_main();
     if session.step == 0 && main {
         let metrics = session.evaluate()?;
-        dir.log(&Record::Eval {
+        dir.log(&Record::Eval(EvalRecord {
             step: 0,
             seconds: 0.0,
             metrics,
-        })?;
+        }))?;
     }
     let mut next_eval_seconds = session.seconds + cfg.eval_every_seconds;
     while !budget.exhausted(session.step, session.seconds) {
         let record = session.train_step()?;
-        if let Record::Train {
+        if let Record::Train(TrainRecord {
             pretrain_loss,
             meta,
             ..
-        } = &record
+        }) = &record
         {
             let v = meta
                 .as_ref()
@@ -648,11 +621,11 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         if eval_due && !done && main {
             next_eval_seconds = session.seconds + cfg.eval_every_seconds;
             let metrics = session.evaluate()?;
-            dir.log(&Record::Eval {
+            dir.log(&Record::Eval(EvalRecord {
                 step: session.step,
                 seconds: session.seconds,
                 metrics,
-            })?;
+            }))?;
         }
         if cfg.checkpoint_every > 0
             && session.step.is_multiple_of(cfg.checkpoint_every)
@@ -679,11 +652,11 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         });
     }
     let metrics = session.evaluate()?;
-    dir.log(&Record::Eval {
+    dir.log(&Record::Eval(EvalRecord {
         step: session.step,
         seconds: session.seconds,
         metrics: metrics.clone(),
-    })?;
+    }))?;
     checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
     let summary = RunSummary {
         steps: session.step,
@@ -691,7 +664,7 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         metrics,
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Msg(e.to_string()))?;
-    checkpoint::atomic_write(&dir.path.join("summary.json"), &json)?;
+    checkpoint::atomic_write(dir.path.join("summary.json"), &json)?;
     Ok(summary)
 }
 

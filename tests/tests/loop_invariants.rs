@@ -68,7 +68,7 @@ fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
     let record = s.train_step().unwrap(); // includes a meta step (period 1): φ moves first
     assert!(matches!(
         record,
-        vpt_host::train::Record::Train { meta: Some(_), .. }
+        vpt_host::report::Record::Train(vpt_host::report::TrainRecord { meta: Some(_), .. })
     ));
     let delta: Vec<Vec<f64>> = s
         .theta()
