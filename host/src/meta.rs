@@ -10,7 +10,7 @@ use crate::{
     Result,
 };
 use tch::{Kind, Tensor};
-use vpt_sdk::{Batch, BatchSource, Construction, Designer, Task, TensorMap, KIND_EXAMPLE_WEIGHTS};
+use vpt_sdk::{Batch, BatchSource, Construction, Designer, Task, TensorMap};
 
 /// One feedback set in use: its index in the task, ω_j, and the domain it pairs with.
 #[derive(Debug, Clone, Copy)]
@@ -144,24 +144,10 @@ impl MetaStep<'_> {
     }
 }
 
-/// ∂y/∂xs without touching `.grad`; inputs that `y` does not depend on get zeros.
-pub fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
-    // libtorch aborts the process on a backward from a tensor outside any graph; say so instead.
-    if !y.requires_grad() {
-        return Err(crate::Error::Msg(
-            "a loss returned by the plugin does not require grad (was it detached or computed under no_grad?)".into(),
-        ));
-    }
-    let gs = Tensor::f_run_backward(&[y], xs, create_graph, create_graph).op("backward")?;
-    Ok(gs
-        .into_iter()
-        .zip(xs)
-        .map(|(g, x)| if g.defined() { g } else { x.zeros_like() })
-        .collect())
-}
+pub use vpt_sdk::objective::grad;
 
-/// L_pre(θ; B_u, c): the mean per-example loss over the batches, weighted by the
-/// construction when it carries example weights (the host applies those itself).
+/// L_pre(θ; B_u, c) over the batches of one step: the mean of each batch's objective
+/// ([`vpt_sdk::objective::pretrain_objective`], which also refuses feedback batches).
 pub fn pretrain_objective(
     task: &mut dyn Task,
     batches: &[&Batch],
@@ -169,23 +155,7 @@ pub fn pretrain_objective(
 ) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
     for (b, c) in batches.iter().zip(constructions) {
-        // Invariant (DESIGN §1): feedback examples never enter a learner batch.
-        if !matches!(b.source, BatchSource::Unlabeled { .. }) {
-            return Err(crate::Error::Msg(format!(
-                "refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch",
-                b.source
-            )));
-        }
-        let loss = if c.kind == KIND_EXAMPLE_WEIGHTS {
-            let per_example = task.pretrain_loss(b, &Construction::baseline())?;
-            let w = c
-                .tensors
-                .require("weights")?
-                .f_to_kind(per_example.kind())?;
-            (per_example * w).f_mean(Kind::Double)?
-        } else {
-            task.pretrain_loss(b, c)?.f_mean(Kind::Double)?
-        };
+        let loss = vpt_sdk::objective::pretrain_objective(task, b, c)?;
         total = Some(match total {
             Some(t) => t + loss,
             None => loss,

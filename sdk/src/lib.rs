@@ -36,6 +36,7 @@ pub mod error;
 pub mod export;
 pub mod ffi;
 pub mod foreign;
+pub mod objective;
 pub mod registry;
 pub mod testing;
 pub mod traits;

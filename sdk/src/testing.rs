@@ -20,7 +20,7 @@
 //! any other kind goes to `pretrain_loss`. Both checks consume batches from the task's streams
 //! and reseed torch's global RNG, as the host does at every step.
 
-use crate::{Batch, Construction, Error, Result, Task, KIND_EXAMPLE_WEIGHTS};
+use crate::{Result, Task};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::{Device, Kind, Tensor};
@@ -159,36 +159,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(non-string panic payload)".into())
 }
 
-/// L_pre(θ; B_u, c) as the host computes it: the mean per-example loss, weighted by `weights`
-/// when `c` is of kind [`KIND_EXAMPLE_WEIGHTS`] (the task then sees the baseline construction).
-pub fn pretrain_objective(task: &mut dyn Task, batch: &Batch, c: &Construction) -> Result<Tensor> {
-    if c.kind == KIND_EXAMPLE_WEIGHTS {
-        let per_example = task.pretrain_loss(batch, &Construction::baseline())?;
-        let w = c
-            .tensors
-            .require("weights")?
-            .f_to_kind(per_example.kind())?;
-        Ok(per_example.f_mul(&w)?.f_mean(Kind::Double)?)
-    } else {
-        Ok(task.pretrain_loss(batch, c)?.f_mean(Kind::Double)?)
-    }
-}
-
-/// ∂y/∂xs; inputs `y` does not depend on get zeros (as in the host). A `y` without
-/// `requires_grad` is an error here (libtorch's engine crashes on it instead of throwing).
-fn grad(y: &Tensor, xs: &[Tensor], create_graph: bool) -> Result<Vec<Tensor>> {
-    if !y.requires_grad() {
-        return Err(Error::msg(
-            "the loss does not require grad: it is detached from the parameters",
-        ));
-    }
-    let gs = Tensor::f_run_backward(&[y], xs, create_graph, create_graph)?;
-    Ok(gs
-        .into_iter()
-        .zip(xs)
-        .map(|(g, x)| if g.defined() { g } else { x.zeros_like() })
-        .collect())
-}
+use crate::objective::grad;
+pub use crate::objective::pretrain_objective;
 
 /// A detached copy with its own storage.
 fn copy(t: &Tensor) -> Result<Tensor> {

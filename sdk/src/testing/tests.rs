@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::{
-    Batch, BatchSource, Designer, FeedbackSetInfo, Metrics, State, TaskInfo, TensorMap,
-    KIND_EXAMPLE_WEIGHTS,
+    Batch, BatchSource, Construction, Designer, FeedbackSetInfo, Metrics, State, TaskInfo,
+    TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 const D: i64 = 3;
