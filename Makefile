@@ -26,6 +26,9 @@ demo: setup build
 	  --arms baseline,v,random_feedback --seeds 1 --out runs/demo
 
 test: setup build
+	@# Python side of the export interoperability test (tests/tests/export.rs): transformers,
+	@# gguf and tensorboard in the venv, once.
+	@scripts/setup.sh interop >/dev/null
 	VPT_SMOLLM2_GGUF=$$(scripts/setup.sh model) $(CARGO) test --release --workspace -- --test-threads=1
 
 bench: setup build

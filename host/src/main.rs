@@ -5,9 +5,10 @@ use clap::Parser;
 use std::{path::PathBuf, process::ExitCode};
 use vpt_host::{
     bench, checkpoint,
-    cli::{Cli, Command, NewWhat, PluginsAction},
+    cli::{BudgetArgs, Cli, Command, NewWhat, PluginsAction},
     compare,
     config::RunConfig,
+    export,
     loader::{self, Plugins, SearchPath},
     probe, report, scaffold,
     train::{self, RunDir, Session},
@@ -38,14 +39,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             overrides,
             out,
+            budget,
             resume,
             halt_after,
         } => {
             let (mut session, dir) = match resume {
-                Some(run_dir) => resume_session(&run_dir, &overrides, &mut plugins)?,
+                Some(run_dir) => resume_session(&run_dir, &overrides, &budget, &mut plugins)?,
                 None => {
                     let config = config.expect("clap requires CONFIG without --resume");
-                    let cfg = RunConfig::load(&config, &overrides)?;
+                    let mut cfg = RunConfig::load(&config, &overrides)?;
+                    budget.apply(&mut cfg)?;
                     let out = out.unwrap_or_else(|| default_run_dir(&config));
                     let dir = RunDir::create(&out, &cfg)?;
                     (Session::build(cfg, &mut plugins)?, dir)
@@ -80,6 +83,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             arms,
             seeds,
             out,
+            budget,
         } => {
             let rep = compare::compare(
                 &config.config,
@@ -87,6 +91,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &arms,
                 seeds,
                 &out,
+                &budget,
                 &mut plugins,
             )?;
             println!("{}", report::render_table(&rep));
@@ -126,6 +131,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             config,
             steps,
+            wall_clock,
             warmup,
             period,
             tokens_per_example,
@@ -134,12 +140,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &config.config,
                 &config.overrides,
                 steps,
+                wall_clock,
                 warmup,
                 period,
                 tokens_per_example,
                 &mut plugins,
             )?;
             print!("{}", bench::render(&figures));
+        }
+        Command::Export {
+            run_dir,
+            checkpoint,
+            format,
+            dtype,
+            adapter,
+            out,
+        } => {
+            let started = std::time::Instant::now();
+            let request = vpt_sdk::ExportRequest {
+                format,
+                dtype,
+                adapter,
+                out_dir: out,
+            };
+            let files = export::export(&run_dir, checkpoint, &request, &mut plugins)?;
+            for f in &files {
+                let size = std::fs::metadata(f).map_or(0, |m| m.len());
+                println!("{}  ({:.1} MB)", f.display(), size as f64 / 1e6);
+            }
+            eprintln!("exported in {:.1}s", started.elapsed().as_secs_f64());
         }
         Command::Plugins {
             action: PluginsAction::List { json },
@@ -181,6 +210,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn resume_session(
     run_dir: &std::path::Path,
     overrides: &[String],
+    budget: &BudgetArgs,
     plugins: &mut Plugins,
 ) -> anyhow::Result<(Session, RunDir)> {
     if let Some(bad) = overrides.iter().find(|o| !o.starts_with("run.")) {
@@ -188,15 +218,8 @@ fn resume_session(
             "on --resume only run.* may be overridden (the checkpoint fixes the rest); got `{bad}`"
         );
     }
-    let path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: not a run directory", run_dir.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-    let mut doc =
-        vpt_host::config::json_to_toml(json).with_context(|| path.display().to_string())?;
-    vpt_host::config::apply_overrides(&mut doc, overrides)?;
-    let cfg = RunConfig::from_toml(doc)?;
+    let mut cfg = export::run_config(run_dir, overrides)?;
+    budget.apply(&mut cfg)?;
     let ckpt = checkpoint::load_latest(run_dir)?;
     let mut session = Session::build(cfg, plugins)?;
     session.restore(&ckpt)?;

@@ -545,7 +545,8 @@ impl RunDir {
             .open(&p)
             .map_err(|e| Error::io(&p, e))?;
         let line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&p, e))
+        writeln!(f, "{line}").map_err(|e| Error::io(&p, e))?;
+        crate::tensorboard::append(&self.path, record)
     }
 
     /// Drops records after learner step `step` (on resume, so the log matches an uninterrupted run).

@@ -7,6 +7,7 @@ use crate::{Batch, BatchSource, Construction, Result, State, TensorMap};
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use tch::Tensor;
 
 /// Named scalar metrics, e.g. `feedback_loss`, `general_loss`, `pass@1`.
@@ -36,6 +37,19 @@ pub struct TaskInfo {
     pub designer_context: serde_json::Value,
     /// Number of examples per unlabeled batch (the length of `pretrain_loss`'s output).
     pub batch_size: usize,
+}
+
+/// What `vpt export` asks of a task: write θ (as trained) in a format other tools read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportRequest {
+    /// Format name, e.g. `hf`, `gguf`, `safetensors` (each task lists the ones it writes).
+    pub format: String,
+    /// Element type of the weights: `f32`, `f16`, `q8_0` (which ones a format takes is the task's to say).
+    pub dtype: String,
+    /// Also write a trained adapter on its own (e.g. LoRA in PEFT's layout), where there is one.
+    pub adapter: bool,
+    /// Directory to write into (created if missing).
+    pub out_dir: PathBuf,
 }
 
 /// What a built designer tells the host about itself.
@@ -98,6 +112,14 @@ pub trait Task: Send {
     fn state(&self) -> Result<State>;
     /// Restores what [`state`](Self::state) saved.
     fn load_state(&mut self, state: State) -> Result<()>;
+    /// Writes θ as `request` asks (`vpt export`) and returns the files written. Default: an
+    /// error saying this task cannot export.
+    fn export(&self, request: &ExportRequest) -> Result<Vec<PathBuf>> {
+        Err(crate::Error::msg(format!(
+            "this task cannot export (asked for format `{}`)",
+            request.format
+        )))
+    }
 }
 
 /// φ: decides how each unlabeled batch becomes a prediction problem.

@@ -285,6 +285,7 @@ fn v_beats_the_baseline_in_every_seed_and_random_feedback_does_not() {
         &arms,
         2,
         &dir,
+        &Default::default(),
         &mut plugins,
     )
     .unwrap();

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod designer;
 pub mod eval;
+pub mod export;
 pub mod general;
 pub mod gguf;
 pub mod hf;

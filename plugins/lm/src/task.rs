@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Error, FeedbackSetInfo, Metrics, Result, State,
-    Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+    Batch, BatchSource, BuildContext, Construction, Error, ExportRequest, FeedbackSetInfo, Metrics,
+    Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
 };
 
 impl Codec for Tokenizer {
@@ -1120,6 +1120,16 @@ impl Task for CausalLm {
             f.cursor.restore(st);
         }
         Ok(())
+    }
+
+    fn export(&self, request: &ExportRequest) -> Result<Vec<std::path::PathBuf>> {
+        crate::export::export(
+            &self.cfg.model,
+            &self.cfg.trainable,
+            self.model.config(),
+            &self.vs,
+            request,
+        )
     }
 }
 

@@ -82,6 +82,17 @@ pub trait TaskFfi: Send {
         json: RStr<'a>,
         tensors: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
     ) -> RResult<(), PluginError>;
+    /// [`Task::export`]: the request and the written paths as JSON. A plugin built before this
+    /// method existed answers with the default: an error saying it cannot export.
+    fn export<'a>(&self, request: RStr<'a>) -> RResult<RString, PluginError> {
+        let _ = request;
+        RResult::RErr(PluginError {
+            kind: crate::ErrorKind::Other,
+            message: "this task's plugin was built before `export` existed; rebuild it to export"
+                .into(),
+            plugin: RString::new(),
+        })
+    }
 }
 
 /// An owned, type-erased task from a plugin.
@@ -194,6 +205,12 @@ impl TaskFfi for TaskExport {
                 json,
                 tensors: borrow_map(tensors.as_slice()),
             })
+        })
+    }
+    fn export(&self, request: RStr<'_>) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "export", || {
+            let request = super::from_json(request.as_str(), "export request")?;
+            to_json(&self.inner.export(&request)?)
         })
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::{
     ffi::{from_json, lend, take_over, task::*, unwrap_ffi, BatchSourceFfi},
-    Batch, BatchSource, Construction, Metrics, Result, State, Task, TaskInfo, TensorMap,
+    Batch, BatchSource, Construction, ExportRequest, Metrics, Result, State, Task, TaskInfo,
+    TensorMap,
 };
 use abi_stable::std_types::{ROption, RStr};
 use tch::Tensor;
@@ -78,5 +79,10 @@ impl Task for ForeignTask {
         let json = crate::ffi::to_json(&state.json)?;
         let refs = lend(&state.tensors);
         unwrap_ffi(self.inner.load_state(json.as_rstr(), refs.as_rslice()))
+    }
+    fn export(&self, request: &ExportRequest) -> Result<Vec<std::path::PathBuf>> {
+        let json = crate::ffi::to_json(request)?;
+        let out = unwrap_ffi(self.inner.export(json.as_rstr()))?;
+        from_json(out.as_str(), "exported files")
     }
 }
