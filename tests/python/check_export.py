@@ -104,41 +104,48 @@ def check_gguf(ref, hf_weights, figures):
 
 
 def check_events(ref, figures):
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
     run = ref["run_dir"]
     files = sorted(glob.glob(os.path.join(run, "events.out.tfevents.*")))
     if not files:
         fail(f"{run}: no TensorBoard event file")
+    # The legacy loader yields the events as written (simple_value scalars); it stops at the first
+    # record whose CRC does not match, which the counts below would catch.
     seen = {}
+    summaries = 0
     for f in files:
-        for ev in EventFileLoader(f).Load():
+        for ev in LegacyEventFileLoader(f).Load():
+            summaries += bool(ev.summary.value)
             for v in ev.summary.value:
                 seen[(v.tag, ev.step)] = v.simple_value
     n = 0
     with open(os.path.join(run, "metrics.jsonl")) as fh:
-        for line in fh:
-            rec = json.loads(line)
-            kind, step = rec["kind"], rec["step"]
-            flat = {}
-            for k, v in rec.items():
-                if k in ("kind", "step"):
-                    continue
-                if k == "meta" and isinstance(v, dict):
-                    flat.update({f"meta/{a}": b for a, b in v.items()})
-                elif k == "metrics":
-                    flat.update({f"eval/{a}": b for a, b in v.items()})
-                elif v is not None and not isinstance(v, (dict, list)):
-                    flat[f"{kind}/{k}"] = v
-            for tag, v in flat.items():
-                if (tag, step) not in seen:
-                    fail(f"{run}: TensorBoard has no scalar `{tag}` at step {step}")
-                got = seen[(tag, step)]
-                want = float("nan") if v is None else float(v)
-                if not (math.isnan(want) and math.isnan(got)) and not math.isclose(
-                        got, want, rel_tol=1e-6, abs_tol=1e-6):
-                    fail(f"{run}: `{tag}` at step {step} is {got} in TensorBoard, {want} in metrics.jsonl")
-                n += 1
+        lines = fh.readlines()
+    if summaries != len(lines):
+        fail(f"{run}: {summaries} summary events for {len(lines)} metrics.jsonl records")
+    for line in lines:
+        rec = json.loads(line)
+        kind, step = rec["kind"], rec["step"]
+        flat = {}
+        for k, v in rec.items():
+            if k in ("kind", "step"):
+                continue
+            if k == "meta" and isinstance(v, dict):
+                flat.update({f"meta/{a}": b for a, b in v.items()})
+            elif k == "metrics":
+                flat.update({f"eval/{a}": b for a, b in v.items()})
+            elif v is not None and not isinstance(v, (dict, list)):
+                flat[f"{kind}/{k}"] = v
+        for tag, v in flat.items():
+            if (tag, step) not in seen:
+                fail(f"{run}: TensorBoard has no scalar `{tag}` at step {step}")
+            got = seen[(tag, step)]
+            want = float("nan") if v is None else float(v)
+            if not (math.isnan(want) and math.isnan(got)) and not math.isclose(
+                    got, want, rel_tol=1e-6, abs_tol=1e-6):
+                fail(f"{run}: `{tag}` at step {step} is {got} in TensorBoard, {want} in metrics.jsonl")
+            n += 1
     figures["tensorboard_scalars_checked"] = n
 
 

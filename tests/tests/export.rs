@@ -196,3 +196,178 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
     assert!(!out.status.success() && err.contains("step 99"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The real model: a one-step SmolLM2-135M run exported as HF (through the CLI) and GGUF
+/// F32/F16/Q8_0 (through `Task::export`). vpt's loaders give back vpt's logits (F32:
+/// identically), the GGUF carries the source's tokenizer metadata, and transformers, the
+/// `gguf` reader and tensorboard read the files (tests/python/check_export.py).
+#[test]
+fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
+    tch::set_num_threads(2);
+    let source = std::env::var("VPT_SMOLLM2_GGUF")
+        .expect("VPT_SMOLLM2_GGUF is unset: `make test` sets it (scripts/setup.sh model)");
+    let dir = scratch_dir("export-smollm2");
+    let run = dir.join("run");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/lm-smollm2.toml");
+    let sets = [
+        "designer.enabled=false",
+        "meta.estimator=none",
+        "learner.warmup=0",
+        "run.eval_limit=1",
+        "task.config.eval.max_new_tokens=1",
+        "task.config.eval.general_rows=1",
+    ];
+    let mut c = vpt();
+    c.arg("run").arg(config).args(["--steps", "1", "--out"]).arg(&run);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let t0 = std::time::Instant::now();
+    ok(&mut c, "vpt run (SmolLM2, 1 step)");
+    println!("vpt run: {:.1}s", t0.elapsed().as_secs_f64());
+
+    let hf = dir.join("hf");
+    let started = std::time::Instant::now();
+    ok(
+        vpt().args(["export", "--format", "hf", "--out"]).arg(&hf).arg(&run),
+        "vpt export --format hf",
+    );
+    let cli_seconds = started.elapsed().as_secs_f64();
+
+    let t0 = std::time::Instant::now();
+    let reference = restored_task(&run);
+    println!("reference task built: {:.1}s", t0.elapsed().as_secs_f64());
+    let src = Gguf::open(&source).unwrap();
+    let tok = src.tokenizer().unwrap();
+    let prompt = "Tom has 3 apples and buys 4 more. How many apples does he have now?";
+    let ids = tok.encode(prompt, false).unwrap();
+    let want = logits(reference.model(), &ids);
+    let last = want.select(1, -1).squeeze();
+
+    // θ came from the checkpoint: the trained block differs from the source file.
+    let (_, vs_hf, _) = load_hf(&hf, Device::Cpu).unwrap();
+    let cfg = reference.model().config().clone();
+    let trained = format!("model.layers.{}.mlp.down_proj.weight", cfg.num_layers - 1);
+    let in_source = src
+        .tensor(&vpt_lm::gguf::gguf_name(&trained).unwrap())
+        .unwrap();
+    assert!(max_diff(&vs_hf.variables()[&trained], &in_source) > 0.0);
+    let m_hf = Llama::new(&vs_hf.root(), &cfg);
+    assert_eq!(max_diff(&logits(&m_hf, &ids), &want), 0.0, "HF export");
+
+    // GGUF through the task's export, as `vpt export --format gguf` calls it.
+    let mut figures = serde_json::json!({"export_hf_cli_seconds": cli_seconds});
+    let mut gguf_refs = Vec::new();
+    // Max-abs bounds over all positions × 49152 logits (of magnitude ~20); quantised files must
+    // also predict the same next token.
+    for (dtype, bound) in [("f32", 0.0), ("f16", 0.1), ("q8_0", 2.0)] {
+        let out = dir.join(format!("gguf-{dtype}"));
+        let started = std::time::Instant::now();
+        let files = reference.export(&request("gguf", dtype, out)).unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        let path = files[0].clone();
+        let (c, vs, _) = load_gguf(&path, Device::Cpu).unwrap();
+        assert_eq!(c, cfg, "{dtype}: config");
+        let got = logits(&Llama::new(&vs.root(), &c), &ids);
+        let diff = max_diff(&got, &want);
+        assert!(diff <= bound, "GGUF {dtype}: logits differ by {diff} (bound {bound})");
+        assert_eq!(
+            got.select(1, -1).argmax(-1, false).int64_value(&[]),
+            last.argmax(-1, false).int64_value(&[]),
+            "GGUF {dtype}: next token"
+        );
+        figures[format!("gguf_{dtype}")] = serde_json::json!({
+            "max_abs_logit_diff": diff, "seconds": seconds, "mb": file_mb(&path)});
+        let g = Gguf::open(&path).unwrap();
+        // The tokenizer metadata is the source's, key by key.
+        for (k, v) in src.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+            assert_eq!(g.metadata.get(k), Some(v), "{dtype}: metadata `{k}`");
+        }
+        gguf_refs.push(serde_json::json!({
+            "path": path,
+            "dtype": dtype,
+            "tensors": g.tensors.iter().map(|t| {
+                let ty = match vpt_lm::gguf::GgmlType::from_id(t.type_id).unwrap() {
+                    vpt_lm::gguf::GgmlType::F32 => "F32",
+                    vpt_lm::gguf::GgmlType::F16 => "F16",
+                    vpt_lm::gguf::GgmlType::Q8_0 => "Q8_0",
+                    other => panic!("unexpected type {other:?}"),
+                };
+                (t.name.clone(), serde_json::json!([t.shape(), ty]))
+            }).collect::<serde_json::Map<_, _>>(),
+            "metadata": expected_metadata(&g),
+        }));
+    }
+    println!("export figures: {figures}");
+
+    // The same files, read by transformers, gguf and tensorboard.
+    let eos = tok.decode(&[tok.eos_id()]).unwrap();
+    let reference_json = serde_json::json!({
+        "hf_dir": hf,
+        "prompt": prompt,
+        "ids": ids,
+        "logits": Vec::<f64>::try_from(&last).unwrap(),
+        "chat_user": "What is 2 + 3?",
+        "chat_prompt": tok.chat_prompt("What is 2 + 3?"),
+        "eos_token": eos,
+        "gguf": gguf_refs,
+        "num_heads": cfg.num_heads,
+        "num_kv_heads": cfg.num_kv_heads,
+        "check_layers": [0, cfg.num_layers - 1],
+        "run_dir": run,
+    });
+    let ref_path = dir.join("reference.json");
+    std::fs::write(&ref_path, reference_json.to_string()).unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let python = ok(
+        Command::new(format!("{root}/scripts/setup.sh")).arg("interop"),
+        "scripts/setup.sh interop",
+    );
+    let started = std::time::Instant::now();
+    let out = ok(
+        Command::new(python.trim())
+            .arg(format!("{root}/tests/python/check_export.py"))
+            .arg(&ref_path),
+        "tests/python/check_export.py",
+    );
+    println!(
+        "python check ({:.1}s wall): {}",
+        started.elapsed().as_secs_f64(),
+        out.trim()
+    );
+    let py: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(py["hf_f32_max_abs_diff"].as_f64().unwrap() <= 1e-3);
+    assert!(py["tensorboard_scalars_checked"].as_u64().unwrap() > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the `gguf` reader should find in `g`: scalars as they are, arrays as their length and
+/// first items.
+fn expected_metadata(g: &Gguf) -> serde_json::Value {
+    fn plain(v: &Value) -> serde_json::Value {
+        match v {
+            Value::Str(s) => s.clone().into(),
+            Value::Bool(b) => (*b).into(),
+            Value::F32(x) => (*x as f64).into(),
+            Value::F64(x) => (*x).into(),
+            other => other.as_u64().map_or_else(
+                || other.as_f64().map_or(serde_json::Value::Null, Into::into),
+                Into::into,
+            ),
+        }
+    }
+    g.metadata
+        .iter()
+        .map(|(k, v)| {
+            let j = match v {
+                Value::Array(a) => serde_json::json!({
+                    "len": a.len(),
+                    "head": a.iter().take(5).map(plain).collect::<Vec<_>>(),
+                }),
+                v => plain(v),
+            };
+            (k.clone(), j)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}

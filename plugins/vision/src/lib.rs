@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod designer;
 pub mod dino;
+pub mod export;
 pub mod probe;
 pub mod rng;
 pub mod scenes;

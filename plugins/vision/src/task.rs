@@ -17,8 +17,8 @@ use crate::scenes::{
 use crate::stage0;
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Error, FeedbackSetInfo, Metrics, Result, State,
-    Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    Batch, BatchSource, BuildContext, Construction, Error, ExportRequest, FeedbackSetInfo, Metrics,
+    Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
     KIND_VISION_VIEW_MASK,
 };
 
@@ -584,6 +584,10 @@ impl Task for DinoDenseTask {
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
         self.evaluate_inner(limit)
+    }
+
+    fn export(&self, request: &ExportRequest) -> Result<Vec<std::path::PathBuf>> {
+        crate::export::export(&self.cfg.vit, &self.student.vs, request)
     }
 
     fn state(&self) -> Result<State> {
