@@ -23,10 +23,9 @@ pub fn run_config(run_dir: &Path, overrides: &[String]) -> Result<RunConfig> {
             path.display()
         ))
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
-    let mut doc = json_to_toml(json)
-        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let mut doc = json_to_toml(json).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
     apply_overrides(&mut doc, overrides)?;
     RunConfig::from_toml(doc)
 }

@@ -38,7 +38,10 @@ pub fn append(run_dir: &Path, record: &Record) -> Result<()> {
     if !path.exists() {
         frame(&mut out, &event(wall, 0, Some("brain.Event:2"), &[]));
     }
-    frame(&mut out, &event(wall, record.step(), None, &scalars(record)));
+    frame(
+        &mut out,
+        &event(wall, record.step(), None, &scalars(record)),
+    );
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -85,7 +88,12 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f32)>) {
 }
 
 /// An encoded `Event`.
-fn event(wall_time: f64, step: u64, file_version: Option<&str>, values: &[(String, f32)]) -> Vec<u8> {
+fn event(
+    wall_time: f64,
+    step: u64,
+    file_version: Option<&str>,
+    values: &[(String, f32)],
+) -> Vec<u8> {
     let mut e = Vec::new();
     e.push(1 << 3 | 1); // wall_time: double
     e.extend(wall_time.to_le_bytes());
@@ -144,15 +152,19 @@ fn crc32c(data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
         t
     });
-    !data
-        .iter()
-        .fold(!0u32, |c, b| table[((c ^ *b as u32) & 0xFF) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, b| {
+        table[((c ^ *b as u32) & 0xFF) as usize] ^ (c >> 8)
+    })
 }
 
 #[cfg(test)]
@@ -205,12 +217,14 @@ mod tests {
                 ("pass@1".to_string(), 0.5),
                 ("general_loss".into(), f64::NAN),
             ]
-                .into_iter()
-                .collect(),
+            .into_iter()
+            .collect(),
         });
         let s = scalars(&e);
         assert!(s.contains(&("eval/pass@1".into(), 0.5)));
-        assert!(s.iter().any(|(k, v)| k == "eval/general_loss" && v.is_nan()));
+        assert!(s
+            .iter()
+            .any(|(k, v)| k == "eval/general_loss" && v.is_nan()));
         assert!(s.contains(&("eval/seconds".into(), 2.0)));
     }
 
@@ -220,13 +234,19 @@ mod tests {
         let data = event(1.0, 5, None, &[("a".into(), 1.0)]);
         frame(&mut out, &data);
         assert_eq!(out.len(), 8 + 4 + data.len() + 4);
-        assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), data.len() as u64);
+        assert_eq!(
+            u64::from_le_bytes(out[..8].try_into().unwrap()),
+            data.len() as u64
+        );
         assert_eq!(
             u32::from_le_bytes(out[8..12].try_into().unwrap()),
             masked_crc(&out[..8])
         );
         assert_eq!(&out[12..12 + data.len()], &data[..]);
         let tail = &out[12 + data.len()..];
-        assert_eq!(u32::from_le_bytes(tail.try_into().unwrap()), masked_crc(&data));
+        assert_eq!(
+            u32::from_le_bytes(tail.try_into().unwrap()),
+            masked_crc(&data)
+        );
     }
 }

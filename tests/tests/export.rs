@@ -108,19 +108,27 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
         "vpt run (tiny LoRA)",
     );
     // TensorBoard events sit next to metrics.jsonl.
-    assert!(std::fs::read_dir(&run)
+    assert!(std::fs::read_dir(&run).unwrap().any(|e| e
         .unwrap()
-        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents.")));
+        .file_name()
+        .to_string_lossy()
+        .starts_with("events.out.tfevents.")));
 
     let hf = dir.join("hf");
     let gg = dir.join("gguf");
     let listed = ok(
-        vpt().args(["export", "--format", "hf", "--adapter", "--out"]).arg(&hf).arg(&run),
+        vpt()
+            .args(["export", "--format", "hf", "--adapter", "--out"])
+            .arg(&hf)
+            .arg(&run),
         "vpt export --format hf --adapter",
     );
     assert!(listed.contains("adapter_model.safetensors"), "{listed}");
     ok(
-        vpt().args(["export", "--format", "gguf", "--out"]).arg(&gg).arg(&run),
+        vpt()
+            .args(["export", "--format", "gguf", "--out"])
+            .arg(&gg)
+            .arg(&run),
         "vpt export --format gguf",
     );
 
@@ -137,9 +145,16 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
         (c, v)
     });
     let from_hf = logits(&m_hf, &ids);
-    assert_eq!(max_diff(&from_hf, &logits(&m_gg, &ids)), 0.0, "HF vs GGUF F32");
+    assert_eq!(
+        max_diff(&from_hf, &logits(&m_gg, &ids)),
+        0.0,
+        "HF vs GGUF F32"
+    );
     let merged = max_diff(&from_hf, &want);
-    assert!(merged < 1e-4, "merged export differs from the adapted model by {merged}");
+    assert!(
+        merged < 1e-4,
+        "merged export differs from the adapted model by {merged}"
+    );
     // Taking the adapters back out (W − (α/r)·B·A) changes the function measurably, so an
     // export that forgot to merge would fail the check above.
     let theta = reference.parameters().unwrap();
@@ -170,9 +185,10 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
         let back = Tensor::from_data_size(view.data(), &t.size(), tch::Kind::Float);
         assert!(back.equal(&t.detach()), "{name}");
     }
-    let acfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(hf.join("adapter/adapter_config.json")).unwrap())
-            .unwrap();
+    let acfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(hf.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(acfg["r"], 4);
     assert_eq!(acfg["lora_alpha"], 8.0);
     assert_eq!(acfg["layers_to_transform"], serde_json::json!([1]));
@@ -185,7 +201,10 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--format") && err.contains("gguf"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("--format") && err.contains("gguf"),
+        "{err}"
+    );
     let out = vpt()
         .args(["export", "--format", "gguf", "--checkpoint", "99", "--out"])
         .arg(dir.join("x"))
@@ -218,7 +237,10 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
         "task.config.eval.general_rows=1",
     ];
     let mut c = vpt();
-    c.arg("run").arg(config).args(["--steps", "1", "--out"]).arg(&run);
+    c.arg("run")
+        .arg(config)
+        .args(["--steps", "1", "--out"])
+        .arg(&run);
     for s in sets {
         c.args(["--set", s]);
     }
@@ -229,7 +251,10 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
     let hf = dir.join("hf");
     let started = std::time::Instant::now();
     ok(
-        vpt().args(["export", "--format", "hf", "--out"]).arg(&hf).arg(&run),
+        vpt()
+            .args(["export", "--format", "hf", "--out"])
+            .arg(&hf)
+            .arg(&run),
         "vpt export --format hf",
     );
     let cli_seconds = started.elapsed().as_secs_f64();
@@ -270,7 +295,10 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
         assert_eq!(c, cfg, "{dtype}: config");
         let got = logits(&Llama::new(&vs.root(), &c), &ids);
         let diff = max_diff(&got, &want);
-        assert!(diff <= bound, "GGUF {dtype}: logits differ by {diff} (bound {bound})");
+        assert!(
+            diff <= bound,
+            "GGUF {dtype}: logits differ by {diff} (bound {bound})"
+        );
         assert_eq!(
             got.select(1, -1).argmax(-1, false).int64_value(&[]),
             last.argmax(-1, false).int64_value(&[]),
@@ -280,7 +308,11 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
             "max_abs_logit_diff": diff, "seconds": seconds, "mb": file_mb(&path)});
         let g = Gguf::open(&path).unwrap();
         // The tokenizer metadata is the source's, key by key.
-        for (k, v) in src.metadata.iter().filter(|(k, _)| k.starts_with("tokenizer.")) {
+        for (k, v) in src
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+        {
             assert_eq!(g.metadata.get(k), Some(v), "{dtype}: metadata `{k}`");
         }
         gguf_refs.push(serde_json::json!({

@@ -92,7 +92,7 @@ pub fn load(dir: &Path, device: Device) -> Result<(VitConfig, VarStore, Vit)> {
     }
     tch::no_grad(|| {
         for (name, t) in &file {
-            let mut v = vars.get(name).cloned().ok_or_else(|| {
+            let mut v = vars.get(name).map(Tensor::shallow_clone).ok_or_else(|| {
                 Error::msg(format!(
                     "{}: tensor `{name}` is not a ViT parameter",
                     weights.display()
@@ -125,7 +125,7 @@ mod tests {
         };
         let vs = VarStore::new(Device::Cpu);
         let vit = Vit::new(vs.root() / "backbone", &cfg).unwrap();
-        let _head = vs.root().var("head.w", &[3, 3], tch::nn::Init::Const(1.0));
+        let _head = (vs.root() / "head").var("w", &[3, 3], tch::nn::Init::Const(1.0));
         let dir = std::env::temp_dir().join(format!("vpt-vit-export-{}", std::process::id()));
         let req = |dtype: &str| ExportRequest {
             format: "safetensors".into(),
@@ -142,11 +142,21 @@ mod tests {
         assert!(a.equal(&b), "f32 export changes the function");
         export(&cfg, &vs, &req("f16")).unwrap();
         let (_, _, vit3) = load(&dir, Device::Cpu).unwrap();
-        let d = (vit3.forward(&x).unwrap() - &a).abs().max().double_value(&[]);
+        let d = (vit3.forward(&x).unwrap() - &a)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(d > 0.0 && d < 0.05, "f16 export differs by {d}");
-        let e = export(&cfg, &vs, &ExportRequest { format: "gguf".into(), ..req("f32") })
-            .unwrap_err()
-            .to_string();
+        let e = export(
+            &cfg,
+            &vs,
+            &ExportRequest {
+                format: "gguf".into(),
+                ..req("f32")
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--format") && e.contains("safetensors"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -43,7 +43,13 @@ impl GgufWriter {
 
     /// Adds tensor `name` of torch `shape` from f32 `values` (row-major), encoded as `ty`
     /// (F32, F16 or Q8_0; Q8_0 needs a row length divisible by 32).
-    pub fn tensor(&mut self, name: &str, shape: &[i64], ty: GgmlType, values: &[f32]) -> Result<()> {
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        ty: GgmlType,
+        values: &[f32],
+    ) -> Result<()> {
         let numel: i64 = shape.iter().product();
         if numel as usize != values.len() {
             return Err(Error::msg(format!(
@@ -215,7 +221,10 @@ mod tests {
         assert_eq!(g.get("x.f").unwrap(), &Value::F32(0.5));
         assert_eq!(g.get("x.b").unwrap(), &Value::Bool(true));
         assert_eq!(g.get("x.i").unwrap().as_array().unwrap()[0], Value::I32(-3));
-        assert_eq!(g.get("x.a").unwrap().as_array().unwrap()[1].as_str(), Some("bc"));
+        assert_eq!(
+            g.get("x.a").unwrap().as_array().unwrap()[1].as_str(),
+            Some("bc")
+        );
         let back = |n: &str| Vec::<f32>::try_from(g.tensor(n).unwrap().view([-1])).unwrap();
         assert_eq!(g.info("b").unwrap().shape(), vec![2, 48]);
         assert_eq!(back("a"), v);

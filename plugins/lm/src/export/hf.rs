@@ -130,5 +130,8 @@ pub fn write_peft_adapter(
         "layers_to_transform": layers.into_iter().collect::<Vec<_>>(),
         "base_model_name_or_path": null,
     });
-    Ok(vec![path, write_json(&dir.join("adapter_config.json"), &cfg)?])
+    Ok(vec![
+        path,
+        write_json(&dir.join("adapter_config.json"), &cfg)?,
+    ])
 }

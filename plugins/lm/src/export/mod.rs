@@ -51,9 +51,12 @@ pub fn export(
     };
     if req.adapter {
         match scope {
-            Scope::LoraLastN { rank, alpha, .. } => {
-                files.extend(hf::write_peft_adapter(&out.join("adapter"), vs, *rank, *alpha)?)
-            }
+            Scope::LoraLastN { rank, alpha, .. } => files.extend(hf::write_peft_adapter(
+                &out.join("adapter"),
+                vs,
+                *rank,
+                *alpha,
+            )?),
             _ => {
                 return Err(Error::config(
                     "--adapter",
