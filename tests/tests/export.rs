@@ -403,3 +403,31 @@ fn expected_metadata(g: &Gguf) -> serde_json::Value {
         .collect::<serde_json::Map<_, _>>()
         .into()
 }
+
+/// A task that does not implement `Task::export` (the tiny example) answers, across the plugin
+/// boundary, with the SDK's default error.
+#[test]
+fn a_task_without_export_says_so() {
+    let dir = scratch_dir("export-none");
+    let run = dir.join("run");
+    ok(
+        vpt_command()
+            .arg("run")
+            .arg(vpt_integration::tiny_config_path())
+            .args(["--steps", "2", "--out"])
+            .arg(&run),
+        "vpt run (tiny)",
+    );
+    let out = vpt_command()
+        .args(["export", "--format", "hf", "--out"])
+        .arg(dir.join("x"))
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot export") && err.contains("`hf`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
