@@ -260,8 +260,9 @@ pub fn read_labeled_jsonl(path: &Path, fields: &Fields) -> Result<Vec<(usize, Ex
     let mut out = Vec::new();
     for (line, text) in read_lines(path)? {
         let obj = parse_object(&file, line, &text)?;
-        let prompt = string_field(&obj, &fields.prompt, &file, line)?
-            .ok_or_else(|| Error::data(&file, line, format!("missing field `{}`", fields.prompt)))?;
+        let prompt = string_field(&obj, &fields.prompt, &file, line)?.ok_or_else(|| {
+            Error::data(&file, line, format!("missing field `{}`", fields.prompt))
+        })?;
         let options = match obj.get(&fields.options) {
             None => Vec::new(),
             Some(serde_json::Value::Array(a)) => a
@@ -279,7 +280,10 @@ pub fn read_labeled_jsonl(path: &Path, fields: &Fields) -> Result<Vec<(usize, Ex
                 return Err(Error::data(
                     &file,
                     line,
-                    format!("field `{}` must be an array of strings, got {v}", fields.options),
+                    format!(
+                        "field `{}` must be an array of strings, got {v}",
+                        fields.options
+                    ),
                 ))
             }
         };
@@ -602,10 +606,16 @@ mod tests {
         let err = read_labeled_jsonl(&p, &Fields::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("l.jsonl:1:") && err.contains("`prompt`"), "{err}");
+        assert!(
+            err.contains("l.jsonl:1:") && err.contains("`prompt`"),
+            "{err}"
+        );
         let bad = tmp_file("l2.jsonl", "{\"q\": \"pick\", \"a\": 5, \"o\": [\"x\"]}\n");
         let err = read_labeled_jsonl(&bad, &f).unwrap_err().to_string();
-        assert!(err.contains("l2.jsonl:1:") && err.contains("option index"), "{err}");
+        assert!(
+            err.contains("l2.jsonl:1:") && err.contains("option index"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -194,13 +194,13 @@ mod tests {
     #[test]
     fn bootstrap_is_seeded_and_brackets_the_mean() {
         let xs: Vec<f64> = (0..200).map(|i| f64::from(i % 7 == 0)).collect();
-        let (lo, hi) = bootstrap_ci(&[xs.clone()], 1, 1000);
+        let (lo, hi) = bootstrap_ci(std::slice::from_ref(&xs), 1, 1000);
         let m = mean(&xs);
         assert!(lo < m && m < hi, "{lo} {m} {hi}");
         // Binomial standard error ≈ 0.024: the 95 % interval is about ±0.047 wide.
         assert!((hi - lo) > 0.05 && (hi - lo) < 0.15, "{lo} {hi}");
-        assert_eq!(bootstrap_ci(&[xs.clone()], 1, 1000), (lo, hi));
-        assert_ne!(bootstrap_ci(&[xs.clone()], 2, 1000), (lo, hi));
+        assert_eq!(bootstrap_ci(std::slice::from_ref(&xs), 1, 1000), (lo, hi));
+        assert_ne!(bootstrap_ci(std::slice::from_ref(&xs), 2, 1000), (lo, hi));
         // Constant data has a zero-width interval; two groups use the mean of means.
         assert_eq!(bootstrap_ci(&[vec![2.0; 9]], 0, 50), (2.0, 2.0));
         let (lo, hi) = bootstrap_ci(&[vec![1.0; 5], vec![3.0; 50]], 0, 50);
@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn row_nlls_are_per_example_token_means() {
         let (_vs, m) = tiny();
-        let a = data::example_row(&ByteCodec, &Example::new("q", "a much longer answer"), 99)
-            .unwrap();
+        let a =
+            data::example_row(&ByteCodec, &Example::new("q", "a much longer answer"), 99).unwrap();
         let b = data::example_row(&ByteCodec, &Example::new("q", "ab"), 99).unwrap();
         let both = row_nlls(&m, &[a.clone(), b.clone()], 2, 256).unwrap();
         let one = [
@@ -266,6 +266,59 @@ mod tests {
         mc.options = opts.clone();
         let mut wrong = mc.clone();
         wrong.response = opts[worst].clone();
-        assert_eq!(choice_scores(&m, &codec, &[mc, wrong], 99, 4).unwrap(), vec![1.0, 0.0]);
+        assert_eq!(
+            choice_scores(&m, &codec, &[mc, wrong], 99, 4).unwrap(),
+            vec![1.0, 0.0]
+        );
+    }
+
+    /// On the real model (skipped when `VPT_SMOLLM2_GGUF` is unset, like the other SmolLM2
+    /// tests): batched decoding of 16 GSM8K test prompts gives the one-at-a-time answers, and
+    /// prints both throughputs (the before/after of batched evaluation).
+    #[test]
+    fn smollm2_batched_greedy_agrees_and_reports_tokens_per_second() {
+        let Ok(path) = std::env::var("VPT_SMOLLM2_GGUF") else {
+            eprintln!("skipping: VPT_SMOLLM2_GGUF is unset");
+            return;
+        };
+        tch::set_num_threads(2);
+        let (cfg, vs, tok) = crate::gguf::load_gguf(&path, Device::Cpu).unwrap();
+        let m = Llama::new(&vs.root(), &cfg);
+        let test = crate::labeled::read_set(
+            crate::labeled::SetKind::Gsm8kJsonl,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/test.jsonl"),
+            None,
+            None,
+        )
+        .unwrap();
+        let prompts: Vec<Vec<i64>> = test[..16]
+            .iter()
+            .map(|e| tok.encode(&tok.chat_prompt(&e.prompt), false).unwrap())
+            .collect();
+        let (max_new, eos) = (48, tok.eos_id());
+        let t0 = std::time::Instant::now();
+        let alone: Vec<Vec<i64>> = prompts
+            .iter()
+            .map(|p| m.generate(p, max_new, Sampling::Greedy, &[eos]).unwrap())
+            .collect();
+        let t_alone = t0.elapsed().as_secs_f64();
+        let t0 = std::time::Instant::now();
+        let batch = m.generate_greedy_batch(&prompts, max_new, &[eos]).unwrap();
+        let t_batch = t0.elapsed().as_secs_f64();
+        let n: usize = alone.iter().map(Vec::len).sum();
+        let same = alone.iter().zip(&batch).filter(|(a, b)| a == b).count();
+        eprintln!(
+            "greedy decoding, 16 GSM8K prompts × ≤{max_new} tokens, {} threads: one at a time \
+             {:.1} tokens/s, batched {:.1} tokens/s ({:.2}×); {same}/16 identical",
+            tch::get_num_threads(),
+            n as f64 / t_alone,
+            batch.iter().map(Vec::len).sum::<usize>() as f64 / t_batch,
+            t_alone / t_batch
+        );
+        // f32 rounding differs between padded and unpadded shapes; a near-tie may flip late.
+        assert!(same >= 14, "only {same}/16 batched answers match");
+        for (a, b) in alone.iter().zip(&batch) {
+            assert_eq!(a[..8], b[..8], "answers diverge early");
+        }
     }
 }

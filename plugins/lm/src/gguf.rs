@@ -1231,8 +1231,8 @@ mod tests {
 #[cfg(test)]
 mod smollm2 {
     use super::*;
-    use crate::model::{Attention, Llama, Sampling};
     use crate::data::Fields;
+    use crate::model::{Attention, Llama, Sampling};
     use std::time::Instant;
 
     fn model() -> Option<(Config, nn::VarStore, Llama, Tokenizer)> {

@@ -173,7 +173,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("g.jsonl:2:"), "{err}");
-        assert!(read_set(SetKind::Jsonl, p.to_str().unwrap(), Some(&Fields::gsm8k()), None).is_ok());
+        assert!(read_set(
+            SetKind::Jsonl,
+            p.to_str().unwrap(),
+            Some(&Fields::gsm8k()),
+            None
+        )
+        .is_ok());
     }
 
     #[test]

@@ -573,7 +573,12 @@ pub const CHOICE_SET: (u64, &[u8]) = (2026, &[1, 2, 3]);
 /// The multiple-choice arithmetic set as JSONL (`{"prompt", "response", "options"}` per line):
 /// `n_feedback` feedback and `n_test` test problems of [`MathSplits`] for `seed` (disjoint), each
 /// with options from [`Problem::to_choice`]. Returns (feedback, test) file contents.
-pub fn choice_jsonl(seed: u64, levels: &[u8], n_feedback: usize, n_test: usize) -> (String, String) {
+pub fn choice_jsonl(
+    seed: u64,
+    levels: &[u8],
+    n_feedback: usize,
+    n_test: usize,
+) -> (String, String) {
     let s = MathSplits::new(seed, levels, n_feedback, n_test);
     let render = |ps: &[Problem], tag: u64| -> String {
         ps.iter()
@@ -595,7 +600,10 @@ mod tests {
     /// `data/arith-choice/` is exactly what [`choice_jsonl`] generates; `VPT_BLESS=1` rewrites it.
     #[test]
     fn shipped_choice_set_is_generated_by_this_code() {
-        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/arith-choice"));
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/arith-choice"
+        ));
         let (feedback, test) = choice_jsonl(CHOICE_SET.0, CHOICE_SET.1, 512, 256);
         if std::env::var("VPT_BLESS").is_ok_and(|v| v == "1") {
             std::fs::create_dir_all(dir).unwrap();
@@ -604,9 +612,15 @@ mod tests {
         }
         for (name, want) in [("feedback.jsonl", &feedback), ("test.jsonl", &test)] {
             let got = std::fs::read_to_string(dir.join(name)).unwrap();
-            assert!(got == *want, "{name} differs from choice_jsonl(); rerun with VPT_BLESS=1");
+            assert!(
+                got == *want,
+                "{name} differs from choice_jsonl(); rerun with VPT_BLESS=1"
+            );
         }
-        let ex: Vec<Example> = test.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let ex: Vec<Example> = test
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(ex.len(), 256);
         for e in &ex {
             assert_eq!(e.options.len(), 4);

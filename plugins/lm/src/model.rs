@@ -846,7 +846,7 @@ impl Llama {
         let mut pad = Vec::with_capacity(b * len);
         for p in prompts {
             let n = len - p.len();
-            ids.extend(std::iter::repeat(filler).take(n).chain(p.iter().copied()));
+            ids.extend(std::iter::repeat_n(filler, n).chain(p.iter().copied()));
             pad.extend((0..len).map(|j| j < n));
         }
         let (b, len) = (b as i64, len as i64);
@@ -875,7 +875,7 @@ impl Llama {
                 )?; // (B, t, d)
                 pos += t;
                 let last = self.logits(&h.f_narrow(1, t - 1, 1)?)?; // (B, 1, V)
-                // One device→host copy per step: the arg-max of each row.
+                                                                    // One device→host copy per step: the arg-max of each row.
                 let next = Vec::<i64>::try_from(
                     &last.f_argmax(-1, false)?.f_view([-1])?.f_to(Device::Cpu)?,
                 )
@@ -901,10 +901,7 @@ impl Llama {
                     .collect();
                 input = Tensor::from_slice(&fed).f_view([b, 1])?.f_to(self.device)?;
                 key_pad = Tensor::f_cat(
-                    &[
-                        key_pad,
-                        Tensor::f_zeros([b, 1], (Kind::Bool, self.device))?,
-                    ],
+                    &[key_pad, Tensor::f_zeros([b, 1], (Kind::Bool, self.device))?],
                     1,
                 )?;
             }

@@ -14,9 +14,9 @@ use crate::designer::LmDesignContext;
 use crate::eval::{self as ev, PassAt};
 use crate::general::{self, GeneralText};
 use crate::labeled::{self, JsonlSource, SetKind};
-use crate::scorer::{Scorer, ScorerConfig};
 use crate::mathgen::MathSplits;
 use crate::model::{Attention, Config, Llama, Scope};
+use crate::scorer::{Scorer, ScorerConfig};
 use crate::tokenizer::Tokenizer;
 use crate::{gguf, hf};
 use schemars::JsonSchema;
@@ -880,11 +880,12 @@ impl CausalLm {
             .collect()
     }
 
-    /// Inserts `name` = the mean of group means of `groups` and, when bootstrapping is on, its
-    /// 95 % interval as `name.ci_lo` / `name.ci_hi` (seeded by the run seed and the name).
+    /// Inserts `name` = the mean of group means of `groups` (NaN without data) and, when
+    /// bootstrapping is on and there is data, its 95 % interval as `name.ci_lo` / `name.ci_hi`
+    /// (seeded by the run seed and the name).
     fn insert_with_ci(&self, m: &mut Metrics, name: &str, groups: &[Vec<f64>]) {
         m.insert(name.into(), ev::mean_of_means(groups));
-        if self.cfg.eval.bootstrap > 0 {
+        if self.cfg.eval.bootstrap > 0 && groups.iter().any(|g| !g.is_empty()) {
             let seed = self.seed ^ data::fnv1a(name.as_bytes());
             let (lo, hi) = ev::bootstrap_ci(groups, seed, self.cfg.eval.bootstrap);
             m.insert(format!("{name}.ci_lo"), lo);
@@ -1099,13 +1100,21 @@ impl Task for CausalLm {
                 continue;
             }
             let nll = ev::row_nlls(&self.model, &rows, self.cfg.feedback_batch_size, eos)?;
-            self.insert_with_ci(&mut m, &format!("feedback_loss/{}", fs.name), &[nll.clone()]);
+            self.insert_with_ci(
+                &mut m,
+                &format!("feedback_loss/{}", fs.name),
+                std::slice::from_ref(&nll),
+            );
             groups.push(nll);
         }
         self.insert_with_ci(&mut m, "feedback_loss", &groups);
         let n_gen = cap(self.general_eval.len());
-        let general =
-            ev::row_nlls(&self.model, &self.general_eval[..n_gen], self.cfg.batch_size, eos)?;
+        let general = ev::row_nlls(
+            &self.model,
+            &self.general_eval[..n_gen],
+            self.cfg.batch_size,
+            eos,
+        )?;
         self.insert_with_ci(&mut m, "general_loss", &[general]);
         for suffix in ["", ".ci_lo", ".ci_hi"] {
             if let Some(v) = m.get(&format!("general_loss{suffix}")).copied() {
@@ -1268,7 +1277,12 @@ mod tests {
     fn example_configs_parse() {
         let reg = crate::vpt_registry();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
-        for name in ["lm-smollm2.toml", "lm-gsm8k.toml", "lm-two-feedback.toml"] {
+        for name in [
+            "lm-smollm2.toml",
+            "lm-gsm8k.toml",
+            "lm-gsm8k-cpu.toml",
+            "lm-two-feedback.toml",
+        ] {
             let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
             let v: serde_json::Value = toml::from_str(&text).unwrap();
             let cfg: CausalLmConfig = vpt_sdk::parse_config(&v["task"]["config"])
@@ -1388,6 +1402,165 @@ mod tests {
         }
         assert!(m["feedback_loss"].is_finite() && m["feedback_loss"] > 0.0);
         assert!((0.0..=1.0).contains(&m["pass@1"]));
+    }
+
+    fn gsm8k(name: &str) -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/").to_string() + name
+    }
+
+    fn gsm8k_set(name: &str, size: usize, heldout: usize) -> FeedbackSetConfig {
+        FeedbackSetConfig {
+            name: "gsm8k".into(),
+            kind: SetKind::Gsm8kJsonl,
+            path: Some(gsm8k(name)),
+            fields: None,
+            levels: d_levels(),
+            size,
+            heldout,
+        }
+    }
+
+    /// The real-data layout of the LM configs: stream = GSM8K train minus the feedback split,
+    /// feedback = 1,024 train examples (256 held out), test = GSM8K test; pairwise disjoint.
+    #[test]
+    fn gsm8k_stream_feedback_and_test_are_disjoint() {
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.unlabeled.generated_math = false;
+        cfg.unlabeled.jsonl = vec![JsonlSource::Labeled(labeled::LabeledSource {
+            path: gsm8k("train.jsonl"),
+            kind: SetKind::Gsm8kJsonl,
+            fields: None,
+        })];
+        cfg.feedback = vec![gsm8k_set("train.jsonl", 768, 256)];
+        cfg.eval.test = TestSetConfig {
+            kind: SetKind::Gsm8kJsonl,
+            path: Some(gsm8k("test.jsonl")),
+            size: 1319,
+            ..TestSetConfig::default()
+        };
+        let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+        let fb = &t.feedback[0];
+        assert_eq!((fb.train.len(), fb.heldout.len()), (768, 256));
+        let feedback: HashSet<String> = fb
+            .train
+            .iter()
+            .chain(&fb.heldout)
+            .map(|e| labeled::stream_prompt(&e.prompt))
+            .collect();
+        assert_eq!(feedback.len(), 1024);
+        let stream: HashSet<String> = t
+            .stream
+            .jsonl
+            .iter()
+            .map(|r| match r {
+                Record::PromptResponse { prompt, .. } => prompt.clone(),
+                Record::Text(_) => panic!("GSM8K records carry a prompt"),
+            })
+            .collect();
+        let test: HashSet<String> = t
+            .test
+            .iter()
+            .map(|e| labeled::stream_prompt(&e.prompt))
+            .collect();
+        assert_eq!((stream.len(), test.len()), (7473 - 1024, 1319));
+        assert!(stream.is_disjoint(&feedback) && stream.is_disjoint(&test));
+        assert!(feedback.is_disjoint(&test));
+        // Every train problem is in exactly one of stream and feedback.
+        let train =
+            labeled::read_set(SetKind::Gsm8kJsonl, &gsm8k("train.jsonl"), None, None).unwrap();
+        for e in &train {
+            let p = labeled::stream_prompt(&e.prompt);
+            assert!(stream.contains(&p) != feedback.contains(&p));
+        }
+        // The stream's loss is on the solution only: the prompt tokens carry no loss.
+        let frac = (0..20)
+            .map(|_| {
+                let b = t.next_batch(U).unwrap();
+                b.tensors
+                    .require("mask")
+                    .unwrap()
+                    .mean(Kind::Double)
+                    .double_value(&[])
+            })
+            .sum::<f64>()
+            / 20.0;
+        assert!(frac > 0.2 && frac < 0.95, "loss fraction {frac}");
+    }
+
+    /// A downstream task as data: a JSONL feedback set with its own field names and a
+    /// multiple-choice test set, evaluated with intervals, no code.
+    #[test]
+    fn jsonl_sets_with_scorers_evaluate_with_intervals() {
+        let dir = std::env::temp_dir().join(format!("vpt-lm-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fb_path = dir.join("fb.jsonl");
+        let lines: String = (0..12)
+            .map(|i| format!("{{\"q\": \"say {i}\", \"a\": \"{i}\"}}\n"))
+            .collect();
+        std::fs::write(&fb_path, lines).unwrap();
+        let choice = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/arith-choice/test.jsonl"
+        );
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.feedback = vec![FeedbackSetConfig {
+            name: "echo".into(),
+            kind: SetKind::Jsonl,
+            path: Some(fb_path.display().to_string()),
+            fields: Some(Fields {
+                prompt: "q".into(),
+                response: "a".into(),
+                options: "o".into(),
+            }),
+            levels: d_levels(),
+            size: 8,
+            heldout: 4,
+        }];
+        cfg.eval.test = TestSetConfig {
+            kind: SetKind::Jsonl,
+            path: Some(choice.into()),
+            size: 6,
+            scorer: Some(ScorerConfig::Choice),
+            ..TestSetConfig::default()
+        };
+        let mut t = CausalLm::new(cfg.clone(), &ctx()).unwrap();
+        let m = t.evaluate(None).unwrap();
+        for k in [
+            "feedback_loss",
+            "feedback_loss.ci_lo",
+            "feedback_loss/echo.ci_hi",
+            "choice_accuracy",
+            "choice_accuracy.ci_lo",
+        ] {
+            assert!(m.contains_key(k), "{k} missing: {m:?}");
+        }
+        assert!(!m.contains_key("pass@1"));
+        assert!(m["feedback_loss.ci_lo"] <= m["feedback_loss"]);
+        assert!(m["feedback_loss"] <= m["feedback_loss.ci_hi"]);
+        assert_eq!(m["feedback_loss"], m["feedback_loss/echo"]);
+        // Deterministic, intervals included (no general rows here: no general_loss interval).
+        assert!(!m.contains_key("general_loss.ci_lo"));
+        assert_eq!(format!("{:?}", t.evaluate(None).unwrap()), format!("{m:?}"));
+        // The feedback loss is on the response tokens only: the one-digit answer + EOS.
+        let fb = t.next_batch(F).unwrap();
+        let per_row = fb
+            .tensors
+            .require("mask")
+            .unwrap()
+            .sum_dim_intlist(-1, false, Kind::Float);
+        assert!(per_row.le(3.0).all().int64_value(&[]) == 1, "{per_row:?}");
+        // Bad data and bad scorers are named.
+        let mut bad = cfg.clone();
+        bad.eval.test.scorer = Some(ScorerConfig::Numeric {
+            pattern: "(".into(),
+            fallback_last_number: true,
+        });
+        let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
+        assert!(err.contains("eval.test.scorer.numeric.pattern"), "{err}");
+        let mut bad = cfg;
+        bad.eval.test.path = Some(fb_path.display().to_string());
+        let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
+        assert!(err.contains("fb.jsonl:1:"), "{err}");
     }
 
     /// V(φ) = g_down · g_pre(φ) on S, with g_pre built with create_graph.
