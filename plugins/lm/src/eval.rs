@@ -66,7 +66,8 @@ pub fn generation_scores(
 }
 
 /// 1.0 / 0.0 per multiple-choice example: right when the reference is the option of lowest
-/// token-mean NLL after the prompt (rows of at most `max_len` tokens, `batch` rows at a time).
+/// token-mean NLL after the prompt (rows of at most `max_len` tokens; the options of all examples
+/// are scored `batch` rows at a time).
 pub fn choice_scores(
     model: &Llama,
     codec: &dyn Codec,
@@ -74,20 +75,25 @@ pub fn choice_scores(
     max_len: usize,
     batch: usize,
 ) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(examples.len());
+    let mut rows = Vec::new();
+    let mut answers = Vec::with_capacity(examples.len());
     for (i, ex) in examples.iter().enumerate() {
-        let answer = ex.answer_option().ok_or_else(|| {
+        answers.push(ex.answer_option().ok_or_else(|| {
             Error::msg(format!(
                 "multiple-choice example {i} has no option equal to its response"
             ))
-        })?;
-        let rows = ex
-            .options
-            .iter()
-            .map(|o| data::continuation_row(codec, &ex.prompt, o, max_len))
-            .collect::<Result<Vec<_>>>()?;
-        let nll = row_nlls(model, &rows, batch, codec.eos_id())?;
-        let best = nll
+        })?);
+        for o in &ex.options {
+            rows.push(data::continuation_row(codec, &ex.prompt, o, max_len)?);
+        }
+    }
+    let nll = row_nlls(model, &rows, batch, codec.eos_id())?;
+    let mut at = 0;
+    let mut out = Vec::with_capacity(examples.len());
+    for (ex, answer) in examples.iter().zip(answers) {
+        let options = &nll[at..at + ex.options.len()];
+        at += ex.options.len();
+        let best = options
             .iter()
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(b.1))
