@@ -67,13 +67,41 @@ pub fn read_set(
 
 /// One source of the unlabeled stream: a path to `{"text"}` / `{"prompt","response"}` JSONL, or
 /// a labeled set read as prompt + response text (loss on the response only).
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 #[serde(untagged)]
 pub enum JsonlSource {
     /// `"path.jsonl"`: records `{"text"}` or `{"prompt","response"}`.
     Path(String),
     /// `{ path = "…", kind = "gsm8k_jsonl" }` or `{ path = "…", fields = { prompt = "q", … } }`.
     Labeled(LabeledSource),
+}
+
+/// A string is a path, a table a [`LabeledSource`] (whose own errors, e.g. an unknown field,
+/// reach the user instead of serde's "did not match any variant").
+impl<'de> Deserialize<'de> for JsonlSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonlSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a path string or a table { path, kind, fields }")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(JsonlSource::Path(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                LabeledSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(JsonlSource::Labeled)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A labeled JSONL file used as unlabeled text (see [`JsonlSource::Labeled`]).
@@ -180,6 +208,23 @@ mod tests {
             None
         )
         .is_ok());
+    }
+
+    #[test]
+    fn stream_sources_parse_from_a_string_or_a_table() {
+        let v: Vec<JsonlSource> = serde_json::from_value(serde_json::json!([
+            "a.jsonl",
+            {"path": "b.jsonl", "kind": "gsm8k_jsonl"}
+        ]))
+        .unwrap();
+        assert_eq!(v[0], JsonlSource::Path("a.jsonl".into()));
+        assert!(matches!(&v[1], JsonlSource::Labeled(l) if l.kind == SetKind::Gsm8kJsonl));
+        let err =
+            serde_json::from_value::<JsonlSource>(serde_json::json!({"path": "b", "kindd": 1}))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("kindd"), "{err}");
+        assert!(serde_json::from_value::<JsonlSource>(serde_json::json!(3)).is_err());
     }
 
     #[test]

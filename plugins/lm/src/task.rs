@@ -1,6 +1,7 @@
 //! The `causal_lm` task: a Llama-family learner θ continued-pretrained on an unlabeled text
-//! stream (generated math, JSONL files, Python-doc general text), with GSM8K-format feedback
-//! sets (L_down = NLL of the answer tokens) and top-K soft targets as its construction.
+//! stream (GSM8K or other JSONL, generated math, Python-doc general text), with feedback and
+//! test sets given as data (`crate::labeled`; L_down = NLL of the response tokens, test sets
+//! scored by `crate::scorer`) and top-K soft targets as its construction.
 //!
 //! Losses: the baseline is one-hot next-token CE; with `lm.soft_targets/v1` it is
 //! −Σ_k q_k log p_θ(cand_k) on the K candidates. Both are masked token means per example (B,).
@@ -576,7 +577,7 @@ pub struct CausalLm {
 impl TaskFactory for CausalLm {
     const NAME: &'static str = "causal_lm";
     const DESCRIPTION: &'static str =
-        "causal LM continued pretraining (generated math + Python docs) with GSM8K-format feedback and top-K soft targets";
+        "causal LM continued pretraining (GSM8K / JSONL / generated math + Python docs) with feedback and test sets as data and top-K soft targets";
     const CONSUMES: &'static [&'static str] = &[KIND_LM_SOFT_TARGETS];
     type Config = CausalLmConfig;
     fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
