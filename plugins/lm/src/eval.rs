@@ -38,8 +38,8 @@ pub fn row_nlls(model: &Llama, rows: &[Row], batch: usize, pad: i64) -> Result<V
     Ok(out)
 }
 
-/// 1.0 / 0.0 per example: greedy answers decoded `batch` prompts at a time, judged by `scorer`
-/// (exact or numeric).
+/// 1.0 / 0.0 per example: greedy answers decoded `batch` prompts at a time (prompts of similar
+/// length together, so little padding), judged by `scorer` (exact or numeric).
 pub fn generation_scores(
     model: &Llama,
     codec: &dyn Codec,
@@ -49,17 +49,20 @@ pub fn generation_scores(
     batch: usize,
 ) -> Result<Vec<f64>> {
     let eos = codec.eos_id();
-    let mut out = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(batch.max(1)) {
-        let prompts = chunk
-            .iter()
-            .map(|ex| codec.encode(&codec.chat_prompt(&ex.prompt)))
-            .collect::<Result<Vec<_>>>()?;
-        let answers = model.generate_greedy_batch(&prompts, max_new_tokens, &[eos])?;
-        for (ex, ids) in chunk.iter().zip(answers) {
-            out.push(f64::from(u8::from(
-                scorer.is_correct(&codec.decode(&ids)?, ex),
-            )));
+    let prompts = examples
+        .iter()
+        .map(|ex| codec.encode(&codec.chat_prompt(&ex.prompt)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut out = vec![0.0; examples.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let group: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let answers = model.generate_greedy_batch(&group, max_new_tokens, &[eos])?;
+        for (&i, ids) in chunk.iter().zip(answers) {
+            out[i] = f64::from(u8::from(
+                scorer.is_correct(&codec.decode(&ids)?, &examples[i]),
+            ));
         }
     }
     Ok(out)
