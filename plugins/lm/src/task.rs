@@ -883,12 +883,13 @@ impl CausalLm {
 
     /// Inserts `name` = the mean of group means of `groups` (NaN without data) and, when
     /// bootstrapping is on and there is data, its 95 % interval as `name.ci_lo` / `name.ci_hi`
-    /// (seeded by the run seed and the name).
+    /// (seeded by the run seed).
     fn insert_with_ci(&self, m: &mut Metrics, name: &str, groups: &[Vec<f64>]) {
         m.insert(name.into(), ev::mean_of_means(groups));
         if self.cfg.eval.bootstrap > 0 && groups.iter().any(|g| !g.is_empty()) {
-            let seed = self.seed ^ data::fnv1a(name.as_bytes());
-            let (lo, hi) = ev::bootstrap_ci(groups, seed, self.cfg.eval.bootstrap);
+            // One seed for every metric: sets of equal size share resamples, so one set's
+            // interval equals the aggregate's.
+            let (lo, hi) = ev::bootstrap_ci(groups, self.seed, self.cfg.eval.bootstrap);
             m.insert(format!("{name}.ci_lo"), lo);
             m.insert(format!("{name}.ci_hi"), hi);
         }
@@ -1538,7 +1539,12 @@ mod tests {
         assert!(!m.contains_key("pass@1"));
         assert!(m["feedback_loss.ci_lo"] <= m["feedback_loss"]);
         assert!(m["feedback_loss"] <= m["feedback_loss.ci_hi"]);
-        assert_eq!(m["feedback_loss"], m["feedback_loss/echo"]);
+        for k in ["", ".ci_lo", ".ci_hi"] {
+            assert_eq!(
+                m[&format!("feedback_loss{k}")],
+                m[&format!("feedback_loss/echo{k}")]
+            );
+        }
         // Deterministic, intervals included (no general rows here: no general_loss interval).
         assert!(!m.contains_key("general_loss.ci_lo"));
         assert_eq!(format!("{:?}", t.evaluate(None).unwrap()), format!("{m:?}"));
