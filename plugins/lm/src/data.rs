@@ -1,5 +1,5 @@
-//! Text data for the LM task: JSONL readers (unlabeled text, GSM8K-format feedback), a seeded
-//! shuffling cursor, token packing with loss masks, batch tensors and numeric answer extraction.
+//! Text data for the LM task: JSONL readers (unlabeled text; labeled examples with configurable
+//! field names), a seeded shuffling cursor, token packing with loss masks and batch tensors.
 //!
 //! Every reader reports a malformed line as `file:line: message` ([`vpt_sdk::Error::data`]).
 //! Randomness is counter-based ([`SplitMix`]), so a cursor's few integers are the whole state
@@ -112,13 +112,79 @@ pub enum Record {
     },
 }
 
-/// One labeled feedback example in GSM8K format.
+/// One labeled example (feedback or test): a prompt, its reference response and, for multiple
+/// choice, the options (the response is one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QaExample {
-    /// The word problem.
-    pub question: String,
-    /// The worked solution, ending in `#### N`.
-    pub answer: String,
+pub struct Example {
+    /// The prompt (e.g. a word problem).
+    pub prompt: String,
+    /// The reference response (e.g. a worked solution ending in `#### N`).
+    pub response: String,
+    /// Multiple-choice options (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Example {
+    /// An example without options.
+    pub fn new(prompt: impl Into<String>, response: impl Into<String>) -> Self {
+        Example {
+            prompt: prompt.into(),
+            response: response.into(),
+            options: Vec::new(),
+        }
+    }
+    /// Index of the response among the options, if it is one.
+    pub fn answer_option(&self) -> Option<usize> {
+        self.options.iter().position(|o| *o == self.response)
+    }
+}
+
+/// JSON field names of a labeled JSONL file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fields {
+    /// Field holding the prompt (a string).
+    #[serde(default = "d_prompt")]
+    pub prompt: String,
+    /// Field holding the reference response: a string, or (with options) the index of the
+    /// right option.
+    #[serde(default = "d_response")]
+    pub response: String,
+    /// Field holding the multiple-choice options (an array of strings), when present.
+    #[serde(default = "d_options")]
+    pub options: String,
+}
+
+fn d_prompt() -> String {
+    "prompt".into()
+}
+fn d_response() -> String {
+    "response".into()
+}
+fn d_options() -> String {
+    "options".into()
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            prompt: d_prompt(),
+            response: d_response(),
+            options: d_options(),
+        }
+    }
+}
+
+impl Fields {
+    /// GSM8K's names: `question`, `answer`.
+    pub fn gsm8k() -> Self {
+        Fields {
+            prompt: "question".into(),
+            response: "answer".into(),
+            options: d_options(),
+        }
+    }
 }
 
 fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
@@ -187,24 +253,79 @@ pub fn read_unlabeled_jsonl(path: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Reads GSM8K-format JSONL: `{"question": ..., "answer": "... #### N"}`.
-pub fn read_gsm8k_jsonl(path: &Path) -> Result<Vec<QaExample>> {
+/// Reads labeled JSONL with the field names `fields`; each example's line number is returned
+/// with it (for errors that name `file:line`).
+pub fn read_labeled_jsonl(path: &Path, fields: &Fields) -> Result<Vec<(usize, Example)>> {
     let file = path.display().to_string();
     let mut out = Vec::new();
     for (line, text) in read_lines(path)? {
         let obj = parse_object(&file, line, &text)?;
-        let question = string_field(&obj, "question", &file, line)?
-            .ok_or_else(|| Error::data(&file, line, "missing field `question`"))?;
-        let answer = string_field(&obj, "answer", &file, line)?
-            .ok_or_else(|| Error::data(&file, line, "missing field `answer`"))?;
-        if crate::eval::final_answer(&answer).is_none() {
-            return Err(Error::data(
-                &file,
-                line,
-                "`answer` must end in `#### N` with a number N",
-            ));
-        }
-        out.push(QaExample { question, answer });
+        let prompt = string_field(&obj, &fields.prompt, &file, line)?.ok_or_else(|| {
+            Error::data(&file, line, format!("missing field `{}`", fields.prompt))
+        })?;
+        let options = match obj.get(&fields.options) {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    Error::data(
+                        &file,
+                        line,
+                        format!("field `{}` must be an array of strings", fields.options),
+                    )
+                })?,
+            Some(v) => {
+                return Err(Error::data(
+                    &file,
+                    line,
+                    format!(
+                        "field `{}` must be an array of strings, got {v}",
+                        fields.options
+                    ),
+                ))
+            }
+        };
+        let response = match obj.get(&fields.response) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) if !options.is_empty() => n
+                .as_u64()
+                .and_then(|i| options.get(i as usize))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::data(
+                        &file,
+                        line,
+                        format!("`{}` = {n} is not an option index", fields.response),
+                    )
+                })?,
+            Some(v) => {
+                return Err(Error::data(
+                    &file,
+                    line,
+                    format!(
+                        "field `{}` must be a string (or an option index), got {v}",
+                        fields.response
+                    ),
+                ))
+            }
+            None => {
+                return Err(Error::data(
+                    &file,
+                    line,
+                    format!("missing field `{}`", fields.response),
+                ))
+            }
+        };
+        out.push((
+            line,
+            Example {
+                prompt,
+                response,
+                options,
+            },
+        ));
     }
     if out.is_empty() {
         return Err(Error::data(&file, 1, "no examples"));
@@ -384,11 +505,16 @@ pub fn rows_to_tensors(rows: &[Row], device: Device) -> Result<vpt_sdk::TensorMa
         .with("mask", mask.f_to_kind(Kind::Float).op("mask kind")?))
 }
 
-/// The teacher-forced row of a QA example: chat prompt (no loss) then answer + EOS (loss),
-/// keeping the last `max_len + 1` tokens when longer.
-pub fn qa_row(codec: &dyn Codec, ex: &QaExample, max_len: usize) -> Result<Row> {
-    let prompt = codec.encode(&codec.chat_prompt(&ex.question))?;
-    let answer = codec.encode(&ex.answer)?;
+/// The teacher-forced row of `continuation` after the chat-formatted `prompt`: prompt (no loss)
+/// then continuation + EOS (loss), keeping the last `max_len + 1` tokens when longer.
+pub fn continuation_row(
+    codec: &dyn Codec,
+    prompt: &str,
+    continuation: &str,
+    max_len: usize,
+) -> Result<Row> {
+    let prompt = codec.encode(&codec.chat_prompt(prompt))?;
+    let answer = codec.encode(continuation)?;
     let mut ids = prompt;
     let mut loss = vec![false; ids.len()];
     ids.extend(&answer);
@@ -401,6 +527,12 @@ pub fn qa_row(codec: &dyn Codec, ex: &QaExample, max_len: usize) -> Result<Row> 
         targets: ids[1..].to_vec(),
         mask: loss[1..].iter().map(|&b| f32::from(u8::from(b))).collect(),
     })
+}
+
+/// The teacher-forced row of an example: its response after its prompt (the feedback loss is on
+/// the response tokens).
+pub fn example_row(codec: &dyn Codec, ex: &Example, max_len: usize) -> Result<Row> {
+    continuation_row(codec, &ex.prompt, &ex.response, max_len)
 }
 
 /// Right-pads rows to a common length with `pad` (mask 0).
@@ -457,25 +589,42 @@ mod tests {
     }
 
     #[test]
-    fn gsm8k_jsonl_requires_final_answer() {
+    fn labeled_jsonl_reads_configured_fields_and_options() {
         let p = tmp_file(
-            "g.jsonl",
-            "{\"question\": \"q\", \"answer\": \"2+2 = 4\\n#### 4\"}\n",
+            "l.jsonl",
+            "{\"q\": \"2+2?\", \"a\": \"4\"}\n{\"q\": \"pick\", \"a\": 1, \"o\": [\"x\", \"y\"]}\n",
         );
-        assert_eq!(read_gsm8k_jsonl(&p).unwrap()[0].question, "q");
-        let bad = tmp_file(
-            "g2.jsonl",
-            "{\"question\": \"q\", \"answer\": \"4\"}\n{\"question\": \"q\"}\n",
+        let f = Fields {
+            prompt: "q".into(),
+            response: "a".into(),
+            options: "o".into(),
+        };
+        let v = read_labeled_jsonl(&p, &f).unwrap();
+        assert_eq!(v[0], (1, Example::new("2+2?", "4")));
+        assert_eq!(v[1].1.response, "y");
+        assert_eq!(v[1].1.answer_option(), Some(1));
+        let err = read_labeled_jsonl(&p, &Fields::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("l.jsonl:1:") && err.contains("`prompt`"),
+            "{err}"
         );
-        let err = read_gsm8k_jsonl(&bad).unwrap_err().to_string();
-        assert!(err.contains("g2.jsonl:1:") && err.contains("####"), "{err}");
-        // ../shared beside the checkout (as in CI); the check is skipped where it is absent.
-        let real = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/gsm8k/test.jsonl"
-        ));
-        if real.exists() {
-            assert_eq!(read_gsm8k_jsonl(real).unwrap().len(), 1319);
+        let bad = tmp_file("l2.jsonl", "{\"q\": \"pick\", \"a\": 5, \"o\": [\"x\"]}\n");
+        let err = read_labeled_jsonl(&bad, &f).unwrap_err().to_string();
+        assert!(
+            err.contains("l2.jsonl:1:") && err.contains("option index"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn vendored_gsm8k_reads_in_full() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k"));
+        for (name, n) in [("train.jsonl", 7473), ("test.jsonl", 1319)] {
+            let v = read_labeled_jsonl(&dir.join(name), &Fields::gsm8k()).unwrap();
+            assert_eq!(v.len(), n, "{name}");
+            assert!(v.iter().all(|(_, e)| e.response.contains("####")));
         }
     }
 
@@ -524,17 +673,14 @@ mod tests {
     }
 
     #[test]
-    fn qa_rows_mask_the_prompt_and_keep_the_answer_when_truncated() {
-        let ex = QaExample {
-            question: "q?".into(),
-            answer: "#### 7".into(),
-        };
-        let r = qa_row(&ByteCodec, &ex, 1000).unwrap();
+    fn example_rows_mask_the_prompt_and_keep_the_answer_when_truncated() {
+        let ex = Example::new("q?", "#### 7");
+        let r = example_row(&ByteCodec, &ex, 1000).unwrap();
         let prompt_len = ByteCodec.chat_prompt("q?").len();
         let n_loss = r.mask.iter().filter(|&&m| m > 0.0).count();
         assert_eq!(n_loss, "#### 7".len() + 1);
         assert_eq!(r.ids.len(), prompt_len + "#### 7".len());
-        let short = qa_row(&ByteCodec, &ex, 4).unwrap();
+        let short = example_row(&ByteCodec, &ex, 4).unwrap();
         assert_eq!(short.ids.len(), 4);
         assert_eq!(*short.targets.last().unwrap(), 256);
         let padded = pad_rows(vec![r, short], 256);

@@ -1231,6 +1231,7 @@ mod tests {
 #[cfg(test)]
 mod smollm2 {
     use super::*;
+    use crate::data::Fields;
     use crate::model::{Attention, Llama, Sampling};
     use std::time::Instant;
 
@@ -1309,16 +1310,10 @@ mod smollm2 {
         );
         assert!(answer.contains("Paris"), "answer: {answer:?}");
 
-        let (q, a) = match std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/gsm8k/train.jsonl")) {
-            Ok(s) => {
-                let v: serde_json::Value = serde_json::from_str(s.lines().next().unwrap()).unwrap();
-                (v["question"].as_str().unwrap().to_string(), v["answer"].as_str().unwrap().to_string())
-            }
-            Err(_) => (
-                "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?".to_string(),
-                "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72".to_string(),
-            ),
-        };
+        // The first GSM8K train problem (vendored in the repository).
+        let gsm8k = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/train.jsonl");
+        let first = crate::data::read_labeled_jsonl(Path::new(gsm8k), &Fields::gsm8k()).unwrap();
+        let (q, a) = (first[0].1.prompt.clone(), first[0].1.response.clone());
         let (plain, n) = nll(&m, &tok, "<|im_start|>", &a);
         let (chat, _) = nll(&m, &tok, &tok.chat_prompt(&q), &a);
         eprintln!("GSM8K solution NLL: {plain:.3} nats/token alone, {chat:.3} after its question (chat), {n} tokens");

@@ -1,6 +1,7 @@
 //! The language modality of vpt: a causal-LM task (SmolLM2 from GGUF, HF or a tiny random
-//! model) continued-pretrained on generated math and Python-doc text, and top-K soft-target
-//! designers (`lm.soft_targets/v1`).
+//! model) continued-pretrained on GSM8K, generated math and Python-doc text, downstream tasks as
+//! data (labeled JSONL sets with exact / numeric / multiple-choice scorers), and top-K
+//! soft-target designers (`lm.soft_targets/v1`).
 pub mod data;
 pub mod designer;
 pub mod eval;
@@ -8,8 +9,10 @@ pub mod export;
 pub mod general;
 pub mod gguf;
 pub mod hf;
+pub mod labeled;
 pub mod mathgen;
 pub mod model;
+pub mod scorer;
 pub mod task;
 pub mod tokenizer;
 

@@ -5,7 +5,7 @@
 //!
 //! Solutions use GSM8K's calculator annotations: `3 * 4 = <<3*4=12>>12`.
 
-use crate::data::{fnv1a, QaExample, SplitMix};
+use crate::data::{fnv1a, Example, SplitMix};
 use std::collections::HashSet;
 
 /// The lowest and highest difficulty level.
@@ -48,11 +48,35 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// As a GSM8K-format example.
-    pub fn to_qa(&self) -> QaExample {
-        QaExample {
-            question: self.question.clone(),
-            answer: self.answer.clone(),
+    /// As a GSM8K-format example (prompt = question, response = worked solution).
+    pub fn to_example(&self) -> Example {
+        Example::new(self.question.clone(), self.answer.clone())
+    }
+    /// As a multiple-choice example: the question with four numeric options (the answer and
+    /// three near misses: off by a small step, doubled or halved, off by ten), in a seeded order.
+    pub fn to_choice(&self, rng: &mut SplitMix) -> Example {
+        let v = self.value;
+        let step = rng.range(1, 3);
+        let mut options = vec![v];
+        for d in [v + step, v - step, v * 2, v / 2, v + 10, v - 10] {
+            if d > 0 && !options.contains(&d) && options.len() < 4 {
+                options.push(d);
+            }
+        }
+        let mut extra = v + 11;
+        while options.len() < 4 {
+            if !options.contains(&extra) {
+                options.push(extra);
+            }
+            extra += 1;
+        }
+        for i in (1..options.len()).rev() {
+            options.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        Example {
+            prompt: self.question.clone(),
+            response: v.to_string(),
+            options: options.iter().map(i64::to_string).collect(),
         }
     }
     /// As plain pretraining text.
@@ -517,6 +541,10 @@ impl MathSplits {
     pub fn exclude(&mut self, others: &MathSplits) {
         self.held.extend(others.held.iter().cloned());
     }
+    /// Also treats these questions as held out (feedback and test sets read from files).
+    pub fn exclude_questions<'a>(&mut self, questions: impl IntoIterator<Item = &'a String>) {
+        self.held.extend(questions.into_iter().cloned());
+    }
     /// True when `question` is in a held-out (feedback or test) set.
     pub fn is_held_out(&self, question: &str) -> bool {
         self.held.contains(question)
@@ -539,10 +567,73 @@ impl MathSplits {
     }
 }
 
+/// The shipped multiple-choice arithmetic set (`data/arith-choice/`): its seed and levels.
+pub const CHOICE_SET: (u64, &[u8]) = (2026, &[1, 2, 3]);
+
+/// The multiple-choice arithmetic set as JSONL (`{"prompt", "response", "options"}` per line):
+/// `n_feedback` feedback and `n_test` test problems of [`MathSplits`] for `seed` (disjoint), each
+/// with options from [`Problem::to_choice`]. Returns (feedback, test) file contents.
+pub fn choice_jsonl(
+    seed: u64,
+    levels: &[u8],
+    n_feedback: usize,
+    n_test: usize,
+) -> (String, String) {
+    let s = MathSplits::new(seed, levels, n_feedback, n_test);
+    let render = |ps: &[Problem], tag: u64| -> String {
+        ps.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ex = p.to_choice(&mut SplitMix::new(seed ^ tag, i as u64));
+                serde_json::to_string(&ex).expect("examples serialise") + "\n"
+            })
+            .collect()
+    };
+    (render(&s.feedback, 0xFB), render(&s.test, 0x7E))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::final_answer;
+    use crate::scorer::{Scorer, ScorerConfig};
+
+    /// `data/arith-choice/` is exactly what [`choice_jsonl`] generates; `VPT_BLESS=1` rewrites it.
+    #[test]
+    fn shipped_choice_set_is_generated_by_this_code() {
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/arith-choice"
+        ));
+        let (feedback, test) = choice_jsonl(CHOICE_SET.0, CHOICE_SET.1, 512, 256);
+        if std::env::var("VPT_BLESS").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("feedback.jsonl"), &feedback).unwrap();
+            std::fs::write(dir.join("test.jsonl"), &test).unwrap();
+        }
+        for (name, want) in [("feedback.jsonl", &feedback), ("test.jsonl", &test)] {
+            let got = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert!(
+                got == *want,
+                "{name} differs from choice_jsonl(); rerun with VPT_BLESS=1"
+            );
+        }
+        let ex: Vec<Example> = test
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(ex.len(), 256);
+        for e in &ex {
+            assert_eq!(e.options.len(), 4);
+            assert!(e.answer_option().is_some());
+            let mut o = e.options.clone();
+            o.sort();
+            o.dedup();
+            assert_eq!(o.len(), 4, "{e:?}");
+        }
+        // The right option is not always in the same place.
+        let first = ex.iter().filter(|e| e.answer_option() == Some(0)).count();
+        assert!((20..120).contains(&first), "{first}");
+    }
 
     /// Evaluates `a op b op c …` with integer + - * / and usual precedence; None if inexact.
     fn eval(expr: &str) -> Option<i64> {
@@ -611,7 +702,11 @@ mod tests {
         }
         assert_eq!(last, Some(p.value));
         assert_eq!(*lines.last().unwrap(), format!("#### {}", p.value));
-        assert_eq!(final_answer(&p.answer), Some(p.value as f64));
+        let gsm8k = Scorer::new(&ScorerConfig::gsm8k(), "t").unwrap();
+        let ex = p.to_example();
+        assert!(gsm8k.check(&ex).is_none());
+        assert!(gsm8k.is_correct(&format!("#### {}", p.value), &ex));
+        assert!(!gsm8k.is_correct(&format!("#### {}", p.value + 1), &ex));
         assert!(p.value > 0, "{p:#?}");
         assert!(p.question.ends_with('?'));
     }

@@ -21,7 +21,8 @@
 //!   `…lora_B.weight` (out, r), B zero-initialised so the initial function is unchanged.
 //! - [`Llama::forward_hidden`]`(ids (B,T) int64, Attention) -> (B,T,d)` after the final norm;
 //!   [`Llama::logits`]`(hidden) -> (…, V)`; [`Llama::generate`]`(prompt, max_new, Sampling,
-//!   stop) -> new tokens` (KV cache, no grad, stop token not included).
+//!   stop) -> new tokens` (KV cache, no grad, stop token not included) and
+//!   [`Llama::generate_greedy_batch`] (many left-padded prompts decoded together).
 //! - [`Attention::Math`] is explicit matmul + softmax + causal mask and supports double backward
 //!   (the meta path needs it); [`Attention::Fused`] uses `scaled_dot_product_attention`.
 //! - [`Llama::apply_scope`]`(&vs, &scope) -> Result<Vec<(name, tensor)>>` freezes everything
@@ -373,16 +374,50 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// The causal structure of one forward call: `t` new queries after `offset` cached positions.
 struct Mask {
-    /// (t, offset + t) bool, true where a query must NOT attend.
+    /// (t, offset + t) bool, or (B, 1, t, offset + t) with padding; true where a query must NOT
+    /// attend.
     blocked: Tensor,
     offset: i64,
     t: i64,
+    /// Whether `blocked` also hides padded keys (then the fused kernel needs it explicitly).
+    padded: bool,
 }
 
 impl Mask {
     fn new(offset: i64, t: i64, device: Device) -> Result<Self> {
         let blocked = Tensor::f_ones([t, offset + t], (Kind::Bool, device))?.f_triu(offset + 1)?;
-        Ok(Mask { blocked, offset, t })
+        Ok(Mask {
+            blocked,
+            offset,
+            t,
+            padded: false,
+        })
+    }
+
+    /// The causal mask that also hides the keys flagged in `key_pad` (B, offset + t) bool. A
+    /// padded query still sees itself, so no softmax row is empty (an empty row would give NaN
+    /// values that a zero attention weight cannot cancel).
+    fn with_padding(offset: i64, t: i64, key_pad: &Tensor) -> Result<Self> {
+        let device = key_pad.device();
+        let causal = Self::new(offset, t, device)?.blocked; // (t, S)
+        let own = Tensor::f_cat(
+            &[
+                Tensor::f_zeros([t, offset], (Kind::Bool, device))?,
+                Tensor::f_eye(t, (Kind::Bool, device))?,
+            ],
+            1,
+        )?; // (t, S): query i's own position offset + i
+        let blocked = causal
+            .f_logical_or(&key_pad.f_unsqueeze(1)?)? // (B, t, S)
+            .f_logical_and(&own.f_logical_not()?)?
+            .f_unsqueeze(1)
+            .op("padding mask")?; // (B, 1, t, S)
+        Ok(Mask {
+            blocked,
+            offset,
+            t,
+            padded: true,
+        })
     }
 }
 
@@ -458,7 +493,9 @@ impl SelfAttention {
                     .op("math attention")?
             }
             Attention::Fused => {
-                let (m, causal) = if mask.offset == 0 {
+                let (m, causal) = if mask.padded {
+                    (Some(mask.blocked.f_logical_not()?), false)
+                } else if mask.offset == 0 {
                     (None, true)
                 } else if mask.t == 1 {
                     (None, false)
@@ -684,8 +721,21 @@ impl Llama {
         &self,
         ids: &Tensor,
         attn: Attention,
+        cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
+        offset: i64,
+    ) -> Result<Tensor> {
+        self.forward_padded(ids, attn, cache, offset, None)
+    }
+
+    /// [`forward_at`](Self::forward_at) that also hides the keys flagged in `key_pad`
+    /// (B, offset + t) bool (left padding of a batch of prompts).
+    fn forward_padded(
+        &self,
+        ids: &Tensor,
+        attn: Attention,
         mut cache: Option<&mut Vec<Option<(Tensor, Tensor)>>>,
         offset: i64,
+        key_pad: Option<&Tensor>,
     ) -> Result<Tensor> {
         let size = ids.size();
         if size.len() != 2 {
@@ -697,7 +747,10 @@ impl Llama {
         let t = size[1];
         let x = Tensor::f_embedding(&self.embed, ids, -1, false, false).op("embed_tokens")?; // (B, T, d)
         let rope = self.rope.tables(offset, t, x.kind())?;
-        let mask = Mask::new(offset, t, self.device)?;
+        let mask = match key_pad {
+            None => Mask::new(offset, t, self.device)?,
+            Some(p) => Mask::with_padding(offset, t, p)?,
+        };
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c[i]);
@@ -761,6 +814,96 @@ impl Llama {
                 }
                 out.push(next);
                 input = vec![next];
+            }
+            Ok(out)
+        })
+    }
+
+    /// Greedy continuations of several prompts decoded together (no grad, KV cache, fused
+    /// attention): prompts are left-padded to a common length and the padding is masked; RoPE
+    /// scores depend only on relative positions, so each row decodes as it would alone (up to
+    /// float rounding). Returns each prompt's new tokens; a row stops before emitting any token in
+    /// `stop`, all rows stop at `max_new` or when the batch would pass `max_position`.
+    pub fn generate_greedy_batch(
+        &self,
+        prompts: &[Vec<i64>],
+        max_new: usize,
+        stop: &[i64],
+    ) -> Result<Vec<Vec<i64>>> {
+        if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
+            return Err(Error::msg(format!(
+                "generate_greedy_batch: prompt {i} is empty"
+            )));
+        }
+        let b = prompts.len();
+        let len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let mut out: Vec<Vec<i64>> = vec![Vec::new(); b];
+        if b == 0 || max_new == 0 {
+            return Ok(out);
+        }
+        let filler = stop.first().copied().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b * len);
+        let mut pad = Vec::with_capacity(b * len);
+        for p in prompts {
+            let n = len - p.len();
+            ids.extend(std::iter::repeat_n(filler, n).chain(p.iter().copied()));
+            pad.extend((0..len).map(|j| j < n));
+        }
+        let (b, len) = (b as i64, len as i64);
+        tch::no_grad(|| {
+            let mut cache: Vec<Option<(Tensor, Tensor)>> =
+                (0..self.layers.len()).map(|_| None).collect();
+            let mut key_pad = Tensor::from_slice(&pad)
+                .f_view([b, len])?
+                .f_to(self.device)?; // (B, S) true = padding
+            let mut input = Tensor::from_slice(&ids)
+                .f_view([b, len])?
+                .f_to(self.device)?;
+            let mut pos = 0i64;
+            let mut done = vec![false; b as usize];
+            loop {
+                let t = input.size()[1];
+                if pos + t > self.cfg.max_position {
+                    break;
+                }
+                let h = self.forward_padded(
+                    &input,
+                    Attention::Fused,
+                    Some(&mut cache),
+                    pos,
+                    Some(&key_pad),
+                )?; // (B, t, d)
+                pos += t;
+                let last = self.logits(&h.f_narrow(1, t - 1, 1)?)?; // (B, 1, V)
+                                                                    // One device→host copy per step: the arg-max of each row.
+                let next = Vec::<i64>::try_from(
+                    &last.f_argmax(-1, false)?.f_view([-1])?.f_to(Device::Cpu)?,
+                )
+                .op("next tokens to host")?;
+                for (i, &tok) in next.iter().enumerate() {
+                    if done[i] {
+                        continue;
+                    }
+                    if stop.contains(&tok) {
+                        done[i] = true;
+                    } else {
+                        out[i].push(tok);
+                        done[i] = out[i].len() >= max_new;
+                    }
+                }
+                if done.iter().all(|&d| d) {
+                    break;
+                }
+                let fed: Vec<i64> = next
+                    .iter()
+                    .zip(&done)
+                    .map(|(&tok, &d)| if d { filler } else { tok })
+                    .collect();
+                input = Tensor::from_slice(&fed).f_view([b, 1])?.f_to(self.device)?;
+                key_pad = Tensor::f_cat(
+                    &[key_pad, Tensor::f_zeros([b, 1], (Kind::Bool, self.device))?],
+                    1,
+                )?;
             }
             Ok(out)
         })
@@ -1064,6 +1207,31 @@ mod tests {
         assert!(m
             .generate(&prompt, 5, Sampling::Temperature { t: 0.0, seed: 9 }, &[])
             .is_err());
+    }
+
+    #[test]
+    fn batched_greedy_matches_one_prompt_at_a_time() {
+        let (_vs, m) = tiny(Kind::Double);
+        let prompts: Vec<Vec<i64>> = vec![
+            vec![5, 17, 42, 7],
+            vec![9],
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+            vec![200, 100],
+        ];
+        let alone: Vec<Vec<i64>> = prompts
+            .iter()
+            .map(|p| m.generate(p, 7, Sampling::Greedy, &[]).unwrap())
+            .collect();
+        let batch = m.generate_greedy_batch(&prompts, 7, &[]).unwrap();
+        assert_eq!(batch, alone);
+        // Stops are per row: stopping row 0 at its 3rd token leaves the others unchanged.
+        let stop = alone[0][2];
+        let batch = m.generate_greedy_batch(&prompts, 7, &[stop]).unwrap();
+        for (p, got) in prompts.iter().zip(&batch) {
+            assert_eq!(got, &m.generate(p, 7, Sampling::Greedy, &[stop]).unwrap());
+        }
+        assert!(batch[0].len() <= 2);
+        assert!(m.generate_greedy_batch(&[vec![]], 3, &[]).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `causal_lm` task: a Llama-family learner θ continued-pretrained on an unlabeled text
-//! stream (generated math, JSONL files, Python-doc general text), with GSM8K-format feedback
-//! sets (L_down = NLL of the answer tokens) and top-K soft targets as its construction.
+//! stream (GSM8K or other JSONL, generated math, Python-doc general text), with feedback and
+//! test sets given as data (`crate::labeled`; L_down = NLL of the response tokens, test sets
+//! scored by `crate::scorer`) and top-K soft targets as its construction.
 //!
 //! Losses: the baseline is one-hot next-token CE; with `lm.soft_targets/v1` it is
 //! −Σ_k q_k log p_θ(cand_k) on the K candidates. Both are masked token means per example (B,).
@@ -8,17 +9,20 @@
 //! create_graph double backward through the loss), the fused kernel under `no_grad`.
 
 use crate::data::{
-    self, Codec, Cursor, CursorState, Packer, QaExample, Record, Row, SplitMix, TokenDoc,
+    self, Codec, Cursor, CursorState, Example, Fields, Packer, Record, Row, SplitMix, TokenDoc,
 };
 use crate::designer::LmDesignContext;
-use crate::eval::{pass_at, PassAt};
+use crate::eval::{self as ev, PassAt};
 use crate::general::{self, GeneralText};
+use crate::labeled::{self, JsonlSource, SetKind};
 use crate::mathgen::MathSplits;
 use crate::model::{Attention, Config, Llama, Scope};
+use crate::scorer::{Scorer, ScorerConfig};
 use crate::tokenizer::Tokenizer;
 use crate::{gguf, hf};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 use vpt_sdk::{
@@ -113,9 +117,12 @@ pub struct UnlabeledConfig {
     /// Difficulty levels (1–3) of the generated stream.
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
-    /// JSONL files of `{"text"}` or `{"prompt","response"}` records (loss on the response only).
+    /// JSONL sources: a path of `{"text"}` / `{"prompt","response"}` records, or a labeled set
+    /// `{ path, kind = "jsonl" | "gsm8k_jsonl", fields }` read as `Question: …\nAnswer: ` +
+    /// response. The loss is on the response only; any prompt of a feedback or test set is
+    /// dropped.
     #[serde(default)]
-    pub jsonl: Vec<String>,
+    pub jsonl: Vec<JsonlSource>,
     /// Probability that a document is drawn from the general text instead (0 disables it).
     #[serde(default = "d_general_fraction")]
     pub general_fraction: f64,
@@ -139,27 +146,21 @@ pub struct GeneralConfig {
     pub max_chars: usize,
 }
 
-/// Where a labeled set comes from.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SetKind {
-    /// Problems from [`crate::mathgen`] (never shared with the stream or the test set).
-    Generated,
-    /// A GSM8K-format JSONL file (`question`, `answer` ending in `#### N`).
-    Gsm8kJsonl,
-}
-
 /// One feedback set. Its weight ω_j is a host setting (`[[meta.feedback]]`), not a task one.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackSetConfig {
     /// Name used in `[[meta.feedback]]` and in metrics (`feedback_loss/<name>`).
     pub name: String,
-    /// Source kind.
+    /// Source kind: `generated`, `jsonl` or `gsm8k_jsonl` (the GSM8K preset).
     pub kind: SetKind,
-    /// The JSONL file (`gsm8k_jsonl` only).
+    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only).
     #[serde(default)]
     pub path: Option<String>,
+    /// JSON field names (default: `prompt`/`response`/`options`; GSM8K: `question`/`answer`).
+    /// The feedback loss is the NLL of the response tokens after the prompt.
+    #[serde(default)]
+    pub fields: Option<Fields>,
     /// Difficulty levels (`generated` only).
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
@@ -171,22 +172,39 @@ pub struct FeedbackSetConfig {
     pub heldout: usize,
 }
 
-/// The test set for pass@k.
+/// The test set and how it is scored.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestSetConfig {
-    /// Source kind.
+    /// Source kind: `generated`, `jsonl` or `gsm8k_jsonl` (the GSM8K preset).
     #[serde(default = "d_generated")]
     pub kind: SetKind,
-    /// The JSONL file (`gsm8k_jsonl` only).
+    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only).
     #[serde(default)]
     pub path: Option<String>,
+    /// JSON field names (default: the kind's).
+    #[serde(default)]
+    pub fields: Option<Fields>,
     /// Difficulty levels (`generated` only).
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
-    /// Number of test problems.
+    /// Number of test problems (the file's first `size`).
     #[serde(default = "d_test_size")]
     pub size: usize,
+    /// `"exact"`, `{ numeric = { pattern = "…" } }` or `"choice"` (default: GSM8K's numeric
+    /// scorer for `generated` / `gsm8k_jsonl`, exact match for `jsonl`). Generating scorers
+    /// report `pass@1`, `choice` reports `choice_accuracy`.
+    #[serde(default)]
+    pub scorer: Option<ScorerConfig>,
+}
+
+impl TestSetConfig {
+    /// The configured scorer, else the kind's default.
+    pub fn scorer(&self) -> ScorerConfig {
+        self.scorer
+            .clone()
+            .unwrap_or_else(|| self.kind.default_scorer())
+    }
 }
 
 /// Evaluation settings.
@@ -208,6 +226,12 @@ pub struct EvalConfig {
     /// Sampling temperature for pass@k.
     #[serde(default = "d_temperature")]
     pub temperature: f64,
+    /// Prompts decoded together by greedy evaluation (batched KV-cache decoding).
+    #[serde(default = "d_eval_batch")]
+    pub batch_size: usize,
+    /// Bootstrap resamples for the 95 % intervals (`<metric>.ci_lo` / `.ci_hi`; 0 = none).
+    #[serde(default = "d_bootstrap")]
+    pub bootstrap: usize,
 }
 
 fn d_trainable() -> Scope {
@@ -248,6 +272,7 @@ fn d_feedback() -> Vec<FeedbackSetConfig> {
         name: "math".into(),
         kind: SetKind::Generated,
         path: None,
+        fields: None,
         levels: d_levels(),
         size: d_feedback_size(),
         heldout: d_heldout(),
@@ -277,6 +302,12 @@ fn d_max_new() -> usize {
 fn d_temperature() -> f64 {
     0.7
 }
+fn d_eval_batch() -> usize {
+    16
+}
+fn d_bootstrap() -> usize {
+    1000
+}
 
 impl Default for UnlabeledConfig {
     fn default() -> Self {
@@ -303,8 +334,10 @@ impl Default for TestSetConfig {
         TestSetConfig {
             kind: SetKind::Generated,
             path: None,
+            fields: None,
             levels: d_levels(),
             size: d_test_size(),
+            scorer: None,
         }
     }
 }
@@ -316,6 +349,8 @@ impl Default for EvalConfig {
             max_new_tokens: d_max_new(),
             pass_k: 0,
             temperature: d_temperature(),
+            batch_size: d_eval_batch(),
+            bootstrap: d_bootstrap(),
         }
     }
 }
@@ -391,10 +426,10 @@ impl CausalLmConfig {
                     format!("duplicate feedback set name `{}`", s.name),
                 ));
             }
-            if (s.kind == SetKind::Gsm8kJsonl) != s.path.is_some() {
+            if (s.kind != SetKind::Generated) != s.path.is_some() {
                 return Err(Error::config(
                     at("path"),
-                    "give `path` exactly when kind = \"gsm8k_jsonl\"",
+                    "give `path` exactly when kind is \"jsonl\" or \"gsm8k_jsonl\"",
                 ));
             }
             if !levels_ok(&s.levels) || s.size == 0 {
@@ -404,11 +439,22 @@ impl CausalLmConfig {
                 ));
             }
         }
-        if (self.eval.test.kind == SetKind::Gsm8kJsonl) != self.eval.test.path.is_some() {
+        if (self.eval.test.kind != SetKind::Generated) != self.eval.test.path.is_some() {
             return Err(Error::config(
                 f("eval.test.path"),
-                "give `path` exactly when kind = \"gsm8k_jsonl\"",
+                "give `path` exactly when kind is \"jsonl\" or \"gsm8k_jsonl\"",
             ));
+        }
+        if self.eval.test.kind == SetKind::Generated
+            && matches!(self.eval.test.scorer, Some(ScorerConfig::Choice))
+        {
+            return Err(Error::config(
+                f("eval.test.scorer"),
+                "generated problems have no options; `choice` needs a JSONL set with options",
+            ));
+        }
+        if self.eval.batch_size == 0 {
+            return Err(Error::config(f("eval.batch_size"), "must be ≥ 1"));
         }
         if self.eval.pass_k > 0 && (self.eval.temperature.is_nan() || self.eval.temperature <= 0.0)
         {
@@ -427,8 +473,8 @@ impl CausalLmConfig {
 /// One feedback set, split into the part the meta steps see and a held-out part.
 struct FeedbackSet {
     name: String,
-    train: Vec<QaExample>,
-    heldout: Vec<QaExample>,
+    train: Vec<Example>,
+    heldout: Vec<Example>,
     cursor: Cursor,
 }
 
@@ -521,7 +567,8 @@ pub struct CausalLm {
     alignment: Vec<String>,
     stream: Stream,
     feedback: Vec<FeedbackSet>,
-    test: Vec<QaExample>,
+    test: Vec<Example>,
+    scorer: Scorer,
     general_eval: Vec<Row>,
     device: Device,
     seed: u64,
@@ -530,7 +577,7 @@ pub struct CausalLm {
 impl TaskFactory for CausalLm {
     const NAME: &'static str = "causal_lm";
     const DESCRIPTION: &'static str =
-        "causal LM continued pretraining (generated math + Python docs) with GSM8K-format feedback and top-K soft targets";
+        "causal LM continued pretraining (GSM8K / JSONL / generated math + Python docs) with feedback and test sets as data and top-K soft targets";
     const CONSUMES: &'static [&'static str] = &[KIND_LM_SOFT_TARGETS];
     type Config = CausalLmConfig;
     fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
@@ -538,11 +585,18 @@ impl TaskFactory for CausalLm {
     }
 }
 
-fn read_path(field: &str, path: &Option<String>) -> Result<Vec<QaExample>> {
+/// Reads a labeled JSONL set (`kind` ≠ generated) named by config `field`.
+fn read_path(
+    field: &str,
+    kind: SetKind,
+    path: &Option<String>,
+    fields: Option<&Fields>,
+    scorer: Option<&Scorer>,
+) -> Result<Vec<Example>> {
     let p = path
         .as_deref()
-        .ok_or_else(|| Error::config(field, "missing path"))?;
-    data::read_gsm8k_jsonl(Path::new(p))
+        .ok_or_else(|| Error::config(format!("{field}.path"), "missing path"))?;
+    labeled::read_set(kind, p, fields, scorer)
 }
 
 /// Loads θ and its tokenizer.
@@ -610,18 +664,26 @@ impl CausalLm {
 
         // Held-out generated sets first, so the stream can exclude them.
         let test_gen = MathSplits::new(cfg.data_seed, &cfg.eval.test.levels, 0, cfg.eval.test.size);
+        let scorer = Scorer::new(&cfg.eval.test.scorer(), "task.config.eval.test.scorer")?;
         let test = match cfg.eval.test.kind {
-            SetKind::Generated => test_gen.test.iter().map(|p| p.to_qa()).collect(),
-            SetKind::Gsm8kJsonl => {
-                let mut v = read_path("task.config.eval.test.path", &cfg.eval.test.path)?;
-                v.truncate(cfg.eval.test.size);
+            SetKind::Generated => test_gen.test.iter().map(|p| p.to_example()).collect(),
+            kind => {
+                let t = &cfg.eval.test;
+                let mut v = read_path(
+                    "task.config.eval.test",
+                    kind,
+                    &t.path,
+                    t.fields.as_ref(),
+                    Some(&scorer),
+                )?;
+                v.truncate(t.size);
                 v
             }
         };
         let mut generated = vec![test_gen];
         let mut feedback = Vec::new();
         for (j, s) in cfg.feedback.iter().enumerate() {
-            let all: Vec<QaExample> = match s.kind {
+            let all: Vec<Example> = match s.kind {
                 SetKind::Generated => {
                     let seed = cfg.data_seed ^ data::fnv1a(s.name.as_bytes());
                     let m = MathSplits::new(seed, &s.levels, s.size + s.heldout, 0);
@@ -629,24 +691,28 @@ impl CausalLm {
                         .feedback
                         .iter()
                         .filter(|p| !generated[0].is_held_out(&p.question))
-                        .map(|p| p.to_qa())
+                        .map(|p| p.to_example())
                         .collect();
                     generated.push(m);
                     v
                 }
-                SetKind::Gsm8kJsonl => {
-                    read_path(&format!("task.config.feedback[{j}].path"), &s.path)?
-                }
+                kind => read_path(
+                    &format!("task.config.feedback[{j}]"),
+                    kind,
+                    &s.path,
+                    s.fields.as_ref(),
+                    None,
+                )?,
             };
             // Held-out examples are a seeded sample; the rest (capped at `size`) feed the meta steps.
             let mut order = Cursor::new(cfg.data_seed ^ 0xFEED ^ j as u64, all.len());
             let idx: Vec<usize> = (0..all.len()).map(|_| order.next_index()).collect();
-            let heldout: Vec<QaExample> = idx
+            let heldout: Vec<Example> = idx
                 .iter()
                 .take(s.heldout)
                 .map(|&i| all[i].clone())
                 .collect();
-            let train: Vec<QaExample> = idx
+            let train: Vec<Example> = idx
                 .iter()
                 .skip(s.heldout)
                 .take(s.size)
@@ -684,16 +750,32 @@ impl CausalLm {
         } else {
             GeneralText::default()
         };
+        // No prompt of a feedback or test set may reach the learner through the stream.
+        let held: HashSet<String> = feedback
+            .iter()
+            .flat_map(|f| f.train.iter().chain(&f.heldout))
+            .chain(&test)
+            .map(|e| e.prompt.clone())
+            .collect();
         let math = cfg.unlabeled.generated_math.then(|| {
             let mut m = MathSplits::new(cfg.data_seed ^ 0x57AE, &cfg.unlabeled.levels, 0, 0);
             for g in &generated {
                 m.exclude(g);
             }
+            m.exclude_questions(&held);
             m
         });
         let mut jsonl = Vec::new();
-        for p in &cfg.unlabeled.jsonl {
-            jsonl.extend(data::read_unlabeled_jsonl(Path::new(p))?);
+        for (i, src) in cfg.unlabeled.jsonl.iter().enumerate() {
+            let field = format!("task.config.unlabeled.jsonl[{i}]");
+            let (records, _dropped) = labeled::read_stream_source(src, &held, &field)?;
+            if records.is_empty() {
+                return Err(Error::config(
+                    field,
+                    "no record left after removing the feedback and test prompts",
+                ));
+            }
+            jsonl.extend(records);
         }
         let general_eval = if cfg.eval.general_rows > 0 {
             let mut p = Packer::new(cfg.seq_len);
@@ -738,6 +820,7 @@ impl CausalLm {
             stream,
             feedback,
             test,
+            scorer,
             general_eval,
             device,
             seed: ctx.seed,
@@ -791,45 +874,25 @@ impl CausalLm {
         num.f_div(&den).op("mean")
     }
 
-    /// Token-mean NLL of the masked targets over a list of rows, in batches, under no_grad.
-    fn nll_rows(&self, rows: &[Row], batch: usize) -> Result<(f64, f64)> {
-        let (mut sum, mut count) = (0.0, 0.0);
-        for chunk in rows.chunks(batch.max(1)) {
-            let t = data::rows_to_tensors(
-                &data::pad_rows(chunk.to_vec(), self.codec.eos_id()),
-                self.device,
-            )?;
-            let (s, c) = tch::no_grad(|| self.nll_sum(&t))?;
-            sum += s;
-            count += c;
-        }
-        Ok((sum, count))
-    }
-
-    /// (Σ NLL, number of masked tokens) of a batch's tensors.
-    fn nll_sum(&self, t: &TensorMap) -> Result<(f64, f64)> {
-        let (ids, targets, mask) = (t.require("ids")?, t.require("targets")?, t.require("mask")?);
-        let lp = self
-            .cand_logprobs(ids, &targets.f_unsqueeze(-1).op("targets")?)?
-            .f_squeeze_dim(-1)
-            .op("lp")?; // (B,T)
-        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
-        let s = lp
-            .f_mul(&mask)
-            .op("mask")?
-            .f_sum(Kind::Double)
-            .op("sum")?
-            .f_neg()
-            .op("neg")?
-            .double_value(&[]);
-        Ok((s, mask.f_sum(Kind::Double).op("count")?.double_value(&[])))
-    }
-
-    fn feedback_rows(&self, examples: &[QaExample]) -> Result<Vec<Row>> {
+    fn feedback_rows(&self, examples: &[Example]) -> Result<Vec<Row>> {
         examples
             .iter()
-            .map(|ex| data::qa_row(self.codec.as_ref(), ex, self.cfg.feedback_max_len))
+            .map(|ex| data::example_row(self.codec.as_ref(), ex, self.cfg.feedback_max_len))
             .collect()
+    }
+
+    /// Inserts `name` = the mean of group means of `groups` (NaN without data) and, when
+    /// bootstrapping is on and there is data, its 95 % interval as `name.ci_lo` / `name.ci_hi`
+    /// (seeded by the run seed).
+    fn insert_with_ci(&self, m: &mut Metrics, name: &str, groups: &[Vec<f64>]) {
+        m.insert(name.into(), ev::mean_of_means(groups));
+        if self.cfg.eval.bootstrap > 0 && groups.iter().any(|g| !g.is_empty()) {
+            // One seed for every metric: sets of equal size share resamples, so one set's
+            // interval equals the aggregate's.
+            let (lo, hi) = ev::bootstrap_ci(groups, self.seed, self.cfg.eval.bootstrap);
+            m.insert(format!("{name}.ci_lo"), lo);
+            m.insert(format!("{name}.ci_hi"), hi);
+        }
     }
 }
 
@@ -902,7 +965,7 @@ impl Task for CausalLm {
                         self.cfg.feedback.len()
                     ))
                 })?;
-                let picks: Vec<QaExample> = (0..self.cfg.feedback_batch_size)
+                let picks: Vec<Example> = (0..self.cfg.feedback_batch_size)
                     .map(|_| fs.train[fs.cursor.next_index()].clone())
                     .collect();
                 data::pad_rows(self.feedback_rows(&picks)?, self.codec.eos_id())
@@ -1028,55 +1091,74 @@ impl Task for CausalLm {
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
         let cap = |n: usize| limit.map_or(n, |l| n.min(l as usize));
+        let eos = self.codec.eos_id();
         let mut m = Metrics::new();
-        let (mut fb_sum, mut fb_sets) = (0.0, 0.0);
+        // Feedback NLL: per held-out example, the token mean over its response; a set's value is
+        // the mean over its examples (paper eq. 38), `feedback_loss` the mean over sets.
+        let mut groups = Vec::new();
         for fs in &self.feedback {
             let rows = self.feedback_rows(&fs.heldout[..cap(fs.heldout.len())])?;
             if rows.is_empty() {
                 continue;
             }
-            let (s, c) = self.nll_rows(&rows, self.cfg.feedback_batch_size)?;
-            let loss = s / c.max(1.0);
-            m.insert(format!("feedback_loss/{}", fs.name), loss);
-            fb_sum += loss;
-            fb_sets += 1.0;
+            let nll = ev::row_nlls(&self.model, &rows, self.cfg.feedback_batch_size, eos)?;
+            self.insert_with_ci(
+                &mut m,
+                &format!("feedback_loss/{}", fs.name),
+                std::slice::from_ref(&nll),
+            );
+            groups.push(nll);
         }
-        m.insert(
-            "feedback_loss".into(),
-            if fb_sets > 0.0 {
-                fb_sum / fb_sets
-            } else {
-                f64::NAN
-            },
-        );
+        self.insert_with_ci(&mut m, "feedback_loss", &groups);
         let n_gen = cap(self.general_eval.len());
-        let general = if n_gen > 0 {
-            let (s, c) = self.nll_rows(&self.general_eval[..n_gen], self.cfg.batch_size)?;
-            s / c.max(1.0)
-        } else {
-            f64::NAN
-        };
-        m.insert("general_loss".into(), general);
-        m.insert("general_ppl".into(), general.exp());
-        let n_test = cap(self.test.len());
-        if n_test > 0 {
-            let settings = PassAt {
-                max_new_tokens: self.cfg.eval.max_new_tokens,
-                k: self.cfg.eval.pass_k,
-                temperature: self.cfg.eval.temperature,
-                seed: self.seed,
-            };
-            let (p1, pk) = tch::no_grad(|| {
-                pass_at(
+        let general = ev::row_nlls(
+            &self.model,
+            &self.general_eval[..n_gen],
+            self.cfg.batch_size,
+            eos,
+        )?;
+        self.insert_with_ci(&mut m, "general_loss", &[general]);
+        for suffix in ["", ".ci_lo", ".ci_hi"] {
+            if let Some(v) = m.get(&format!("general_loss{suffix}")).copied() {
+                m.insert(format!("general_ppl{suffix}"), v.exp());
+            }
+        }
+        let test = &self.test[..cap(self.test.len())];
+        if !test.is_empty() {
+            let e = &self.cfg.eval;
+            let codec = self.codec.as_ref();
+            let (name, scores) = if self.scorer.generates() {
+                let s = ev::generation_scores(
                     &self.model,
-                    self.codec.as_ref(),
-                    &self.test[..n_test],
-                    settings,
-                )
-            })?;
-            m.insert("pass@1".into(), p1);
-            if let Some(pk) = pk {
-                m.insert(format!("pass@{}", self.cfg.eval.pass_k), pk);
+                    codec,
+                    test,
+                    &self.scorer,
+                    e.max_new_tokens,
+                    e.batch_size,
+                )?;
+                ("pass@1", s)
+            } else {
+                let s = ev::choice_scores(
+                    &self.model,
+                    codec,
+                    test,
+                    self.cfg.feedback_max_len,
+                    e.batch_size,
+                )?;
+                ("choice_accuracy", s)
+            };
+            self.insert_with_ci(&mut m, name, &[scores]);
+            if e.pass_k > 0 && self.scorer.generates() {
+                let settings = PassAt {
+                    max_new_tokens: e.max_new_tokens,
+                    k: e.pass_k,
+                    temperature: e.temperature,
+                    seed: self.seed,
+                };
+                let s = tch::no_grad(|| {
+                    ev::pass_at_k(&self.model, codec, test, &self.scorer, settings)
+                })?;
+                self.insert_with_ci(&mut m, &format!("pass@{}", e.pass_k), &[s]);
             }
         }
         Ok(m)
@@ -1207,7 +1289,12 @@ mod tests {
     fn example_configs_parse() {
         let reg = crate::vpt_registry();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
-        for name in ["lm-smollm2.toml", "lm-gsm8k.toml", "lm-two-feedback.toml"] {
+        for name in [
+            "lm-smollm2.toml",
+            "lm-gsm8k.toml",
+            "lm-gsm8k-cpu.toml",
+            "lm-two-feedback.toml",
+        ] {
             let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
             let v: serde_json::Value = toml::from_str(&text).unwrap();
             let cfg: CausalLmConfig = vpt_sdk::parse_config(&v["task"]["config"])
@@ -1327,6 +1414,170 @@ mod tests {
         }
         assert!(m["feedback_loss"].is_finite() && m["feedback_loss"] > 0.0);
         assert!((0.0..=1.0).contains(&m["pass@1"]));
+    }
+
+    fn gsm8k(name: &str) -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/").to_string() + name
+    }
+
+    fn gsm8k_set(name: &str, size: usize, heldout: usize) -> FeedbackSetConfig {
+        FeedbackSetConfig {
+            name: "gsm8k".into(),
+            kind: SetKind::Gsm8kJsonl,
+            path: Some(gsm8k(name)),
+            fields: None,
+            levels: d_levels(),
+            size,
+            heldout,
+        }
+    }
+
+    /// The real-data layout of the LM configs: stream = GSM8K train minus the feedback split,
+    /// feedback = 1,024 train examples (256 held out), test = GSM8K test; pairwise disjoint.
+    #[test]
+    fn gsm8k_stream_feedback_and_test_are_disjoint() {
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.unlabeled.generated_math = false;
+        cfg.unlabeled.jsonl = vec![JsonlSource::Labeled(labeled::LabeledSource {
+            path: gsm8k("train.jsonl"),
+            kind: SetKind::Gsm8kJsonl,
+            fields: None,
+        })];
+        cfg.feedback = vec![gsm8k_set("train.jsonl", 768, 256)];
+        cfg.eval.test = TestSetConfig {
+            kind: SetKind::Gsm8kJsonl,
+            path: Some(gsm8k("test.jsonl")),
+            size: 1319,
+            ..TestSetConfig::default()
+        };
+        let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+        let fb = &t.feedback[0];
+        assert_eq!((fb.train.len(), fb.heldout.len()), (768, 256));
+        let feedback: HashSet<String> = fb
+            .train
+            .iter()
+            .chain(&fb.heldout)
+            .map(|e| labeled::stream_prompt(&e.prompt))
+            .collect();
+        assert_eq!(feedback.len(), 1024);
+        let stream: HashSet<String> = t
+            .stream
+            .jsonl
+            .iter()
+            .map(|r| match r {
+                Record::PromptResponse { prompt, .. } => prompt.clone(),
+                Record::Text(_) => panic!("GSM8K records carry a prompt"),
+            })
+            .collect();
+        let test: HashSet<String> = t
+            .test
+            .iter()
+            .map(|e| labeled::stream_prompt(&e.prompt))
+            .collect();
+        assert_eq!((stream.len(), test.len()), (7473 - 1024, 1319));
+        assert!(stream.is_disjoint(&feedback) && stream.is_disjoint(&test));
+        assert!(feedback.is_disjoint(&test));
+        // Every train problem is in exactly one of stream and feedback.
+        let train =
+            labeled::read_set(SetKind::Gsm8kJsonl, &gsm8k("train.jsonl"), None, None).unwrap();
+        for e in &train {
+            let p = labeled::stream_prompt(&e.prompt);
+            assert!(stream.contains(&p) != feedback.contains(&p));
+        }
+        // The stream's loss is on the solution only: the prompt tokens carry no loss.
+        let frac = (0..20)
+            .map(|_| {
+                let b = t.next_batch(U).unwrap();
+                b.tensors
+                    .require("mask")
+                    .unwrap()
+                    .mean(Kind::Double)
+                    .double_value(&[])
+            })
+            .sum::<f64>()
+            / 20.0;
+        assert!(frac > 0.2 && frac < 0.95, "loss fraction {frac}");
+    }
+
+    /// A downstream task as data: a JSONL feedback set with its own field names and a
+    /// multiple-choice test set, evaluated with intervals, no code.
+    #[test]
+    fn jsonl_sets_with_scorers_evaluate_with_intervals() {
+        let dir = std::env::temp_dir().join(format!("vpt-lm-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fb_path = dir.join("fb.jsonl");
+        let lines: String = (0..12)
+            .map(|i| format!("{{\"q\": \"say {i}\", \"a\": \"{i}\"}}\n"))
+            .collect();
+        std::fs::write(&fb_path, lines).unwrap();
+        let choice = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/arith-choice/test.jsonl"
+        );
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.feedback = vec![FeedbackSetConfig {
+            name: "echo".into(),
+            kind: SetKind::Jsonl,
+            path: Some(fb_path.display().to_string()),
+            fields: Some(Fields {
+                prompt: "q".into(),
+                response: "a".into(),
+                options: "o".into(),
+            }),
+            levels: d_levels(),
+            size: 8,
+            heldout: 4,
+        }];
+        cfg.eval.test = TestSetConfig {
+            kind: SetKind::Jsonl,
+            path: Some(choice.into()),
+            size: 6,
+            scorer: Some(ScorerConfig::Choice),
+            ..TestSetConfig::default()
+        };
+        let mut t = CausalLm::new(cfg.clone(), &ctx()).unwrap();
+        let m = t.evaluate(None).unwrap();
+        for k in [
+            "feedback_loss",
+            "feedback_loss.ci_lo",
+            "feedback_loss/echo.ci_hi",
+            "choice_accuracy",
+            "choice_accuracy.ci_lo",
+        ] {
+            assert!(m.contains_key(k), "{k} missing: {m:?}");
+        }
+        assert!(!m.contains_key("pass@1"));
+        assert!(m["feedback_loss.ci_lo"] <= m["feedback_loss"]);
+        assert!(m["feedback_loss"] <= m["feedback_loss.ci_hi"]);
+        for k in ["", ".ci_lo", ".ci_hi"] {
+            assert_eq!(
+                m[&format!("feedback_loss{k}")],
+                m[&format!("feedback_loss/echo{k}")]
+            );
+        }
+        // Deterministic, intervals included (no general rows here: no general_loss interval).
+        assert!(!m.contains_key("general_loss.ci_lo"));
+        assert_eq!(format!("{:?}", t.evaluate(None).unwrap()), format!("{m:?}"));
+        // The feedback loss is on the response tokens only: the one-digit answer + EOS.
+        let fb = t.next_batch(F).unwrap();
+        let per_row = fb
+            .tensors
+            .require("mask")
+            .unwrap()
+            .sum_dim_intlist(-1, false, Kind::Float);
+        assert!(per_row.le(3.0).all().int64_value(&[]) == 1, "{per_row:?}");
+        // Bad data and bad scorers are named.
+        let mut bad = cfg.clone();
+        bad.eval.test.scorer = Some(ScorerConfig::Numeric {
+            pattern: "(".into(),
+            fallback_last_number: true,
+        });
+        let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
+        assert!(err.contains("eval.test.scorer.numeric.pattern"), "{err}");
+        let mut bad = cfg;
+        bad.eval.test.path = Some(fb_path.display().to_string());
+        let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
+        assert!(err.contains("fb.jsonl:1:"), "{err}");
     }
 
     /// V(φ) = g_down · g_pre(φ) on S, with g_pre built with create_graph.
