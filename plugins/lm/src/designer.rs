@@ -810,7 +810,11 @@ mod tests {
         let d = small(0.0);
         // Leave the zero start: give the query layer weights, as a meta step would.
         tch::no_grad(|| {
-            let _ = d.score.w.copy_(&(d.score.w.randn_like() * 0.5));
+            let _ = d
+                .score
+                .w
+                .shallow_clone()
+                .copy_(&(d.score.w.randn_like() * 0.5));
         });
         let inp = inputs(2, 5, 16, 8);
         let (f, lp, e) = (
