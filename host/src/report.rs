@@ -1258,7 +1258,8 @@ pub(crate) mod tests {
     fn intervals_paired_differences_and_diagnostic_labels() {
         let dir = temp_dir("intervals");
         // (arm, [(feedback_loss, ci_lo, ci_hi) per seed]); the oracle is best but diagnostic.
-        let arms: [(&str, [(f64, f64, f64); 2]); 3] = [
+        type Bounds = (f64, f64, f64);
+        let arms: [(&str, [Bounds; 2]); 3] = [
             ("baseline", [(2.0, 1.8, 2.3), (2.2, 2.0, 2.4)]),
             ("v", [(1.9, f64::NAN, f64::NAN), (2.0, f64::NAN, f64::NAN)]),
             ("oracle", [(1.0, 0.9, 1.1), (1.2, 1.1, 1.3)]),

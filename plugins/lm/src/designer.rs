@@ -810,8 +810,7 @@ mod tests {
         let d = small(0.0);
         // Leave the zero start: give the query layer weights, as a meta step would.
         tch::no_grad(|| {
-            let _ = d
-                .score
+            d.score
                 .w
                 .shallow_clone()
                 .copy_(&(d.score.w.randn_like() * 0.5));
@@ -825,8 +824,7 @@ mod tests {
         let (r, _) = d.scores_and_gate(f, lp, e).unwrap();
         // Another embedding for candidate 3 at (0, 2) changes r there and nowhere else.
         let e2 = e.copy();
-        let _ = e2
-            .get(0)
+        e2.get(0)
             .get(2)
             .get(3)
             .copy_(&(e.get(0).get(2).get(3) * -3.0 + 1.0));
