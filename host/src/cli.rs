@@ -132,6 +132,10 @@ pub enum Command {
         /// Learner steps taken before probing (so θ is not at its initialisation).
         #[arg(long, default_value_t = 0)]
         warmup_steps: u64,
+        /// Fixed feedback batches, independent of every g_down batch, over which the
+        /// generalising drop of L_down is averaged.
+        #[arg(long, default_value_t = 8)]
+        heldout_batches: usize,
         /// Write probe.json and a scatter plot here.
         #[arg(long)]
         out: Option<PathBuf>,

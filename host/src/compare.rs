@@ -31,8 +31,16 @@ pub fn arm_overrides(doc: &toml::Value, arm: &str) -> Result<Vec<String>> {
             .filter_map(|v| v.as_str().map(String::from))
             .collect()),
         None => {
-            let mut names: Vec<String> =
-                vec!["baseline".into(), "v".into(), "random_feedback".into()];
+            let mut names: Vec<String> = [
+                "baseline",
+                "v",
+                "random_feedback",
+                "cosine",
+                "frozen (diagnostic)",
+                "oracle (diagnostic)",
+            ]
+            .map(String::from)
+            .to_vec();
             names.extend(defined.into_iter().flat_map(|t| t.keys().cloned()));
             Err(Error::config(
                 "--arms",

@@ -115,7 +115,8 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetaConfig {
-    /// Value estimator: `exact`, `cosine`, `random_feedback` or `none` (no meta step).
+    /// Value estimator: `exact`, `cosine`, `random_feedback` or `none` (no meta step); the
+    /// diagnostics `frozen` (φ never updated) and `oracle` (targets set from g_down).
     #[serde(default = "default_estimator")]
     pub estimator: String,
     /// r: one meta step every `period` learner steps.
@@ -265,6 +266,8 @@ pub fn builtin_arm(name: &str) -> Option<Vec<String>> {
         ]),
         "v" => Some(vec![]),
         "random_feedback" => Some(vec!["meta.estimator=random_feedback".into()]),
+        // the cosine estimator, and the diagnostic arms (diagnostics.rs)
+        "cosine" | "frozen" | "oracle" => Some(vec![format!("meta.estimator={name}")]),
         _ => None,
     }
 }

@@ -1,5 +1,6 @@
 //! Value estimators (DESIGN §1), registered with `inventory`: how g_down and g_pre become V.
 
+use crate::diagnostics::Diagnostic;
 use crate::value::{cosine, dot, random_like_with_norm};
 use crate::Result;
 use tch::Tensor;
@@ -18,6 +19,8 @@ pub struct EstimatorEntry {
     pub feedback: fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
     /// Align(g_down, g_pre) → V; `None` means no meta step (the baseline).
     pub align: Option<AlignFn>,
+    /// `Some` for the diagnostic arms (never defaults; reports label them as diagnostics).
+    pub diagnostic: Option<Diagnostic>,
 }
 
 inventory::collect!(EstimatorEntry);
@@ -45,6 +48,7 @@ inventory::submit! {
         description: "V = g_down · g_pre (the paper's one-step value)",
         feedback: identity,
         align: Some(dot),
+        diagnostic: None,
     }
 }
 
@@ -54,6 +58,7 @@ inventory::submit! {
         description: "V = cos(g_down, g_pre)",
         feedback: identity,
         align: Some(cosine),
+        diagnostic: None,
     }
 }
 
@@ -63,6 +68,7 @@ inventory::submit! {
         description: "control: g_down replaced by a random vector of the same norm",
         feedback: random_like_with_norm,
         align: Some(dot),
+        diagnostic: None,
     }
 }
 
@@ -72,5 +78,26 @@ inventory::submit! {
         description: "baseline: no meta step; the designer (if any) stays as initialised",
         feedback: identity,
         align: None,
+        diagnostic: None,
+    }
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "frozen",
+        description: "diagnostic: the meta step measures V = g_down · g_pre and R, but phi is never updated",
+        feedback: identity,
+        align: Some(dot),
+        diagnostic: Some(Diagnostic::Frozen),
+    }
+}
+
+inventory::submit! {
+    EstimatorEntry {
+        name: "oracle",
+        description: "diagnostic upper bound: every learner step's construction is moved along dV/dc from g_down (breaks the information bottleneck)",
+        feedback: identity,
+        align: None,
+        diagnostic: Some(Diagnostic::Oracle),
     }
 }

@@ -106,6 +106,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             batches,
             eta,
             warmup_steps,
+            heldout_batches,
             out,
         } => {
             let cfg = RunConfig::load(&config.config, &config.overrides)?;
@@ -113,10 +114,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for _ in 0..warmup_steps {
                 session.train_step()?;
             }
-            let result = probe::probe(&mut session, batches, eta)?;
+            let result = probe::probe(&mut session, batches, eta, heldout_batches)?;
             println!(
                 "one-step value probe over {batches} batches (eta {eta}): Pearson r = {:.3} \
-                 (same feedback batch), {:.3} (held-out feedback batch)",
+                 (same feedback batch), {:.3} ({heldout_batches} held-out feedback batches)",
                 result.pearson_r, result.pearson_r_heldout
             );
             if let Some(out) = out {

@@ -130,6 +130,9 @@ impl MetaStep<'_> {
             l_meta += r * self.lambda;
         }
         out.value = v.f_double_value(&[])?;
+        if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Frozen) {
+            return Ok(out); // diagnostic `frozen`: V and R are logged, φ never moves
+        }
 
         // φ ← Opt_φ(∇_φ L_meta); a non-finite value or gradient skips the update
         let phi: Vec<Tensor> = self.phi.tensors().map(Tensor::shallow_clone).collect();

@@ -222,7 +222,8 @@ fn eval_series(records: &[Record], metric: &str, axis: Axis) -> Vec<(f64, f64)> 
 /// Writes every plot of `report` into `dir` and returns their paths: for each metric seen in
 /// any eval record, `plot_{metric}_vs_step.svg` and `plot_{metric}_vs_seconds.svg`; then
 /// `plot_pretrain_loss_vs_step.svg` when there are train records, and
-/// `plot_meta_cos_vs_step.svg` when some arm took meta steps. Each arm keeps one colour
+/// `plot_meta_cos_vs_step.svg` and `plot_meta_regularizer_vs_step.svg` when some arm took meta
+/// steps. Diagnostic arms are labelled so in legends. Each arm keeps one colour
 /// ([`PALETTE`], by its place in the report) on every plot.
 pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     let names: Vec<String> = report
@@ -237,9 +238,9 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
         .flatten()
         .collect();
     let mut written = Vec::new();
-    let shown = metric_order(&names)
-        .into_iter()
-        .filter(|m| !crate::report::HOST_COUNTERS.contains(&m.as_str()));
+    let shown = metric_order(&names).into_iter().filter(|m| {
+        !crate::report::HOST_COUNTERS.contains(&m.as_str()) && !crate::intervals::is_interval_key(m)
+    });
     for metric in shown {
         for axis in [Axis::Step, Axis::Seconds] {
             let lines: Vec<Line> = report
@@ -252,7 +253,7 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
                         .iter()
                         .map(|s| eval_series(&s.records, &metric, axis))
                         .collect();
-                    line(i, &arm.name, arm.seeds.len(), band(&seeds)?)
+                    line(i, &arm.label(), arm.seeds.len(), band(&seeds)?)
                 })
                 .collect();
             if lines.is_empty() {
@@ -280,12 +281,19 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
 /// A train-record series plotted vs step, smoothed: its name and how to read it.
 type TrainSeries = (&'static str, fn(&TrainRecord) -> Option<f64>);
 
-/// `pretrain_loss` of every step, and `meta_cos` = cos(g_down, g_pre) of every meta step that
-/// was not skipped (arms without meta steps have no line).
-const TRAIN_SERIES: [TrainSeries; 2] = [
+/// `pretrain_loss` of every step, `meta_cos` = cos(g_down, g_pre) of every meta step that was
+/// not skipped (arms without meta steps have no line), and `meta_regularizer` = R(φ, c) of
+/// every meta step (the LM designers' off-target mass on loss-bearing positions).
+const TRAIN_SERIES: [TrainSeries; 3] = [
     ("pretrain_loss", |t| Some(t.pretrain_loss)),
     ("meta_cos", |t| {
         t.meta.as_ref().filter(|m| !m.skipped).map(|m| m.cos)
+    }),
+    ("meta_regularizer", |t| {
+        t.meta
+            .as_ref()
+            .filter(|m| !m.skipped)
+            .map(|m| m.regularizer)
     }),
 ];
 
@@ -329,7 +337,7 @@ fn train_plot(dir: &Path, report: &Report, (name, read): TrainSeries) -> Result<
                     pts.iter().map(|p| p.0).zip(ema(&ys, span)).collect()
                 })
                 .collect();
-            line(i, &arm.name, arm.seeds.len(), band(&smoothed)?)
+            line(i, &arm.label(), arm.seeds.len(), band(&smoothed)?)
         })
         .collect();
     if lines.is_empty() {
@@ -639,6 +647,7 @@ mod tests {
                 "plot_pass_at_1_vs_seconds.svg",
                 "plot_pretrain_loss_vs_step.svg",
                 "plot_meta_cos_vs_step.svg",
+                "plot_meta_regularizer_vs_step.svg",
             ]
         );
         for path in &written[..7] {

@@ -1,6 +1,8 @@
 //! `vpt probe`: the one-step value probe. For many batches, the predicted change
 //! η·g_downᵀg_pre is compared with the realised drop of L_down after one plain gradient step
-//! θ_S ← θ_S − η·g_pre; the paper reports Pearson r = 0.657.
+//! θ_S ← θ_S − η·g_pre; the paper reports Pearson r = 0.657. The drop that generalises is
+//! measured on a fixed held-out set of feedback batches drawn before the first point, so it is
+//! independent of every g_down batch (the feedback cursor walks the set without replacement).
 
 use crate::{
     error::HostTchContext,
@@ -20,7 +22,7 @@ pub struct ProbePoint {
     pub predicted: f64,
     /// L_down(θ) − L_down(θ − η·g_pre) on the feedback batch g_down came from.
     pub realised: f64,
-    /// The same drop on an independent feedback batch (what generalises).
+    /// The same drop, averaged over the fixed held-out feedback batches (what generalises).
     pub realised_heldout: f64,
 }
 
@@ -31,20 +33,52 @@ pub struct ProbeResult {
     pub points: Vec<ProbePoint>,
     /// Pearson correlation of predicted and realised (same feedback batch).
     pub pearson_r: f64,
-    /// Pearson correlation of predicted and realised on an independent feedback batch.
+    /// Pearson correlation of predicted and realised on the held-out feedback batches.
     pub pearson_r_heldout: f64,
     /// η.
     pub eta: f64,
+    /// Number of held-out feedback batches the generalising drop is averaged over.
+    pub heldout_batches: usize,
 }
 
-/// Probes `batches` unlabeled batches of the session's task with step size `eta`. θ is left
-/// exactly as it was.
-pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeResult> {
+/// Mean L_down over `batches` under no_grad.
+fn mean_feedback_loss(task: &mut dyn vpt_sdk::Task, batches: &[Batch]) -> Result<f64> {
+    let mut sum = 0.0;
+    for b in batches {
+        sum += tch::no_grad(|| task.feedback_loss(b))?
+            .f_double_value(&[])
+            .op("probe")?;
+    }
+    Ok(sum / batches.len().max(1) as f64)
+}
+
+/// Probes `batches` unlabeled batches of the session's task with step size `eta`, measuring
+/// the generalising drop on `heldout_batches` fixed feedback batches. θ is left exactly as it
+/// was.
+pub fn probe(
+    session: &mut Session,
+    batches: usize,
+    eta: f64,
+    heldout_batches: usize,
+) -> Result<ProbeResult> {
+    if heldout_batches == 0 {
+        return Err(crate::Error::config(
+            "--heldout-batches",
+            "must be at least 1",
+        ));
+    }
     let s: Vec<Tensor> = session
         .alignment_subset()
         .tensors()
         .map(Tensor::shallow_clone)
         .collect();
+    let held: Vec<Batch> = (0..heldout_batches)
+        .map(|_| {
+            session
+                .task_mut()
+                .next_batch(BatchSource::Feedback { set: 0 })
+        })
+        .collect::<vpt_sdk::Result<_>>()?;
     let mut points = Vec::with_capacity(batches);
     let bar = indicatif::ProgressBar::new(batches as u64);
     for _ in 0..batches {
@@ -52,12 +86,9 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
         let c = session.learner_constructions(&b_u)?;
         let task = session.task_mut();
         let b_f: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
-        let b_held: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
         let l_down = task.feedback_loss(&b_f)?;
         let l0 = l_down.f_double_value(&[]).op("probe")?;
-        let h0 = tch::no_grad(|| task.feedback_loss(&b_held))?
-            .f_double_value(&[])
-            .op("probe")?;
+        let h0 = mean_feedback_loss(task, &held)?;
         let g_down = grad(&l_down, &s, false)?;
         let refs: Vec<&Batch> = b_u.iter().collect();
         let g_pre = grad(&pretrain_objective(task, &refs, &c)?, &s, false)?;
@@ -76,9 +107,7 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
         let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?
             .f_double_value(&[])
             .op("probe")?;
-        let h1 = tch::no_grad(|| task.feedback_loss(&b_held))?
-            .f_double_value(&[])
-            .op("probe")?;
+        let h1 = mean_feedback_loss(task, &held)?;
         tch::no_grad(|| -> Result<()> {
             for (p, v) in s.iter().zip(&saved) {
                 p.shallow_clone().f_copy_(v).op("probe restore")?;
@@ -101,5 +130,6 @@ pub fn probe(session: &mut Session, batches: usize, eta: f64) -> Result<ProbeRes
         pearson_r_heldout: pearson(&x, &h),
         points,
         eta,
+        heldout_batches,
     })
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::intervals::{example_interval, is_interval_key, seed_interval, Interval, CI_HI, CI_LO};
 
 /// File name of the per-run metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -315,6 +316,30 @@ pub struct ArmReport {
     /// Metric → seed-paired wins against the baseline arm; empty for the baseline itself or when
     /// there is no baseline arm.
     pub vs_baseline: BTreeMap<String, SeedWins>,
+    /// A diagnostic arm (`frozen`, `oracle`: its estimator is marked diagnostic); never ranked
+    /// best and labelled as a diagnostic wherever it is shown.
+    pub diagnostic: bool,
+}
+
+impl ArmReport {
+    /// The arm's name as reports show it: `oracle (diagnostic)` for diagnostic arms.
+    pub fn label(&self) -> String {
+        if self.diagnostic {
+            format!("{} (diagnostic)", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// Whether the run in `dir` used a diagnostic estimator (read from its `config.json`).
+fn is_diagnostic_run(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["meta"]["estimator"].as_str().map(String::from))
+        .and_then(|name| crate::estimators::lookup(&name).ok())
+        .is_some_and(|e| e.diagnostic.is_some())
 }
 
 /// A compare report: every arm, in the order the runs were given.
@@ -393,6 +418,7 @@ pub fn summarize(runs: &[RunRecord]) -> Result<Report> {
     let names: Vec<String> = arm_reports
         .iter()
         .flat_map(|a| a.seeds.iter().flat_map(|s| s.metrics.keys().cloned()))
+        .filter(|m| !is_interval_key(m))
         .collect();
     Ok(Report {
         metrics: metric_order(&names),
@@ -449,7 +475,11 @@ fn arm_report(name: String, seeds: Vec<SeedResult>) -> ArmReport {
     };
     let steps: Vec<f64> = seeds.iter().map(|s| s.steps as f64).collect();
     let seconds: Vec<f64> = seeds.iter().map(|s| s.seconds).collect();
-    let names: BTreeSet<&String> = seeds.iter().flat_map(|s| s.metrics.keys()).collect();
+    let names: BTreeSet<&String> = seeds
+        .iter()
+        .flat_map(|s| s.metrics.keys())
+        .filter(|m| !is_interval_key(m))
+        .collect();
     let metrics = names
         .into_iter()
         .filter_map(|m| {
@@ -461,6 +491,7 @@ fn arm_report(name: String, seeds: Vec<SeedResult>) -> ArmReport {
         })
         .collect();
     ArmReport {
+        diagnostic: seeds.iter().any(|s| is_diagnostic_run(&s.dir)),
         name,
         steps: Stats::of(&steps).unwrap_or(nan_stats),
         seconds: Stats::of(&seconds).unwrap_or(nan_stats),
@@ -501,6 +532,7 @@ impl Report {
         let lower = lower_is_better(metric);
         self.arms
             .iter()
+            .filter(|a| !a.diagnostic)
             .filter_map(|a| a.metrics.get(metric).map(|s| (a, *s)))
             .reduce(|best, cur| {
                 let better = if lower {
@@ -591,7 +623,7 @@ pub fn render_table(report: &Report) -> String {
     let mut rows = vec![header];
     for arm in &report.arms {
         let n_seeds = arm.seeds.len();
-        let mut row = vec![arm.name.clone(), n_seeds.to_string()];
+        let mut row = vec![arm.label(), n_seeds.to_string()];
         for m in &report.metrics {
             row.push(match arm.metrics.get(m) {
                 Some(s) if s.n < n_seeds => format!("{} (n={})", format_stats(s), s.n),
@@ -690,15 +722,19 @@ pub fn verdicts(report: &Report) -> Vec<String> {
         out.push(match arm.vs_baseline.get(metric) {
             Some(w) if w.every_seed() => format!(
                 "{} beats {BASELINE_ARM} on {metric} in every seed ({}/{})",
-                arm.name, w.wins, w.paired
+                arm.label(),
+                w.wins,
+                w.paired
             ),
             Some(w) => format!(
                 "{} does NOT beat {BASELINE_ARM} on {metric} in every seed ({}/{} seeds)",
-                arm.name, w.wins, w.paired
+                arm.label(),
+                w.wins,
+                w.paired
             ),
             None => format!(
                 "{} vs {BASELINE_ARM}: no paired seeds with {metric}",
-                arm.name
+                arm.label()
             ),
         });
     }
@@ -721,11 +757,131 @@ pub fn render_markdown(report: &Report, plots: &[PathBuf]) -> String {
         seeds.join(", ")
     ));
     out.push_str(&render_table(report));
+    if report.arms.iter().any(|a| a.diagnostic) {
+        out.push_str(
+            "\nArms marked *(diagnostic)* are not methods: `frozen` never updates φ (it shows what \
+             the learner alone does to the designer's output) and `oracle` sets the learner's \
+             targets from the feedback gradient itself, breaking the information bottleneck on \
+             purpose (an upper bound: could any designer help here?). Neither is ranked best.\n",
+        );
+    }
+    out.push_str(&render_intervals(report));
+    out.push_str(&render_paired(report));
     if !plots.is_empty() {
-        out.push_str("\n## Plots\n\nLines: mean across seeds; bands: min–max across seeds.\n\n");
+        out.push_str(
+            "\n## Plots\n\nLines: mean across seeds; bands: min–max across seeds. \
+             `meta_regularizer` is R(φ, c) at each meta step (for `topk_soft` and the other LM \
+             designers: the off-target mass, mean 1 − q_true over loss-bearing positions); the \
+             oracle logs it for the targets it sets.\n\n",
+        );
         for p in plots {
             let name = file_name(p);
             out.push_str(&format!("![{}]({name})\n\n", name.trim_end_matches(".svg")));
+        }
+    }
+    out
+}
+
+/// `(value, lo, hi)` of `metric` in each seed that has it (bounds NaN where the task gave none).
+fn seed_bounds(arm: &ArmReport, metric: &str) -> Vec<(f64, f64, f64)> {
+    arm.seeds
+        .iter()
+        .filter_map(|s| {
+            let x = *s.metrics.get(metric)?;
+            let bound = |suffix: &str| {
+                s.metrics
+                    .get(&format!("{metric}{suffix}"))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            Some((x, bound(CI_LO), bound(CI_HI)))
+        })
+        .collect()
+}
+
+/// The 95 % interval section: for each metric and arm, the interval over evaluation examples
+/// (the task's bootstrap bounds) and the one over seeds (Student t, n−1), where available.
+pub fn render_intervals(report: &Report) -> String {
+    let mut out = String::from(
+        "\n## 95 % intervals\n\n`examples`: the task's bootstrap interval over evaluation \
+         examples (one seed: as reported; several: the seeds' standard errors combined for their \
+         mean). `seeds`: mean ± t·s/√n across seeds. — where a source is missing.\n\n\
+         | metric | arm | mean | examples | seeds |\n|---|---|--:|--:|--:|\n",
+    );
+    let fmt = |i: Option<Interval>, d: usize| i.map_or("—".to_string(), |i| i.format(d));
+    for m in report
+        .metrics
+        .iter()
+        .filter(|m| !HOST_COUNTERS.contains(&m.as_str()))
+    {
+        for arm in &report.arms {
+            let Some(st) = arm.metrics.get(m) else {
+                continue;
+            };
+            let d = decimals_for(st.mean);
+            let bounds = seed_bounds(arm, m);
+            let values: Vec<f64> = bounds.iter().map(|b| b.0).collect();
+            out.push_str(&format!(
+                "| {m} | {} | {:.d$} | {} | {} |\n",
+                arm.label(),
+                st.mean,
+                fmt(example_interval(&bounds), d),
+                fmt(seed_interval(&values), d),
+            ));
+        }
+    }
+    out
+}
+
+/// The seed-paired differences section: arm − baseline per seed on every metric, their mean and
+/// 95 % t interval, and in how many seeds the arm is better.
+pub fn render_paired(report: &Report) -> String {
+    let Some(base) = report.arms.iter().find(|a| a.name == BASELINE_ARM) else {
+        return String::new();
+    };
+    let mut out = String::from(
+        "\n## Paired differences against the baseline\n\nArm − baseline, seed by seed (same \
+         seed, same data order); the interval is a t interval over the paired differences.\n\n\
+         | metric | arm | per seed | mean | 95 % interval | better in |\n|---|---|---|--:|--:|--:|\n",
+    );
+    for m in report
+        .metrics
+        .iter()
+        .filter(|m| !HOST_COUNTERS.contains(&m.as_str()))
+    {
+        for arm in report.arms.iter().filter(|a| a.name != BASELINE_ARM) {
+            let diffs: Vec<(u64, f64)> = arm
+                .seeds
+                .iter()
+                .filter_map(|s| {
+                    let b = base.seeds.iter().find(|b| b.seed == s.seed)?;
+                    let d = s.metrics.get(m)? - b.metrics.get(m)?;
+                    d.is_finite().then_some((s.seed, d))
+                })
+                .collect();
+            if diffs.is_empty() {
+                continue;
+            }
+            let values: Vec<f64> = diffs.iter().map(|d| d.1).collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let dec = decimals_for(mean).max(3);
+            let per_seed: Vec<String> = diffs
+                .iter()
+                .map(|(seed, d)| format!("{seed}: {d:+.dec$}"))
+                .collect();
+            let interval = seed_interval(&values).map_or("—".to_string(), |i| i.format(dec));
+            let w = arm
+                .vs_baseline
+                .get(m)
+                .copied()
+                .unwrap_or(SeedWins { wins: 0, paired: 0 });
+            out.push_str(&format!(
+                "| {m} | {} | {} | {mean:+.dec$} | {interval} | {}/{} |\n",
+                arm.label(),
+                per_seed.join(", "),
+                w.wins,
+                w.paired
+            ));
         }
     }
     out
@@ -1096,6 +1252,68 @@ pub(crate) mod tests {
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(stray.is_empty(), "{stray:?}");
+    }
+
+    #[test]
+    fn intervals_paired_differences_and_diagnostic_labels() {
+        let dir = temp_dir("intervals");
+        // (arm, [(feedback_loss, ci_lo, ci_hi) per seed]); the oracle is best but diagnostic.
+        type Bounds = (f64, f64, f64);
+        let arms: [(&str, [Bounds; 2]); 3] = [
+            ("baseline", [(2.0, 1.8, 2.3), (2.2, 2.0, 2.4)]),
+            ("v", [(1.9, f64::NAN, f64::NAN), (2.0, f64::NAN, f64::NAN)]),
+            ("oracle", [(1.0, 0.9, 1.1), (1.2, 1.1, 1.3)]),
+        ];
+        let mut runs = Vec::new();
+        for (arm, seeds) in arms {
+            for (seed, (fl, lo, hi)) in seeds.iter().enumerate() {
+                let run_dir = dir.join(arm).join(format!("seed-{seed}"));
+                fs::create_dir_all(&run_dir).unwrap();
+                let mut m = json!({"feedback_loss": fl});
+                if lo.is_finite() {
+                    m["feedback_loss.ci_lo"] = json!(lo);
+                    m["feedback_loss.ci_hi"] = json!(hi);
+                }
+                let line = json!({"kind": "eval", "step": 5, "seconds": 1.0, "metrics": m});
+                fs::write(run_dir.join(METRICS_FILE), format!("{line}\n")).unwrap();
+                let estimator = if arm == "oracle" { "oracle" } else { "exact" };
+                let cfg = json!({"meta": {"estimator": estimator}});
+                fs::write(run_dir.join("config.json"), cfg.to_string()).unwrap();
+                runs.push(RunRecord {
+                    arm: arm.into(),
+                    seed: seed as u64,
+                    dir: run_dir,
+                });
+            }
+        }
+        let report = summarize(&runs).unwrap();
+        assert_eq!(report.metrics, ["feedback_loss"]); // bounds are not metrics
+        assert!(report.arms[2].diagnostic && !report.arms[1].diagnostic);
+        assert_eq!(report.best_arm("feedback_loss").unwrap().0.name, "v");
+        let md = render_markdown(&report, &[]);
+        assert!(md.contains("| oracle (diagnostic) |"), "{md}");
+        // baseline: both seeds report bounds → combined examples interval; seeds → t interval
+        let se = |h: f64| h / (2.0 * 1.959_963_984_540_054);
+        let half = 1.959_963_984_540_054 * (se(0.5).powi(2) + se(0.4).powi(2)).sqrt() / 2.0;
+        let want = Interval {
+            lo: 2.1 - half,
+            hi: 2.1 + half,
+        }
+        .format(3);
+        let t = seed_interval(&[2.0, 2.2]).unwrap().format(3);
+        assert!(
+            md.contains(&format!(
+                "| feedback_loss | baseline | 2.100 | {want} | {t} |"
+            )),
+            "{md}"
+        );
+        assert!(md.contains("| feedback_loss | v | 1.950 | — |"), "{md}");
+        // v − baseline per seed: −0.1, −0.2
+        assert!(
+            md.contains("| feedback_loss | v | 0: -0.1000, 1: -0.2000 | -0.1500 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 2/2 |"), "{md}");
     }
 
     #[test]

@@ -308,7 +308,26 @@ impl Session {
         // 3. c = detach(designer(inputs(B_u))); the learner's randomness does not depend on
         //    whether a meta step ran (reseeded).
         tch::manual_seed(seed ^ 0x1EA5);
-        let constructions = self.constructions(&inputs)?;
+        let mut constructions = self.constructions(&inputs)?;
+        let mut meta = meta;
+        if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Oracle)
+            && self.step >= self.cfg.meta.burn_in
+        {
+            // diagnostic `oracle`: the targets are set from g_down (diagnostics.rs)
+            let designer = self.designer.as_deref_mut().ok_or_else(|| {
+                Error::config("designer", "the oracle starts from a designer's output")
+            })?;
+            let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
+            let (c, m) = crate::diagnostics::Oracle {
+                task: self.task.as_mut(),
+                designer,
+                s: &s,
+                feedback: &self.feedback,
+                dp: self.dp.as_ref(),
+            }
+            .targets(&batches, constructions)?;
+            (constructions, meta) = (c, Some(m));
+        }
 
         // 4. θ ← Opt_θ(∇θ L_pre(θ; B_u, c)), the baseline's optimizer and schedule
         let lr = lr_at(self.step, &self.cfg.learner, self.cfg.run.steps);

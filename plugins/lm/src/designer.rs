@@ -4,8 +4,9 @@
 //!
 //! Every designer reads the task's design inputs — `features` (B,T,d) detached learner hidden
 //! states, `cand_ids` (B,T,K) with the true next token at index 0, `cand_logprobs` (B,T,K) the
-//! learner's log-probabilities of the candidates, `loss_mask` (B,T) — and returns
-//! `cand_ids` unchanged and `probs` (B,T,K) = (1−α)·onehot(0) + α·r, rows summing to 1.
+//! learner's log-probabilities of the candidates, `cand_embeddings` (B,T,K,d) their detached
+//! input embeddings (`topk_soft` only), `loss_mask` (B,T) — and returns `cand_ids` unchanged,
+//! `probs` (B,T,K) = (1−α)·onehot(0) + α·r with rows summing to 1, and `loss_mask`.
 
 use crate::data::SplitMix;
 use schemars::JsonSchema;
@@ -67,24 +68,44 @@ pub fn mix_with_true(alpha: &Tensor, r: &Tensor) -> Result<Tensor> {
         .op("mix")
 }
 
-fn soft_targets(cand_ids: &Tensor, probs: Tensor) -> Construction {
-    Construction {
-        kind: KIND_LM_SOFT_TARGETS.into(),
-        tensors: TensorMap::new()
-            .with("cand_ids", cand_ids.shallow_clone())
-            .with("probs", probs),
+/// The construction: `cand_ids`, `probs`, and the task's `loss_mask` (B,T) when it gave one, so
+/// that R counts only the positions that carry a loss.
+fn soft_targets(inputs: &TensorMap, probs: Tensor) -> Result<Construction> {
+    let mut tensors = TensorMap::new()
+        .with("cand_ids", inputs.require("cand_ids")?.shallow_clone())
+        .with("probs", probs);
+    if let Some(m) = inputs.get("loss_mask") {
+        tensors.insert("loss_mask", m.shallow_clone());
     }
+    Ok(Construction {
+        kind: KIND_LM_SOFT_TARGETS.into(),
+        tensors,
+    })
 }
 
-/// R(φ, c) = mean over positions of (1 − q_true): the probability mass moved off the true token.
+/// R(φ, c) = mean of (1 − q_true) over the loss-bearing positions (`loss_mask`; every position
+/// when the construction has none): the probability mass moved off the true token where it
+/// changes the learner's loss. Prompt and padding positions do not count.
 pub fn off_target_mass(c: &Construction) -> Result<Tensor> {
     let q0 = c.tensors.require("probs")?.f_select(-1, 0).op("q_true")?; // (B,T)
-    q0.f_neg()
-        .op("R")?
-        .f_add_scalar(1.0)
-        .op("R")?
-        .f_mean(None)
-        .op("R mean")
+    let off = q0.f_neg().op("R")?.f_add_scalar(1.0).op("R")?;
+    match c.tensors.get("loss_mask") {
+        None => off.f_mean(None).op("R mean"),
+        Some(m) => {
+            let m = m.f_to_kind(off.kind()).op("mask kind")?;
+            let count = m
+                .f_sum(off.kind())
+                .op("mask count")?
+                .f_clamp_min(1.0)
+                .op("clamp")?;
+            off.f_mul(&m)
+                .op("R mask")?
+                .f_sum(off.kind())
+                .op("R sum")?
+                .f_div(&count)
+                .op("R mean")
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,10 +203,7 @@ impl Designer for UniformTopK {
             .op("uniform")?
             .f_add_scalar(1.0 / k as f64)
             .op("uniform")?;
-        Ok(soft_targets(
-            inputs.require("cand_ids")?,
-            mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?,
-        ))
+        soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)
@@ -204,10 +222,7 @@ impl Designer for SelfTopK {
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let lp = inputs.require("cand_logprobs")?;
         let r = lp.f_softmax(-1, lp.kind()).op("renormalised top-K")?;
-        Ok(soft_targets(
-            inputs.require("cand_ids")?,
-            mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?,
-        ))
+        soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)
@@ -380,25 +395,32 @@ impl Block {
 }
 
 /// `topk_soft`: φ scores the K candidates with a small causal transformer over the learner's
-/// detached features and gates how far the target moves off the one-hot.
+/// detached features and the tokens themselves, and gates how far the target moves off the
+/// one-hot.
 ///
-/// Input per position: `in_proj(features)` + `stat_proj([lp_true, lp_best_other,
-/// logsumexp_K(lp)])`. After the blocks, h (B,T,w) gives
-/// - scores_k = (W_s h)·(slot_k + C [lp_k, lp_k − lp_true]) / √w, with a learned embedding per
-///   candidate slot (slot 0 = the true token, then the learner's ranks) — r = softmax(scores);
+/// Input per position: `in_proj(features)` + `tok_proj(e_true)` + `stat_proj([lp_true,
+/// lp_best_other, logsumexp_K(lp)])`, where e_k are the learner's input embeddings of the
+/// candidates (`cand_embeddings`, k = 0 the true next token). After the blocks, h (B,T,w) gives
+/// - a query u = W_s h and per-candidate keys key_k = W_e e_k + slot_k + C [lp_k, lp_k − lp_true]
+///   (a learned embedding per slot: 0 = the true token, then the learner's ranks);
+///   scores_k = u·key_k / √w and r = softmax(scores);
 /// - α = α_max · sigmoid(w_g·h + b_g).
 ///
-/// R(φ, c) is the mean off-target mass, mean(1 − q_true) (see [`off_target_mass`]).
+/// The output layers W_s and w_g start at zero, so at initialisation r is uniform over the K and
+/// α = α_max · sigmoid(gate_init) at every position: V starts from one known soft target,
+/// not from a random per-position one. R(φ, c) is the off-target mass ([`off_target_mass`]).
 pub struct TopKSoft {
     vs: nn::VarStore,
     cfg: TopKSoftConfig,
     d_model: i64,
     k: i64,
     in_proj: Lin,
+    tok_proj: Lin,
     stat_proj: Lin,
     blocks: Vec<Block>,
     ln_f: Norm,
     score: Lin,
+    emb_key: Lin,
     slot: Tensor,
     cand: Lin,
     gate: Lin,
@@ -407,7 +429,7 @@ pub struct TopKSoft {
 impl DesignerFactory for TopKSoft {
     const NAME: &'static str = "topk_soft";
     const DESCRIPTION: &'static str =
-        "adaptive top-K soft targets: a small causal transformer scores the K candidates and gates alpha <= alpha_max";
+        "adaptive top-K soft targets: a small causal transformer over the learner's features and the candidates' embeddings scores the K candidates and gates alpha <= alpha_max";
     const PRODUCES: &'static str = KIND_LM_SOFT_TARGETS;
     type Config = TopKSoftConfig;
     fn build(
@@ -420,6 +442,20 @@ impl DesignerFactory for TopKSoft {
             &parse_context(task_context)?,
             ctx,
         )?))
+    }
+}
+
+/// Checks that input `name` has shape `want` (`-1` matches any size).
+fn check_shape(name: &str, t: &Tensor, want: &[i64]) -> Result<()> {
+    let got = t.size();
+    let ok = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *w < 0 || g == w);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Tensor {
+            name: name.into(),
+            message: format!("expected {want:?} (-1: any), got {got:?}"),
+        })
     }
 }
 
@@ -440,20 +476,16 @@ impl TopKSoft {
             ));
         }
         let vs = nn::VarStore::new(ctx.device());
-        let w = cfg.width;
+        let (w, d) = (cfg.width, tc.d_model);
         let std = 0.02;
         let out_std = 0.02 / (2.0 * cfg.layers.max(1) as f64).sqrt();
+        let in_std = 1.0 / (d as f64).sqrt();
         let mut init = Init {
             vs: &vs,
             rng: SplitMix::new(ctx.seed, 0xD35_1637),
         };
-        let in_proj = init.lin(
-            "in_proj",
-            tc.d_model,
-            w,
-            true,
-            1.0 / (tc.d_model as f64).sqrt(),
-        )?;
+        let in_proj = init.lin("in_proj", d, w, true, in_std)?;
+        let tok_proj = init.lin("tok_proj", d, w, false, in_std)?;
         let stat_proj = init.lin("stat_proj", 3, w, true, std)?;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
@@ -467,23 +499,27 @@ impl TopKSoft {
             });
         }
         let ln_f = init.norm("ln_f", w)?;
-        let score = init.lin("score", w, w, false, std)?;
-        let slot = init.tensor("slot", &[tc.k, w], 1.0, 0.0)?;
-        let cand = init.lin("cand", 2, w, false, 1.0)?;
-        let mut gate = init.lin("gate", w, 1, true, std)?;
+        // Output layers start at zero: r uniform, α = α_max·sigmoid(gate_init).
+        let score = init.lin("score", w, w, false, 0.0)?;
+        let emb_key = init.lin("emb_key", d, w, false, in_std)?;
+        let slot = init.tensor("slot", &[tc.k, w], std, 0.0)?;
+        let cand = init.lin("cand", 2, w, false, std)?;
+        let mut gate = init.lin("gate", w, 1, true, 0.0)?;
         if let Some(b) = gate.b.as_mut() {
             let _ = tch::no_grad(|| b.f_fill_(cfg.gate_init)).op("gate init")?;
         }
         Ok(TopKSoft {
             vs,
             cfg,
-            d_model: tc.d_model,
+            d_model: d,
             k: tc.k,
             in_proj,
+            tok_proj,
             stat_proj,
             blocks,
             ln_f,
             score,
+            emb_key,
             slot,
             cand,
             gate,
@@ -495,27 +531,25 @@ impl TopKSoft {
         self.vs.double();
     }
 
-    /// r (B,T,K) and α (B,T) for `features` (B,T,d) and `cand_logprobs` (B,T,K).
-    pub fn scores_and_gate(&self, features: &Tensor, lp: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// r (B,T,K) and α (B,T) for `features` (B,T,d), `cand_logprobs` (B,T,K) and
+    /// `cand_embeddings` (B,T,K,d).
+    pub fn scores_and_gate(
+        &self,
+        features: &Tensor,
+        lp: &Tensor,
+        emb: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let kind = self.slot.kind();
-        let (f, lp) = (
+        let (f, lp, emb) = (
             features.f_to_kind(kind).op("features kind")?,
             lp.f_to_kind(kind).op("lp kind")?,
+            emb.f_to_kind(kind).op("embeddings kind")?,
         );
-        let (fs, ls) = (f.size(), lp.size());
-        if fs.len() != 3 || fs[2] != self.d_model {
-            return Err(Error::Tensor {
-                name: "features".into(),
-                message: format!("expected (B,T,{}), got {fs:?}", self.d_model),
-            });
-        }
-        if ls.len() != 3 || ls[..2] != fs[..2] || ls[2] != self.k {
-            return Err(Error::Tensor {
-                name: "cand_logprobs".into(),
-                message: format!("expected (B,T,{}), got {ls:?}", self.k),
-            });
-        }
-        let (t, w) = (fs[1], self.cfg.width);
+        check_shape("features", &f, &[-1, -1, self.d_model])?;
+        let (b, t) = (f.size()[0], f.size()[1]);
+        check_shape("cand_logprobs", &lp, &[b, t, self.k])?;
+        check_shape("cand_embeddings", &emb, &[b, t, self.k, self.d_model])?;
+        let w = self.cfg.width;
         let lp_true = lp.f_narrow(-1, 0, 1).op("lp_true")?; // (B,T,1)
         let best_other = lp
             .f_narrow(-1, 1, self.k - 1)
@@ -524,9 +558,12 @@ impl TopKSoft {
             .op("best other")?; // (B,T,1)
         let lse = lp.f_logsumexp([-1], true).op("mass")?; // (B,T,1)
         let stats = Tensor::f_cat(&[&lp_true, &best_other, &lse], -1).op("stats")?; // (B,T,3)
+        let e_true = emb.f_select(2, 0).op("e_true")?; // (B,T,d)
         let mut x = self
             .in_proj
             .forward(&f)?
+            .f_add(&self.tok_proj.forward(&e_true)?)
+            .op("token sum")?
             .f_add(&self.stat_proj.forward(&stats)?)
             .op("input sum")?; // (B,T,w)
                                // Causal additive mask (T,T): a large negative instead of −inf keeps softmax NaN-free.
@@ -536,27 +573,36 @@ impl TopKSoft {
             .op("triu")?
             .f_mul_scalar(-1e9)
             .op("mask")?;
-        for b in &self.blocks {
-            x = b.forward(&x, self.cfg.heads, &mask)?;
+        for blk in &self.blocks {
+            x = blk.forward(&x, self.cfg.heads, &mask)?;
         }
         let h = self.ln_f.forward(&x)?; // (B,T,w)
-        let qv = self.score.forward(&h)?; // (B,T,w)
-        let slot_scores = qv
+        let u = self.score.forward(&h)?; // (B,T,w)
+                                         // u·W_e e_k = (u W_e)·e_k: project the query to d once instead of the B·T·K keys to w
+        let ue = u.f_matmul(&self.emb_key.w).op("query to d")?; // (B,T,d)
+        let emb_scores = emb
+            .f_matmul(&ue.f_unsqueeze(-1).op("ue")?)
+            .op("embedding scores")?
+            .f_squeeze_dim(-1)
+            .op("squeeze")?; // (B,T,K)
+        let slot_scores = u
             .f_matmul(&self.slot.f_tr().op("slotT")?)
             .op("slot scores")?; // (B,T,K)
         let rel = lp.f_sub(&lp_true).op("rel lp")?;
         let cf = Tensor::f_stack(&[&lp, &rel], -1).op("cand feats")?; // (B,T,K,2)
-        let coef = qv
+        let coef = u
             .f_matmul(&self.cand.w)
             .op("cand coef")?
-            .f_unsqueeze(-2)
-            .op("coef")?; // (B,T,1,2)
+            .f_unsqueeze(-1)
+            .op("coef")?; // (B,T,2,1)
         let cand_scores = cf
-            .f_mul(&coef)
+            .f_matmul(&coef)
             .op("cand")?
-            .f_sum_dim_intlist(-1i64, false, kind)
-            .op("cand sum")?; // (B,T,K)
-        let scores = slot_scores
+            .f_squeeze_dim(-1)
+            .op("cand squeeze")?; // (B,T,K)
+        let scores = emb_scores
+            .f_add(&slot_scores)
+            .op("scores")?
             .f_add(&cand_scores)
             .op("scores")?
             .f_div_scalar((w as f64).sqrt())
@@ -590,11 +636,9 @@ impl Designer for TopKSoft {
         let (r, alpha) = self.scores_and_gate(
             inputs.require("features")?,
             inputs.require("cand_logprobs")?,
+            inputs.require("cand_embeddings")?,
         )?;
-        Ok(soft_targets(
-            inputs.require("cand_ids")?,
-            mix_with_true(&alpha, &r)?,
-        ))
+        soft_targets(inputs, mix_with_true(&alpha, &r)?)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)
@@ -629,6 +673,10 @@ mod tests {
             .with(
                 "loss_mask",
                 Tensor::ones([b, t], (Kind::Float, tch::Device::Cpu)),
+            )
+            .with(
+                "cand_embeddings",
+                Tensor::randn([b, t, k, d], (Kind::Float, tch::Device::Cpu)),
             )
     }
 
@@ -673,6 +721,7 @@ mod tests {
             .scores_and_gate(
                 inp.require("features").unwrap(),
                 inp.require("cand_logprobs").unwrap(),
+                inp.require("cand_embeddings").unwrap(),
             )
             .unwrap();
         let (lo, hi) = (alpha.min().double_value(&[]), alpha.max().double_value(&[]));
@@ -725,6 +774,106 @@ mod tests {
         let w = |d: &TopKSoft| d.parameters().unwrap().require("slot").unwrap().copy();
         assert!(w(&d).equal(&w(&d2)));
         assert!(!w(&d).equal(&w(&d3)));
+    }
+
+    fn small(gate_init: f64) -> TopKSoft {
+        let tc = LmDesignContext {
+            d_model: 16,
+            k: 8,
+            feature_dim: 17,
+        };
+        let cfg = TopKSoftConfig {
+            layers: 1,
+            width: 32,
+            heads: 4,
+            alpha_max: 0.5,
+            gate_init,
+        };
+        TopKSoft::new(cfg, &tc, &ctx()).unwrap()
+    }
+
+    #[test]
+    fn topk_soft_starts_uniform_at_the_gate_init() {
+        let mut d = small(-1.0);
+        let c = d.construct(&inputs(2, 5, 16, 8)).unwrap();
+        let q = c.tensors.require("probs").unwrap();
+        let alpha = 0.5 / (1.0 + 1f64.exp()); // α_max · sigmoid(−1)
+        let want_true = 1.0 - alpha + alpha / 8.0;
+        let q0 = q.select(-1, 0);
+        assert!((q0 - want_true).abs().max().double_value(&[]) < 1e-6);
+        let others = q.narrow(-1, 1, 7);
+        assert!((others - alpha / 8.0).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn topk_soft_reads_candidate_embeddings() {
+        let d = small(0.0);
+        // Leave the zero start: give the query layer weights, as a meta step would.
+        tch::no_grad(|| {
+            d.score
+                .w
+                .shallow_clone()
+                .copy_(&(d.score.w.randn_like() * 0.5));
+        });
+        let inp = inputs(2, 5, 16, 8);
+        let (f, lp, e) = (
+            inp.require("features").unwrap(),
+            inp.require("cand_logprobs").unwrap(),
+            inp.require("cand_embeddings").unwrap(),
+        );
+        let (r, _) = d.scores_and_gate(f, lp, e).unwrap();
+        // Another embedding for candidate 3 at (0, 2) changes r there and nowhere else.
+        let e2 = e.copy();
+        e2.get(0)
+            .get(2)
+            .get(3)
+            .copy_(&(e.get(0).get(2).get(3) * -3.0 + 1.0));
+        let (r2, _) = d.scores_and_gate(f, lp, &e2).unwrap();
+        let diff = (&r2 - &r).abs();
+        assert!(diff.get(0).get(2).max().double_value(&[]) > 1e-4);
+        let _ = diff.get(0).get(2).zero_();
+        assert!(diff.max().double_value(&[]) < 1e-7);
+        // A wrong shape is refused by name.
+        let bad = e.narrow(-1, 0, 4);
+        let err = d.scores_and_gate(f, lp, &bad).unwrap_err().to_string();
+        assert!(err.contains("cand_embeddings"), "{err}");
+    }
+
+    #[test]
+    fn off_target_mass_counts_only_loss_positions() {
+        let mut u = UniformTopK::build(
+            UniformTopKConfig { alpha: 0.4 },
+            &serde_json::json!({"d_model": 16, "k": 8}),
+            &ctx(),
+        )
+        .unwrap();
+        let mut inp = inputs(2, 5, 16, 8);
+        let c = u.construct(&inp).unwrap();
+        let full = off_target_mass(&c).unwrap().double_value(&[]);
+        assert!((full - 0.35).abs() < 1e-6, "{full}"); // α·(1 − 1/K)
+                                                       // Prompt/padding positions carry a one-hot target here: they must not dilute R.
+        let mask = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+            .reshape([2, 5]);
+        inp.insert("loss_mask", mask.shallow_clone());
+        let c = u.construct(&inp).unwrap();
+        let mut c2 = Construction {
+            kind: c.kind.clone(),
+            tensors: c.tensors.detached(),
+        };
+        let q = c2.tensors.require("probs").unwrap().copy();
+        let onehot = Tensor::zeros([8], (Kind::Float, tch::Device::Cpu)).index_fill(
+            0,
+            &Tensor::from_slice(&[0i64]),
+            1.0,
+        );
+        let m = mask.unsqueeze(-1);
+        let q = &q * &m + onehot * (1.0 - &m);
+        c2.tensors.insert("probs", q);
+        let masked = off_target_mass(&c2).unwrap().double_value(&[]);
+        assert!((masked - 0.35).abs() < 1e-6, "{masked}");
+        c2.tensors.remove("loss_mask");
+        let unmasked = off_target_mass(&c2).unwrap().double_value(&[]);
+        assert!((unmasked - 0.35 * 3.0 / 10.0).abs() < 1e-6, "{unmasked}");
     }
 
     #[test]

@@ -710,6 +710,11 @@ impl Llama {
         self.forward_at(ids, attn, None, 0)
     }
 
+    /// Input embeddings of token ids: (…) int64 → (…, d).
+    pub fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        Tensor::f_embedding(&self.embed, ids, -1, false, false).op("embed_tokens")
+    }
+
     /// Logits of hidden states: (…, d) → (…, V).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
@@ -745,7 +750,7 @@ impl Llama {
             });
         }
         let t = size[1];
-        let x = Tensor::f_embedding(&self.embed, ids, -1, false, false).op("embed_tokens")?; // (B, T, d)
+        let x = self.embed_tokens(ids)?; // (B, T, d)
         let rope = self.rope.tables(offset, t, x.kind())?;
         let mask = match key_pad {
             None => Mask::new(offset, t, self.device)?,

@@ -1014,12 +1014,16 @@ impl Task for CausalLm {
             let nll = (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())?
                 / &count;
             let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
+                                                                                             // Token identity for the designer: the learner's input embeddings of the K
+                                                                                             // candidates (true token first), detached.
+            let cand_embeddings = self.model.embed_tokens(&cand)?.detach(); // (B,T,K,d)
             Ok(TensorMap::new()
                 .with("example_features", example_features)
                 .with("features", hidden.detach())
                 .with("cand_ids", cand)
                 .with("cand_logprobs", cand_lp)
-                .with("loss_mask", mask.shallow_clone()))
+                .with("loss_mask", mask.shallow_clone())
+                .with("cand_embeddings", cand_embeddings))
         })
     }
 
