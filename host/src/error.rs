@@ -69,6 +69,14 @@ pub enum Error {
         #[source]
         source: tch::TchError,
     },
+    /// The run was stopped by SIGINT/SIGTERM after a checkpoint.
+    #[error("interrupted: stopped after step {step} and saved a checkpoint; resume with `vpt run --resume {}`", run_dir.display())]
+    Interrupted {
+        /// The last completed learner step.
+        step: u64,
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// Anything else.
     #[error("{0}")]
     Msg(String),

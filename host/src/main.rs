@@ -10,7 +10,8 @@ use vpt_host::{
     config::RunConfig,
     loader::{self, Plugins, SearchPath},
     probe, report, scaffold,
-    train::{self, RunDir, Session},
+    rundir::{Existing, RunDir},
+    train::{self, Session},
 };
 
 fn main() -> ExitCode {
@@ -20,6 +21,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(vpt_host::Error::Interrupted { .. }) = e.downcast_ref() {
+                return ExitCode::from(130);
+            }
             if verbose {
                 for cause in e.chain().skip(1) {
                     eprintln!("  caused by: {cause}");
@@ -39,6 +43,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             overrides,
             out,
             resume,
+            overwrite,
             halt_after,
         } => {
             let (mut session, dir) = match resume {
@@ -47,7 +52,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let config = config.expect("clap requires CONFIG without --resume");
                     let cfg = RunConfig::load(&config, &overrides)?;
                     let out = out.unwrap_or_else(|| default_run_dir(&config));
-                    let dir = RunDir::create(&out, &cfg)?;
+                    let existing = if overwrite {
+                        Existing::Overwrite
+                    } else {
+                        Existing::Refuse
+                    };
+                    let dir = RunDir::create(&out, &cfg, existing)?;
                     (Session::build(cfg, &mut plugins)?, dir)
                 }
             };
@@ -66,10 +76,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let mut session = Session::build(cfg, &mut plugins)?;
             if let Some(path) = checkpoint {
+                let device = session.cfg.device();
                 let ckpt = if path.join("checkpoints").exists() {
-                    checkpoint::load_latest(&path)?
+                    checkpoint::load_latest_on(&path, device)?
                 } else {
-                    checkpoint::load_dir(&path)?
+                    checkpoint::load_dir_on(&path, device)?
                 };
                 session.restore(&ckpt)?;
             }
@@ -197,12 +208,10 @@ fn resume_session(
         vpt_host::config::json_to_toml(json).with_context(|| path.display().to_string())?;
     vpt_host::config::apply_overrides(&mut doc, overrides)?;
     let cfg = RunConfig::from_toml(doc)?;
-    let ckpt = checkpoint::load_latest(run_dir)?;
+    let dir = RunDir::resume(run_dir)?;
+    let ckpt = checkpoint::load_latest_on(run_dir, cfg.device())?;
     let mut session = Session::build(cfg, plugins)?;
     session.restore(&ckpt)?;
-    let dir = RunDir {
-        path: run_dir.to_path_buf(),
-    };
     dir.truncate_after(ckpt.step)?;
     eprintln!("resuming {} at step {}", run_dir.display(), ckpt.step);
     Ok((session, dir))

@@ -1,6 +1,6 @@
 //! [`Plugins`]: the plugins of one process, found on a [`SearchPath`] and loaded lazily by name.
 
-use super::{load, read_stamp, LoadedPlugin, SearchPath};
+use super::{load, read_stamp, LoadedPlugin, Origin, SearchPath};
 use crate::{Error, Result};
 use std::{collections::HashMap, path::PathBuf};
 use vpt_sdk::AbiStamp;
@@ -65,10 +65,16 @@ impl Plugins {
         let mut refused: Option<Error> = None;
         let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
         for path in self.candidates.clone() {
-            let Ok(stamp) = self.stamp(&path) else {
-                let file = path.file_name().unwrap_or(path.as_os_str());
-                unreadable.push(file.to_string_lossy().into_owned());
-                continue;
+            let stamp = match self.stamp(&path) {
+                Ok(s) => s,
+                // A file named with --plugin that cannot be read is the user's mistake to hear
+                // about, not a reason to fall back silently to another copy of the plugin.
+                Err(e) if self.is_explicit_file(&path) => return Err(e),
+                Err(_) => {
+                    let file = path.file_name().unwrap_or(path.as_os_str());
+                    unreadable.push(file.to_string_lossy().into_owned());
+                    continue;
+                }
             };
             if stamp.plugin != name {
                 seen.push(stamp.plugin);
@@ -136,6 +142,13 @@ impl Plugins {
             }
         }
         out
+    }
+
+    fn is_explicit_file(&self, path: &PathBuf) -> bool {
+        self.search
+            .entries()
+            .iter()
+            .any(|e| e.origin == Origin::Explicit && &e.path == path)
     }
 
     /// The (cached) stamp of `path`, not yet judged for compatibility.
