@@ -12,7 +12,7 @@
 //! - Replacing `step-N` never deletes it before the new one is in place: the old directory is
 //!   renamed aside (`step-N.old`, still loadable), the new one renamed in, then the old removed.
 
-use crate::{Error, Result};
+use crate::{error::clip, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
@@ -282,16 +282,6 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
         tensors,
         state: state.state,
     })
-}
-
-/// `s`, cut to `n` characters with an ellipsis (for echoing untrusted text in errors).
-pub fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(n).collect();
-    out.push('…');
-    out
 }
 
 /// The entries of `map` whose names start with `prefix/`, with the prefix removed.

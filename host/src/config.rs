@@ -359,7 +359,7 @@ impl RunConfig {
 
 /// `cpu`, or `cuda`/`cuda:N` naming a CUDA device this machine has.
 fn check_device(device: &str) -> std::result::Result<(), String> {
-    let shown = crate::checkpoint::clip(device, 40);
+    let shown = crate::error::clip(device, 40);
     if device == "cpu" {
         return Ok(());
     }
@@ -511,7 +511,7 @@ fn expand_env(v: &mut toml::Value, path: &str) -> Result<()> {
 
 /// `s` with each `${VAR}` replaced, left to right, in one pass.
 fn expand_str(s: &str) -> std::result::Result<String, String> {
-    let shown = || crate::checkpoint::clip(s, 200);
+    let shown = || crate::error::clip(s, 200);
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -525,7 +525,7 @@ fn expand_str(s: &str) -> std::result::Result<String, String> {
             format!(
                 "`{}` uses ${{{}}}, which is not set in the environment",
                 shown(),
-                crate::checkpoint::clip(var, 80)
+                crate::error::clip(var, 80)
             )
         })?;
         out.push_str(&val);

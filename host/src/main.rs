@@ -20,7 +20,11 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if verbose {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!("error: {}", vpt_host::error::clip_words(&e.to_string(), 300));
+            }
             if let Some(vpt_host::Error::Interrupted { .. }) = e.downcast_ref() {
                 return ExitCode::from(130);
             }

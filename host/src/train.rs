@@ -510,7 +510,7 @@ fn prefix_field(e: Error, section: &str) -> Error {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// Learner steps completed.
     pub steps: u64,
@@ -534,14 +534,26 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         let p = dir.path.join("summary.json");
         let done = std::fs::read(&p)
             .ok()
-            .and_then(|b| serde_json::from_slice::<RunSummary>(&b).ok());
-        if let Some(summary) = done.filter(|s| s.steps == session.step) {
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|v| v["steps"].as_u64() == Some(session.step));
+        if let Some(v) = done {
+            // NaN metrics are `null` in the file.
+            let metrics = v["metrics"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
+                .collect();
             eprintln!(
                 "{} already finished at step {}; nothing to do (raise run.steps with --set to continue)",
                 dir.path.display(),
                 session.step
             );
-            return Ok(summary);
+            return Ok(RunSummary {
+                steps: session.step,
+                seconds: session.seconds,
+                metrics,
+            });
         }
     }
     // Under data parallelism every rank must stop at the same step: the default handlers stay.

@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 use std::{borrow::Cow, io::Read, path::Path};
 use tch::{Device, Kind, Tensor};
 
+/// The safetensors metadata key holding the tensors' order (a JSON list of names).
+const ORDER_KEY: &str = "vpt.order";
+
 /// Size and SHA-256 of a file, as recorded when it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +64,11 @@ pub fn write(path: &Path, tensors: &TensorMap) -> Result<FileDigest> {
         .iter()
         .map(|(name, t)| Ok((name.to_string(), CpuView::new(name, t)?)))
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, &None, path)
+    // safetensors keeps no order; the map's order is part of what was saved.
+    let names: Vec<&str> = tensors.iter().map(|(n, _)| n).collect();
+    let order = serde_json::to_string(&names).map_err(|e| Error::Msg(e.to_string()))?;
+    let meta = Some([(ORDER_KEY.to_string(), order)].into());
+    safetensors::serialize_to_file(views, &meta, path)
         .map_err(|e| Error::Msg(format!("{}: writing tensors: {e}", path.display())))?;
     digest_and_sync(path)
 }
@@ -78,8 +85,26 @@ pub fn parse(path: &Path, data: &[u8], device: Device) -> Result<TensorMap> {
     let bad = |m: String| Error::Msg(format!("{}: {m}", path.display()));
     let st = safetensors::SafeTensors::deserialize(data)
         .map_err(|e| bad(format!("not a valid safetensors file: {e:?}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(data)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e:?}")))?;
+    let saved_order: Option<Vec<String>> = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(ORDER_KEY))
+        .and_then(|o| serde_json::from_str(o).ok());
+    let names = match saved_order {
+        Some(names) => names,
+        None => {
+            let mut n: Vec<String> = st.names().into_iter().cloned().collect();
+            n.sort();
+            n
+        }
+    };
     let mut out = TensorMap::new();
-    for (name, view) in st.tensors() {
+    for name in names {
+        let view = st
+            .tensor(&name)
+            .map_err(|e| bad(format!("tensor `{name}`: {e:?}")))?;
         let kind = kind_of(view.dtype())
             .ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -253,11 +278,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("t.safetensors");
         let mut m = TensorMap::new();
+        m.insert("s", Tensor::from(2.5f64));
         m.insert("a/w", Tensor::from_slice(&[1.0f32, 2.0, 3.0]).view([3, 1]));
         m.insert("b", Tensor::from_slice(&[7i64]));
-        m.insert("s", Tensor::from(2.5f64));
         let d = write(&p, &m).unwrap();
         let back = read(&p, &d, Device::Cpu).unwrap();
+        assert_eq!(back.names(), m.names(), "the order is kept");
         assert_eq!(back.get("a/w").unwrap().size(), vec![3, 1]);
         assert_eq!(back.get("b").unwrap().int64_value(&[0]), 7);
         assert_eq!(back.get("s").unwrap().double_value(&[]), 2.5);

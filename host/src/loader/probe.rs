@@ -4,6 +4,7 @@
 
 use crate::{Error, Result};
 use super::elf;
+use crate::error::clip;
 use std::{
     ffi::CStr,
     os::raw::c_char,
@@ -115,15 +116,6 @@ fn dlopen_summary(path: &Path, e: &libloading::Error) -> String {
         );
     }
     format!("cannot be opened: {}", clip(first, 200))
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(n).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]
