@@ -108,8 +108,8 @@ fn write_dir(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
         message,
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors = tensor_file::write(&dir.join(TENSORS), &ckpt.tensors)
-        .map_err(|e| bad(format!("writing tensors: {e}")))?;
+    let tensors =
+        tensor_file::write(&dir.join(TENSORS), &ckpt.tensors).map_err(|e| bad(e.to_string()))?;
     let state = serde_json::to_vec(&StateFile {
         step: ckpt.step,
         state: ckpt.state.clone(),
@@ -249,8 +249,8 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
         Err(_) if dir.join(OLD_TENSORS).exists() => {
             return Err(bad(format!(
                 "is in the old TorchScript format ({OLD_TENSORS}), which vpt no longer loads \
-                 because loading it can run code stored in the file; retrain, or convert it with \
-                 a vpt build older than checkpoint format {VERSION} if you trust its origin"
+                 because loading it can run code stored in the file; start the run again (an \
+                 older vpt still reads it, if you trust where the file came from)"
             )))
         }
         Err(e) => return Err(bad(format!("{MANIFEST}: {e} (an incomplete checkpoint?)"))),

@@ -147,7 +147,7 @@ impl Optimizer for AdamW {
             (0..n)
                 .map(|i| {
                     let name = format!("{prefix}.{i}");
-                    state.require(&name)?.f_copy().op(&format!("optimizer state `{name}`"))
+                    copy_of(state.require(&name)?).op(&format!("optimizer state `{name}`"))
                 })
                 .collect()
         };
@@ -195,7 +195,7 @@ impl Optimizer for Sgd {
         self.buf = (0..state.len())
             .map(|i| {
                 let name = format!("buf.{i}");
-                state.require(&name)?.f_copy().op(&format!("optimizer state `{name}`"))
+                copy_of(state.require(&name)?).op(&format!("optimizer state `{name}`"))
             })
             .collect::<Result<_>>()?;
         Ok(())
@@ -216,6 +216,13 @@ inventory::submit! {
         description: "SGD with momentum (betas[0]) and decoupled weight decay",
         build: |cfg| Box::new(Sgd { cfg: cfg.clone(), buf: vec![] }),
     }
+}
+
+/// A fresh copy of `t` (fallible: optimizer states come from checkpoint files).
+fn copy_of(t: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
+    let mut c = t.f_zeros_like()?;
+    c.f_copy_(t)?;
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -68,8 +68,10 @@ pub fn write(path: &Path, tensors: &TensorMap) -> Result<FileDigest> {
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n).collect();
     let order = serde_json::to_string(&names).map_err(|e| Error::Msg(e.to_string()))?;
     let meta = Some([(ORDER_KEY.to_string(), order)].into());
-    safetensors::serialize_to_file(views, &meta, path)
-        .map_err(|e| Error::Msg(format!("{}: writing tensors: {e}", path.display())))?;
+    safetensors::serialize_to_file(views, &meta, path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => io(path, source),
+        e => Error::Msg(format!("{}: writing tensors: {e:?}", path.display())),
+    })?;
     digest_and_sync(path)
 }
 

@@ -495,7 +495,7 @@ fn case_13_corrupt_checkpoints_fall_back() {
     let corruptions: [(&str, Vec<u8>, Vec<u8>); 3] = [
         ("checksum mismatch", flipped, state.clone().into_bytes()),
         (
-            "checksum mismatch",
+            "state.json:",
             pristine.clone(),
             state
                 .replacen("\"meta_steps\":", "\"meta_steps\":\"x\",\"_\":", 1)
