@@ -212,6 +212,7 @@ for i in range(2):
     p = spawn(d, "task.config.batch_size=400000")
     wait_lines(d, 1)
     p.send_signal(signal.SIGINT)
+    time.sleep(0.1)  # two presses of Ctrl-C; signals sent back to back coalesce into one
     p.send_signal(signal.SIGINT)
     try:
         p.wait(timeout=5)

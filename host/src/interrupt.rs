@@ -10,7 +10,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
         // SAFETY: `_exit` is async-signal-safe; a second signal means "now".
         unsafe { libc::_exit(128 + sig) };
     }
-    let msg = b"\nvpt: stopping after this step and saving a checkpoint (signal again to exit at once)\n";
+    let msg =
+        b"\nvpt: stopping after this step and saving a checkpoint (signal again to exit at once)\n";
     // SAFETY: `write` is async-signal-safe; the buffer is static.
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }

@@ -9,8 +9,9 @@ use vpt_host::{
     compare,
     config::RunConfig,
     loader::{self, Plugins, SearchPath},
-    probe, report, scaffold,
+    probe, report,
     rundir::{Existing, RunDir},
+    scaffold,
     train::{self, Session},
 };
 
@@ -23,7 +24,10 @@ fn main() -> ExitCode {
             if verbose {
                 eprintln!("error: {e}");
             } else {
-                eprintln!("error: {}", vpt_host::error::clip_words(&e.to_string(), 300));
+                eprintln!(
+                    "error: {}",
+                    vpt_host::error::clip_words(&e.to_string(), 300)
+                );
             }
             if let Some(vpt_host::Error::Interrupted { .. }) = e.downcast_ref() {
                 return ExitCode::from(130);

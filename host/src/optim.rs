@@ -141,7 +141,10 @@ impl Optimizer for AdamW {
 
     fn load_state(&mut self, state: &TensorMap) -> Result<()> {
         // The state comes from a checkpoint file: fallible calls only.
-        self.t = state.require("t")?.f_int64_value(&[]).op("optimizer state `t`")?;
+        self.t = state
+            .require("t")?
+            .f_int64_value(&[])
+            .op("optimizer state `t`")?;
         let n = state.len().saturating_sub(1) / 2;
         let copies = |prefix: &str| -> Result<Vec<Tensor>> {
             (0..n)

@@ -30,7 +30,12 @@ pub struct RunDir {
 }
 
 /// The files a run writes; what `--overwrite` removes.
-const RUN_FILES: [&str; 4] = ["config.json", "metrics.jsonl", "summary.json", "checkpoints"];
+const RUN_FILES: [&str; 4] = [
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "checkpoints",
+];
 
 impl RunDir {
     /// Creates (or, with [`Existing::Overwrite`], empties) `path`, locks it and writes the
@@ -170,10 +175,9 @@ mod tests {
     use super::*;
 
     fn cfg() -> RunConfig {
-        let doc: toml::Value = toml::from_str(
-            "[run]\nsteps = 1\n[task]\nplugin = \"tiny\"\nname = \"tiny\"\n",
-        )
-        .unwrap();
+        let doc: toml::Value =
+            toml::from_str("[run]\nsteps = 1\n[task]\nplugin = \"tiny\"\nname = \"tiny\"\n")
+                .unwrap();
         RunConfig::from_toml(doc).unwrap()
     }
 
@@ -190,7 +194,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("already holds a run") && e.contains("--resume"), "{e}");
+        assert!(
+            e.contains("already holds a run") && e.contains("--resume"),
+            "{e}"
+        );
         std::fs::write(d.join("metrics.jsonl"), "{}\n").unwrap();
         let again = RunDir::create(&d, &cfg(), Existing::Overwrite).unwrap();
         assert!(!d.join("metrics.jsonl").exists() && d.join("config.json").exists());

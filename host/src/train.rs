@@ -4,10 +4,10 @@
 use crate::{
     budget::{is_meta_step, step_seed, Budget},
     checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
-    interrupt,
     config::RunConfig,
     error::HostTchContext,
     estimators::{self, EstimatorEntry},
+    interrupt,
     loader::Plugins,
     meta::{grad, pretrain_objective, FeedbackSlot, MetaStep},
     optim::{self, clip_global_norm, lr_at, Optimizer},

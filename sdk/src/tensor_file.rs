@@ -107,8 +107,12 @@ pub fn parse(path: &Path, data: &[u8], device: Device) -> Result<TensorMap> {
         let view = st
             .tensor(&name)
             .map_err(|e| bad(format!("tensor `{name}`: {e:?}")))?;
-        let kind = kind_of(view.dtype())
-            .ok_or_else(|| bad(format!("tensor `{name}` has unsupported dtype {:?}", view.dtype())))?;
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            bad(format!(
+                "tensor `{name}` has unsupported dtype {:?}",
+                view.dtype()
+            ))
+        })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .and_then(|t| t.f_to_device(device))

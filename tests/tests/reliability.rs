@@ -10,7 +10,9 @@ use std::{
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
-use vpt_integration::{artifact_dirs, cdylib, scratch_dir, tiny_config_path, tiny_plugin, vpt_command};
+use vpt_integration::{
+    artifact_dirs, cdylib, scratch_dir, tiny_config_path, tiny_plugin, vpt_command,
+};
 
 /// The `vpt` binary itself (no `--plugin` added).
 fn vpt_bin() -> PathBuf {
@@ -131,7 +133,10 @@ fn case_01_crafted_checkpoint_runs_no_code() {
         &["old TorchScript format"],
         MIN,
     );
-    assert!(!marker.exists(), "loading the crafted checkpoint ran its code");
+    assert!(
+        !marker.exists(),
+        "loading the crafted checkpoint ran its code"
+    );
 }
 
 /// 2. Inspecting (or searching past) a shared library that is not a vpt plugin does not run its
@@ -158,7 +163,8 @@ fn case_02_inspection_runs_no_foreign_code() {
     assert!(err.contains("not a vpt plugin"), "{err}");
     let name = lib.file_name().unwrap().to_string_lossy();
     assert!(
-        !err.lines().any(|l| l.contains("calling init") && l.contains(&*name)),
+        !err.lines()
+            .any(|l| l.contains("calling init") && l.contains(&*name)),
         "inspection ran {name}'s constructors"
     );
     let o = run_ok(
@@ -175,7 +181,10 @@ fn case_02_inspection_runs_no_foreign_code() {
 fn case_03_existing_run_is_not_clobbered() {
     let root = scratch_dir("rel-03");
     let d = root.join("r");
-    run_ok(&mut tiny_run(&d, &["run.steps=6", "run.checkpoint_every=3"]));
+    run_ok(&mut tiny_run(
+        &d,
+        &["run.steps=6", "run.checkpoint_every=3"],
+    ));
     let before = (lines(&d.join("metrics.jsonl")), ckpt_dirs(&d));
     clear_error(
         &mut tiny_run(&d, &["run.steps=4", "learner.lr=0.1"]),
@@ -248,7 +257,10 @@ fn case_04_concurrent_runs_are_refused() {
 fn case_05_interrupted_replacement_resumes() {
     let root = scratch_dir("rel-05");
     let d = root.join("r");
-    run_ok(&mut tiny_run(&d, &["run.steps=4", "run.checkpoint_every=2"]));
+    run_ok(&mut tiny_run(
+        &d,
+        &["run.steps=4", "run.checkpoint_every=2"],
+    ));
     let ck = d.join("checkpoints");
     std::fs::rename(ck.join("step-000000004"), ck.join("step-000000004.old")).unwrap();
     run_ok(
@@ -280,14 +292,11 @@ fn case_06_signals_checkpoint_and_resume() {
     );
     // Two SIGINTs in a row during a long step (a huge batch): out at once, with no checkpoint.
     let d2 = root.join("r2");
-    let mut child = tiny_run(
-        &d2,
-        &["run.steps=1000000", "task.config.batch_size=400000"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = tiny_run(&d2, &["run.steps=1000000", "task.config.batch_size=400000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let status = format!("/proc/{}/status", child.id());
     let started = Instant::now();
     // Wait until the handler is installed: SIGINT (2) shows in SigCgt.
@@ -295,7 +304,11 @@ fn case_06_signals_checkpoint_and_resume() {
         let caught = std::fs::read_to_string(&status)
             .ok()
             .and_then(|s| {
-                let hex = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim().to_string();
+                let hex = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))?
+                    .trim()
+                    .to_string();
                 u64::from_str_radix(&hex, 16).ok()
             })
             .is_some_and(|m| m & (1 << 1) != 0);
@@ -312,7 +325,10 @@ fn case_06_signals_checkpoint_and_resume() {
         if child.try_wait().unwrap().is_some() {
             break child.wait_with_output().unwrap();
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "a second SIGINT did not exit at once");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a second SIGINT did not exit at once"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
@@ -391,7 +407,11 @@ fn case_08_truncated_plugin_is_refused() {
         .env("VPT_PLUGIN_PATH", &root)
         .output()
         .unwrap();
-    assert!(o.status.code().is_some(), "plugins list died: {:?}", o.status);
+    assert!(
+        o.status.code().is_some(),
+        "plugins list died: {:?}",
+        o.status
+    );
     assert!(String::from_utf8_lossy(&o.stdout).contains("truncated"));
 }
 
@@ -444,13 +464,18 @@ fn case_11_state_is_compact() {
 fn case_12_bare_plugin_name_is_the_local_file() {
     let root = scratch_dir("rel-12");
     std::fs::copy(tiny_plugin(), root.join("mytiny.so")).unwrap();
-    let o = run_ok(
-        Command::new(vpt_bin())
-            .current_dir(&root)
-            .args(["--plugin", "mytiny.so", "plugins", "list", "--json"]),
-    );
+    let o = run_ok(Command::new(vpt_bin()).current_dir(&root).args([
+        "--plugin",
+        "mytiny.so",
+        "plugins",
+        "list",
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let path = v["plugins"][0]["path"].as_str().unwrap_or_default().to_string();
+    let path = v["plugins"][0]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(path.ends_with("mytiny.so"), "first plugin from {path}: {v}");
     // A named file that cannot be read is an error, not a fall-back to another copy.
     clear_error(
@@ -472,7 +497,11 @@ fn case_13_corrupt_checkpoints_fall_back() {
     let d = root.join("r");
     run_ok(&mut tiny_run(
         &d,
-        &["run.steps=6", "run.checkpoint_every=3", "run.keep_checkpoints=3"],
+        &[
+            "run.steps=6",
+            "run.checkpoint_every=3",
+            "run.keep_checkpoints=3",
+        ],
     ));
     let step3 = d.join("checkpoints/step-000000003");
     let step6 = d.join("checkpoints/step-000000006");
@@ -501,7 +530,11 @@ fn case_13_corrupt_checkpoints_fall_back() {
                 .replacen("\"meta_steps\":", "\"meta_steps\":\"x\",\"_\":", 1)
                 .into_bytes(),
         ),
-        ("truncated", pristine[..n / 2].to_vec(), state.clone().into_bytes()),
+        (
+            "truncated",
+            pristine[..n / 2].to_vec(),
+            state.clone().into_bytes(),
+        ),
     ];
     for (why, tensors, st) in corruptions {
         std::fs::write(step6.join("tensors.safetensors"), &tensors).unwrap();
@@ -575,15 +608,25 @@ fn case_16_misc() {
 
     let o = run_ok(&mut tiny_run(
         &root.join("nan"),
-        &["run.steps=3", "task.config.nan_in=\"feedback\"", "task.config.nan_every=1"],
+        &[
+            "run.steps=3",
+            "task.config.nan_in=\"feedback\"",
+            "task.config.nan_every=1",
+        ],
     ));
-    assert!(stderr(&o).contains("meta steps were skipped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("meta steps were skipped"),
+        "{}",
+        stderr(&o)
+    );
 
     let cfg = root.join("huge.toml");
-    let text = std::fs::read_to_string(tiny_config_path()).unwrap().replace(
-        "name = \"tiny\"",
-        &format!("name = \"{}\"", "n".repeat(10 << 20)),
-    );
+    let text = std::fs::read_to_string(tiny_config_path())
+        .unwrap()
+        .replace(
+            "name = \"tiny\"",
+            &format!("name = \"{}\"", "n".repeat(10 << 20)),
+        );
     std::fs::write(&cfg, text).unwrap();
     clear_error(
         vpt_command()
@@ -599,19 +642,49 @@ fn case_16_misc() {
 #[test]
 fn every_case_of_issue_14() {
     let cases: [(&str, fn()); 16] = [
-        ("1 crafted checkpoint runs no code", case_01_crafted_checkpoint_runs_no_code),
-        ("2 inspection runs no foreign code", case_02_inspection_runs_no_foreign_code),
-        ("3 existing run not clobbered", case_03_existing_run_is_not_clobbered),
-        ("4 concurrent runs refused", case_04_concurrent_runs_are_refused),
-        ("5 interrupted replacement resumes", case_05_interrupted_replacement_resumes),
-        ("6 signals checkpoint and resume", case_06_signals_checkpoint_and_resume),
+        (
+            "1 crafted checkpoint runs no code",
+            case_01_crafted_checkpoint_runs_no_code,
+        ),
+        (
+            "2 inspection runs no foreign code",
+            case_02_inspection_runs_no_foreign_code,
+        ),
+        (
+            "3 existing run not clobbered",
+            case_03_existing_run_is_not_clobbered,
+        ),
+        (
+            "4 concurrent runs refused",
+            case_04_concurrent_runs_are_refused,
+        ),
+        (
+            "5 interrupted replacement resumes",
+            case_05_interrupted_replacement_resumes,
+        ),
+        (
+            "6 signals checkpoint and resume",
+            case_06_signals_checkpoint_and_resume,
+        ),
         ("7 full disk is an error", case_07_full_disk_is_an_error),
-        ("8 truncated plugin refused", case_08_truncated_plugin_is_refused),
-        ("9 env expansion terminates", case_09_env_expansion_terminates),
+        (
+            "8 truncated plugin refused",
+            case_08_truncated_plugin_is_refused,
+        ),
+        (
+            "9 env expansion terminates",
+            case_09_env_expansion_terminates,
+        ),
         ("10 values validated", case_10_values_are_validated),
         ("11 state is compact", case_11_state_is_compact),
-        ("12 bare plugin name is local", case_12_bare_plugin_name_is_the_local_file),
-        ("13 corrupt checkpoints fall back", case_13_corrupt_checkpoints_fall_back),
+        (
+            "12 bare plugin name is local",
+            case_12_bare_plugin_name_is_the_local_file,
+        ),
+        (
+            "13 corrupt checkpoints fall back",
+            case_13_corrupt_checkpoints_fall_back,
+        ),
         ("14 NaN metrics and values", case_14_nan_metrics_and_values),
         ("15 field prefix once", case_15_field_prefix_is_not_repeated),
         ("16 misc", case_16_misc),
@@ -620,7 +693,10 @@ fn every_case_of_issue_14() {
     let mut failed = Vec::new();
     let mut ran = 0;
     for (name, case) in cases {
-        if only.as_deref().is_some_and(|o| !name.starts_with(&format!("{o} "))) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !name.starts_with(&format!("{o} ")))
+        {
             continue;
         }
         ran += 1;

@@ -83,11 +83,17 @@ impl TinyConfig {
         ];
         for (field, v) in sizes {
             if v < 1 {
-                return Err(Error::config(field, format!("must be at least 1 (got {v})")));
+                return Err(Error::config(
+                    field,
+                    format!("must be at least 1 (got {v})"),
+                ));
             }
         }
         if !self.corrupt_threshold.is_finite() {
-            return Err(Error::config("corrupt_threshold", "must be a finite number"));
+            return Err(Error::config(
+                "corrupt_threshold",
+                "must be a finite number",
+            ));
         }
         Ok(())
     }

@@ -79,7 +79,12 @@ pub fn inspect(path: &Path, symbol: &[u8]) -> Result<ElfInfo, Refusal> {
     let section = |i: u64| -> Result<Section, Refusal> {
         let sh = shoff + i * shentsize;
         let (offset, size, link, entsize) = if r.is64 {
-            (r.u64(sh + 24)?, r.u64(sh + 32)?, r.u32(sh + 40)?, r.u64(sh + 56)?)
+            (
+                r.u64(sh + 24)?,
+                r.u64(sh + 32)?,
+                r.u32(sh + 40)?,
+                r.u64(sh + 56)?,
+            )
         } else {
             let g = |o| r.u32(sh + o).map(u64::from);
             (g(16)?, g(20)?, r.u32(sh + 24)?, g(36)?)
@@ -270,17 +275,24 @@ mod tests {
     use super::*;
 
     fn libm() -> Option<&'static Path> {
-        ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib64/libm.so.6", "/lib64/libm.so.6"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
+        [
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "/usr/lib64/libm.so.6",
+            "/lib64/libm.so.6",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
     }
 
     #[test]
     fn finds_defined_symbols_and_refuses_truncated_copies() {
         let Some(libm) = libm() else { return };
         assert_eq!(inspect(libm, b"cos").unwrap().exports, Some(true));
-        assert_eq!(inspect(libm, b"vpt_plugin_abi").unwrap().exports, Some(false));
+        assert_eq!(
+            inspect(libm, b"vpt_plugin_abi").unwrap().exports,
+            Some(false)
+        );
         let whole = std::fs::read(libm).unwrap();
         let dir = std::env::temp_dir().join(format!("vpt-elf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

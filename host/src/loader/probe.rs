@@ -2,9 +2,9 @@
 //! `vpt_plugin_abi` stamp, and was it built against this SDK and libtorch? Every refusal is one
 //! short paragraph (no dlerror or abi_stable walls).
 
-use crate::{Error, Result};
 use super::elf;
 use crate::error::clip;
+use crate::{Error, Result};
 use std::{
     ffi::CStr,
     os::raw::c_char,

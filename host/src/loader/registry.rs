@@ -63,14 +63,15 @@ impl Plugins {
             return Ok(&self.loaded[i]);
         }
         let mut refused: Option<Error> = None;
+        let mut explicit_refusal: Option<Error> = None;
         let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
         for path in self.candidates.clone() {
             let stamp = match self.stamp(&path) {
                 Ok(s) => s,
-                // A file named with --plugin that cannot be read is the user's mistake to hear
-                // about, not a reason to fall back silently to another copy of the plugin.
-                Err(e) if self.is_explicit_file(&path) => return Err(e),
-                Err(_) => {
+                Err(e) => {
+                    if self.is_explicit_file(&path) {
+                        explicit_refusal.get_or_insert(e);
+                    }
                     let file = path.file_name().unwrap_or(path.as_os_str());
                     unreadable.push(file.to_string_lossy().into_owned());
                     continue;
@@ -79,6 +80,13 @@ impl Plugins {
             if stamp.plugin != name {
                 seen.push(stamp.plugin);
                 continue;
+            }
+            // A file named with --plugin that cannot be read is the user's mistake to hear
+            // about, not a reason to fall back silently to another copy found elsewhere.
+            if !self.is_explicit_file(&path) {
+                if let Some(e) = explicit_refusal.take() {
+                    return Err(e);
+                }
             }
             match load(&path) {
                 Ok(p) => {

@@ -333,10 +333,7 @@ impl TryFrom<CompactDoc> for TokenDoc {
         let mut loss = Vec::with_capacity(c.ids.len());
         for (i, &n) in c.loss_runs.iter().enumerate() {
             if n > (c.ids.len() - loss.len()) as u64 {
-                return Err(format!(
-                    "loss_runs cover more than the {} ids",
-                    c.ids.len()
-                ));
+                return Err(format!("loss_runs cover more than the {} ids", c.ids.len()));
             }
             loss.resize(loss.len() + n as usize, i % 2 == 1);
         }
@@ -525,14 +522,16 @@ mod tests {
         let doc = tokenize_record(&codec, &Record::Text(big)).unwrap();
         assert_eq!(doc.ids.len(), MAX_DOC_BYTES + 1);
         let mut p = Packer::new(4);
-        p.push(&tokenize_record(
-            &codec,
-            &Record::PromptResponse {
-                prompt: "ab".into(),
-                response: "cd".into(),
-            },
-        )
-        .unwrap());
+        p.push(
+            &tokenize_record(
+                &codec,
+                &Record::PromptResponse {
+                    prompt: "ab".into(),
+                    response: "cd".into(),
+                },
+            )
+            .unwrap(),
+        );
         p.push(&doc);
         let json = serde_json::to_string(&p.buf).unwrap();
         assert!(json.len() < 5 * p.buf.ids.len(), "{} bytes", json.len());
