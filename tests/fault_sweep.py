@@ -299,6 +299,11 @@ def crafted(name, mutate, consistent=False):
             outcome = "ok"  # refused and said so; loaded step 3
         elif out == at6:
             outcome = "ok"  # the mutation changed nothing that matters
+        elif consistent and "flipped" in name:
+            # Re-signed after the edit: a well-formed checkpoint with other values. The
+            # checksum is an integrity check, not a signature (docs/trust.md); loading it runs
+            # no code, so it is data like any other checkpoint.
+            outcome = "ok"
         else:
             outcome = "silent"
     record("checkpoint", name, outcome, (err.strip().splitlines() or [""])[-1])

@@ -164,6 +164,23 @@ impl RunDir {
             .collect();
         checkpoint::atomic_write(&p, kept.as_bytes())
     }
+
+    /// The final metrics in `summary.json` when the run already finished at learner step
+    /// `step` (NaN metrics are `null` in the file).
+    pub fn finished_at(&self, step: u64) -> Option<vpt_sdk::Metrics> {
+        let bytes = std::fs::read(self.path.join("summary.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        if v["steps"].as_u64() != Some(step) {
+            return None;
+        }
+        let metrics = v["metrics"].as_object()?;
+        Some(
+            metrics
+                .iter()
+                .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
+                .collect(),
+        )
+    }
 }
 
 fn writes() -> bool {

@@ -531,19 +531,7 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         wall_clock: cfg.wall_clock,
     };
     if session.step > 0 && budget.exhausted(session.step, session.seconds) {
-        let p = dir.path.join("summary.json");
-        let done = std::fs::read(&p)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter(|v| v["steps"].as_u64() == Some(session.step));
-        if let Some(v) = done {
-            // NaN metrics are `null` in the file.
-            let metrics = v["metrics"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
-                .collect();
+        if let Some(metrics) = dir.finished_at(session.step) {
             eprintln!(
                 "{} already finished at step {}; nothing to do (raise run.steps with --set to continue)",
                 dir.path.display(),
