@@ -1,14 +1,35 @@
-//! Checkpoints: a pure keep-policy, and write-then-rename I/O so that a crash (even SIGKILL)
-//! during a write leaves the previous checkpoint loadable.
+//! Checkpoints: a pure keep-policy, and crash-safe, verifiable I/O.
 //!
-//! Layout: `RUN/checkpoints/step-000123/{tensors.ot, state.json}` and `RUN/checkpoints/LATEST`
-//! naming the newest complete one. A checkpoint directory is written as `step-…​.tmp` and
-//! renamed only when complete; `LATEST` is itself replaced by rename.
+//! Layout: `RUN/checkpoints/step-000000123/{tensors.safetensors, state.json, manifest.json}`
+//! and `RUN/checkpoints/LATEST` naming the newest one written.
+//! - Tensors are safetensors and state is typed JSON: loading a checkpoint never runs code
+//!   (the old TorchScript `tensors.ot` could, through `__setstate__`; it is refused, never
+//!   opened).
+//! - `manifest.json` records the size and SHA-256 of the other two files and is written last;
+//!   every file is fsynced, then the directory, then it is renamed into place. A checkpoint
+//!   that fails its manifest is refused, and loading falls back to the newest intact one,
+//!   saying so.
+//! - Replacing `step-N` never deletes it before the new one is in place: the old directory is
+//!   renamed aside (`step-N.old`, still loadable), the new one renamed in, then the old removed.
 
-use crate::{Error, Result};
-use std::path::{Path, PathBuf};
-use tch::Tensor;
-use vpt_sdk::TensorMap;
+use crate::{error::clip, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+use tch::Device;
+use vpt_sdk::{tensor_file, tensor_file::FileDigest, TensorMap};
+
+/// The checkpoint format this host writes and reads.
+pub const FORMAT: &str = "vpt-checkpoint";
+/// Its version (1 was TorchScript `tensors.ot` without a manifest).
+pub const VERSION: u32 = 2;
+const TENSORS: &str = "tensors.safetensors";
+const STATE: &str = "state.json";
+const MANIFEST: &str = "manifest.json";
+/// The file name of the old, code-running format.
+const OLD_TENSORS: &str = "tensors.ot";
 
 /// What a checkpoint holds: named tensors (θ, φ, optimizer moments, task/designer buffers)
 /// and JSON (step, charged seconds, counters, task/designer state, the resolved config).
@@ -19,6 +40,23 @@ pub struct Checkpoint {
     pub tensors: TensorMap,
     /// Everything else.
     pub state: serde_json::Value,
+}
+
+/// `manifest.json`: format, version and the digest of every other file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    format: String,
+    version: u32,
+    files: BTreeMap<String, FileDigest>,
+}
+
+/// `state.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    step: u64,
+    state: serde_json::Value,
 }
 
 /// Steps whose checkpoints to delete so that only the newest `keep` remain.
@@ -34,79 +72,215 @@ fn ckpt_root(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
+fn step_name(step: u64) -> String {
+    format!("step-{step:09}")
+}
+
 /// Write-then-rename (with fsync) of one file; shared with the report writer.
 pub use crate::report::atomic_write;
 
-/// Saves `ckpt` under `run_dir`, then applies the keep policy.
+/// Saves `ckpt` under `run_dir`, then applies the keep policy. On error (e.g. a full disk)
+/// the partial directory is removed and the previous checkpoints are untouched.
 pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
     let root = ckpt_root(run_dir);
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let name = format!("step-{:09}", ckpt.step);
+    let name = step_name(ckpt.step);
     let tmp = root.join(format!("{name}.tmp"));
     let dst = root.join(&name);
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let named: Vec<(&str, &Tensor)> = ckpt.tensors.iter().collect();
-    Tensor::save_multi(&named, tmp.join("tensors.ot")).map_err(|e| Error::Checkpoint {
-        path: tmp.clone(),
-        message: format!("writing tensors: {e}"),
-    })?;
-    let json =
-        serde_json::to_vec_pretty(&serde_json::json!({ "step": ckpt.step, "state": ckpt.state }))
-            .map_err(|e| Error::Msg(e.to_string()))?;
-    atomic_write(tmp.join("state.json"), &json)?;
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    if let Err(e) = write_dir(&tmp, ckpt) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    replace_dir(&tmp, &dst)?;
     atomic_write(root.join("LATEST"), name.as_bytes())?;
     for step in to_delete(&list_steps(run_dir)?, keep) {
-        let _ = std::fs::remove_dir_all(root.join(format!("step-{step:09}")));
+        let _ = std::fs::remove_dir_all(root.join(step_name(step)));
     }
     Ok(dst)
 }
 
-/// Steps of the complete checkpoints in `run_dir`.
-pub fn list_steps(run_dir: &Path) -> Result<Vec<u64>> {
-    let root = ckpt_root(run_dir);
-    let Ok(rd) = std::fs::read_dir(&root) else {
-        return Ok(vec![]);
-    };
-    let mut steps: Vec<u64> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
-        .collect();
-    steps.sort_unstable();
-    Ok(steps)
-}
-
-/// Loads the newest complete checkpoint of `run_dir` (the one `LATEST` names).
-pub fn load_latest(run_dir: &Path) -> Result<Checkpoint> {
-    let root = ckpt_root(run_dir);
-    let latest = std::fs::read_to_string(root.join("LATEST")).map_err(|_| Error::Checkpoint {
-        path: run_dir.to_path_buf(),
-        message: "no checkpoint found (checkpoints/LATEST is missing)".into(),
-    })?;
-    load_dir(&root.join(latest.trim()))
-}
-
-/// Loads one checkpoint directory.
-pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+/// Writes the three files of a checkpoint into the new directory `dir`, fsyncing each and
+/// the directory.
+fn write_dir(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
     let bad = |message: String| Error::Checkpoint {
         path: dir.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(dir.join("state.json"))
-        .map_err(|e| bad(format!("state.json: {e}")))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    let step = v["step"]
-        .as_u64()
-        .ok_or_else(|| bad("state.json has no step".into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tensors =
-        Tensor::load_multi(dir.join("tensors.ot")).map_err(|e| bad(format!("tensors.ot: {e}")))?;
+        tensor_file::write(&dir.join(TENSORS), &ckpt.tensors).map_err(|e| bad(e.to_string()))?;
+    let state = serde_json::to_vec(&StateFile {
+        step: ckpt.step,
+        state: ckpt.state.clone(),
+    })
+    .map_err(|e| bad(format!("serialising the state: {e}")))?;
+    let state = write_synced(&dir.join(STATE), &state)?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        files: [(TENSORS.to_string(), tensors), (STATE.to_string(), state)].into(),
+    };
+    let manifest =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| bad(format!("manifest: {e}")))?;
+    write_synced(&dir.join(MANIFEST), &manifest)?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to a new file at `path`, fsyncs it and returns its digest.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileDigest> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    Ok(FileDigest::of(bytes))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Moves the complete directory `new` to `dst`. An existing `dst` is renamed aside first and
+/// removed only once `new` is in place, so at every instant one complete copy exists.
+fn replace_dir(new: &Path, dst: &Path) -> Result<()> {
+    let parent = dst.parent().expect("a checkpoint directory has a parent");
+    let aside = dst.with_extension("old");
+    let _ = std::fs::remove_dir_all(&aside);
+    let had_old = dst.exists();
+    if had_old {
+        std::fs::rename(dst, &aside).map_err(|e| Error::io(dst, e))?;
+    }
+    std::fs::rename(new, dst).map_err(|e| Error::io(dst, e))?;
+    sync_dir(parent)?;
+    if had_old {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    Ok(())
+}
+
+/// Steps of the checkpoint directories in `run_dir` (complete or not; loading verifies).
+pub fn list_steps(run_dir: &Path) -> Result<Vec<u64>> {
+    let mut steps: Vec<u64> = candidates(run_dir).into_iter().map(|(s, _)| s).collect();
+    steps.dedup();
+    Ok(steps)
+}
+
+/// Checkpoint directories, oldest first: `step-N`, and `step-N.old` where a replacement was
+/// interrupted before `step-N` was back in place.
+fn candidates(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let root = ckpt_root(run_dir);
+    let Ok(rd) = std::fs::read_dir(&root) else {
+        return vec![];
+    };
+    let names: Vec<String> = rd
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let mut out: Vec<(u64, PathBuf)> = names
+        .iter()
+        .filter_map(|n| {
+            let rest = n.strip_prefix("step-")?;
+            let step = match rest.strip_suffix(".old") {
+                Some(s) if !names.contains(&format!("step-{s}")) => s.parse().ok()?,
+                Some(_) => return None,
+                None => rest.parse().ok()?,
+            };
+            Some((step, root.join(n)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Loads the newest intact checkpoint of `run_dir` onto the CPU (see [`load_latest_on`]).
+pub fn load_latest(run_dir: &Path) -> Result<Checkpoint> {
+    load_latest_on(run_dir, Device::Cpu)
+}
+
+/// Loads the newest intact checkpoint of `run_dir`, its tensors on `device`. A newer one that
+/// fails verification is skipped with a warning naming it and why.
+pub fn load_latest_on(run_dir: &Path, device: Device) -> Result<Checkpoint> {
+    let all = candidates(run_dir);
+    if all.is_empty() {
+        return Err(Error::Checkpoint {
+            path: run_dir.to_path_buf(),
+            message: "no checkpoint found (checkpoints/ holds no step-N directory)".into(),
+        });
+    }
+    let mut refused = Vec::new();
+    for (_, dir) in all.iter().rev() {
+        match load_dir_on(dir, device) {
+            Ok(c) => {
+                if !refused.is_empty() {
+                    eprintln!(
+                        "warning: {}; falling back to {} (step {})",
+                        refused.join("; "),
+                        dir.display(),
+                        c.step
+                    );
+                }
+                return Ok(c);
+            }
+            Err(e) => refused.push(format!("refused {e}")),
+        }
+    }
+    Err(Error::Checkpoint {
+        path: run_dir.to_path_buf(),
+        message: format!("no intact checkpoint: {}", refused.join("; ")),
+    })
+}
+
+/// Loads one checkpoint directory onto the CPU.
+pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+    load_dir_on(dir, Device::Cpu)
+}
+
+/// Loads one checkpoint directory, verifying every file against its manifest first.
+pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
+    let bad = |message: String| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let manifest_path = dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(t) => t,
+        Err(_) if dir.join(OLD_TENSORS).exists() => {
+            return Err(bad(format!(
+                "is in the old TorchScript format ({OLD_TENSORS}), which vpt no longer loads \
+                 because loading it can run code stored in the file; start the run again (an \
+                 older vpt still reads it, if you trust where the file came from)"
+            )))
+        }
+        Err(e) => return Err(bad(format!("{MANIFEST}: {e} (an incomplete checkpoint?)"))),
+    };
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+    if manifest.format != FORMAT || manifest.version != VERSION {
+        return Err(bad(format!(
+            "{MANIFEST}: format `{}` version {}, this vpt reads `{FORMAT}` version {VERSION}",
+            clip(&manifest.format, 80),
+            manifest.version
+        )));
+    }
+    let digest = |file: &str| {
+        manifest
+            .files
+            .get(file)
+            .ok_or_else(|| bad(format!("{MANIFEST} lists no {file}")))
+    };
+    let state = digest(STATE)?
+        .read_verified(&dir.join(STATE))
+        .map_err(|e| bad(e.to_string()))?;
+    let state: StateFile =
+        serde_json::from_slice(&state).map_err(|e| bad(format!("{STATE}: {e}")))?;
+    let tensors = tensor_file::read(&dir.join(TENSORS), digest(TENSORS)?, device)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Checkpoint {
-        step,
-        tensors: tensors.into_iter().collect(),
-        state: v["state"].clone(),
+        step: state.step,
+        tensors,
+        state: state.state,
     })
 }
 
@@ -128,6 +302,7 @@ pub fn add_prefixed(into: &mut TensorMap, prefix: &str, part: &TensorMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Tensor;
 
     #[test]
     fn keep_policy_keeps_the_newest() {
@@ -136,37 +311,83 @@ mod tests {
         assert_eq!(to_delete(&[10, 20], 0), vec![10]); // always keep at least one
     }
 
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vpt-ckpt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn ckpt(step: u64, w: f64) -> Checkpoint {
+        let mut t = TensorMap::new();
+        t.insert("theta/w", Tensor::from_slice(&[w, 2.0]));
+        Checkpoint {
+            step,
+            tensors: t,
+            state: serde_json::json!({"a": 1}),
+        }
+    }
+
+    fn w(c: &Checkpoint) -> Vec<f64> {
+        Vec::<f64>::try_from(c.tensors.get("theta/w").unwrap()).unwrap()
+    }
+
     #[test]
     fn save_load_round_trip_and_torn_write_is_ignored() {
-        let dir = std::env::temp_dir().join(format!("vpt-ckpt-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut t = TensorMap::new();
-        t.insert("theta/w", Tensor::from_slice(&[1.0f64, 2.0]));
-        save(
-            &dir,
-            &Checkpoint {
-                step: 5,
-                tensors: t,
-                state: serde_json::json!({"a": 1}),
-            },
-            2,
-        )
-        .unwrap();
-        // A torn later write (as after SIGKILL): a .tmp dir without LATEST pointing to it.
+        let dir = scratch("roundtrip");
+        save(&dir, &ckpt(5, 1.0), 2).unwrap();
+        // A torn later write (as after SIGKILL): a .tmp dir.
         std::fs::create_dir_all(dir.join("checkpoints/step-000000009.tmp")).unwrap();
-        std::fs::write(
-            dir.join("checkpoints/step-000000009.tmp/tensors.ot"),
-            b"garbage",
-        )
-        .unwrap();
         let c = load_latest(&dir).unwrap();
         assert_eq!(c.step, 5);
         assert_eq!(c.state["a"], 1);
-        assert_eq!(
-            Vec::<f64>::try_from(c.tensors.get("theta/w").unwrap()).unwrap(),
-            vec![1.0, 2.0]
-        );
+        assert_eq!(w(&c), vec![1.0, 2.0]);
         assert_eq!(list_steps(&dir).unwrap(), vec![5]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_falls_back_to_the_previous_intact_one() {
+        let dir = scratch("fallback");
+        save(&dir, &ckpt(5, 1.0), 3).unwrap();
+        let newest = save(&dir, &ckpt(9, 3.0), 3).unwrap();
+        let p = newest.join(TENSORS);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x10;
+        std::fs::write(&p, bytes).unwrap();
+        let c = load_latest(&dir).unwrap();
+        assert_eq!((c.step, w(&c)), (5, vec![1.0, 2.0]));
+        let e = load_dir(&newest).err().unwrap().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replacing_a_checkpoint_keeps_one_complete_copy() {
+        let dir = scratch("replace");
+        save(&dir, &ckpt(4, 1.0), 2).unwrap();
+        // Interrupted replacement: the old copy renamed aside, the new one not yet in place.
+        let root = ckpt_root(&dir);
+        std::fs::rename(root.join(step_name(4)), root.join("step-000000004.old")).unwrap();
+        let c = load_latest(&dir).unwrap();
+        assert_eq!(c.step, 4);
+        // A completed replacement leaves the new contents and nothing aside.
+        std::fs::rename(root.join("step-000000004.old"), root.join(step_name(4))).unwrap();
+        save(&dir, &ckpt(4, 7.0), 2).unwrap();
+        assert_eq!(w(&load_latest(&dir).unwrap()), vec![7.0, 2.0]);
+        assert!(!root.join("step-000000004.old").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_torchscript_checkpoints_are_refused_unopened() {
+        let dir = scratch("old");
+        let old = ckpt_root(&dir).join(step_name(3));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join(OLD_TENSORS), b"not opened").unwrap();
+        std::fs::write(old.join(STATE), br#"{"step":3,"state":{}}"#).unwrap();
+        let e = load_latest(&dir).err().unwrap().to_string();
+        assert!(e.contains("old TorchScript format"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -82,6 +82,10 @@ pub enum Command {
         /// Continue the run in this directory from its latest checkpoint (config from the run).
         #[arg(long, value_name = "RUN_DIR")]
         resume: Option<PathBuf>,
+        /// Replace the run already in --out (its metrics and checkpoints are deleted); without
+        /// it, a --out that holds a run is refused.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Stop after this many learner steps, as if interrupted (for testing resume).
         #[arg(long, hide = true)]
         halt_after: Option<u64>,
@@ -210,7 +214,9 @@ pub enum PluginsAction {
         #[arg(long)]
         json: bool,
     },
-    /// Check one plugin file and show its manifest, or a short reason it cannot load.
+    /// Check one plugin file and show its manifest, or a short reason it cannot load. A file
+    /// that is not a whole vpt plugin is refused from its headers, unopened; a plugin is
+    /// loaded to read its manifest, which runs its code (plugins are code: see docs/trust.md).
     Inspect {
         /// The plugin file.
         path: PathBuf,

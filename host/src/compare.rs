@@ -5,7 +5,8 @@ use crate::{
     config::{apply_overrides, builtin_arm, RunConfig},
     loader::Plugins,
     report,
-    train::{self, RunDir, Session},
+    rundir::{Existing, RunDir},
+    train::{self, Session},
     Error, Result,
 };
 use std::path::Path;
@@ -105,7 +106,7 @@ pub fn compare(
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 eprintln!("[{arm} seed {seed}] → {}", dir.display());
-                let run_dir = RunDir::create(&dir, &cfg)?;
+                let run_dir = RunDir::create(&dir, &cfg, Existing::Refuse)?;
                 let mut session = Session::build(cfg, plugins)?;
                 let s = train::run(&mut session, &run_dir, None)?;
                 eprintln!("[{arm} seed {seed}] {} steps in {:.1}s", s.steps, s.seconds);

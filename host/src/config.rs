@@ -285,7 +285,7 @@ impl RunConfig {
 
     /// Parses an already-merged TOML document.
     pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
-        expand_env(&mut doc)?;
+        expand_env(&mut doc, "")?;
         let json =
             serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
         let cfg: RunConfig = serde_path_to_error::deserialize(json)
@@ -314,12 +314,7 @@ impl RunConfig {
                 ));
             }
         }
-        if !(r.device == "cpu" || r.device.starts_with("cuda")) {
-            return Err(Error::config(
-                "run.device",
-                format!("`{}` is not `cpu` or `cuda:N`", r.device),
-            ));
-        }
+        check_device(&r.device).map_err(|m| Error::config("run.device", m))?;
         if self.meta.period == 0 {
             return Err(Error::config("meta.period", "must be at least 1"));
         }
@@ -362,6 +357,40 @@ impl RunConfig {
     /// True when meta steps run (an estimator other than `none` and an active designer).
     pub fn meta_enabled(&self) -> bool {
         self.meta.estimator != "none" && self.active_designer().is_some()
+    }
+}
+
+/// `cpu`, or `cuda`/`cuda:N` naming a CUDA device this machine has.
+fn check_device(device: &str) -> std::result::Result<(), String> {
+    let shown = crate::error::clip(device, 40);
+    if device == "cpu" {
+        return Ok(());
+    }
+    let index = match device.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| format!("`{shown}` is not `cpu` or `cuda:N`"))?,
+        None => return Err(format!("`{shown}` is not `cpu` or `cuda:N`")),
+    };
+    let count = tch::Cuda::device_count().max(0) as usize;
+    if index >= count {
+        return Err(format!(
+            "`{shown}`: this machine has {count} CUDA device(s){}",
+            if count == 0 { "; use `cpu`" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+impl RunConfig {
+    /// `run.device` as a tch device (validated by [`RunConfig::validate`]).
+    pub fn device(&self) -> tch::Device {
+        match self.run.device.strip_prefix("cuda") {
+            Some(rest) => tch::Device::Cuda(rest.trim_start_matches(':').parse().unwrap_or(0)),
+            None => tch::Device::Cpu,
+        }
     }
 }
 
@@ -453,30 +482,60 @@ fn parse_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
-/// Replaces `${VAR}` in every string with the environment variable's value.
-fn expand_env(v: &mut toml::Value) -> Result<()> {
+/// Walks the document once: replaces `${VAR}` in every string with the environment variable's
+/// value (one pass: a value that itself contains `${…}` is inserted as is, never expanded
+/// again), and refuses non-finite numbers (`nan`, `inf`), naming the field. `path` is the
+/// dotted path of `v`.
+fn expand_env(v: &mut toml::Value, path: &str) -> Result<()> {
+    let field = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match v {
         toml::Value::String(s) => {
-            while let Some(start) = s.find("${") {
-                let end = s[start..]
-                    .find('}')
-                    .map(|e| start + e)
-                    .ok_or_else(|| Error::config("(string)", format!("unclosed `${{` in `{s}`")))?;
-                let var = &s[start + 2..end];
-                let val = std::env::var(var).map_err(|_| {
-                    Error::config(
-                        "(string)",
-                        format!("`{s}` uses ${{{var}}}, which is not set in the environment"),
-                    )
-                })?;
-                s.replace_range(start..=end, &val);
-            }
+            *s = expand_str(s).map_err(|m| Error::config(path, m))?;
             Ok(())
         }
-        toml::Value::Array(a) => a.iter_mut().try_for_each(expand_env),
-        toml::Value::Table(t) => t.iter_mut().try_for_each(|(_, v)| expand_env(v)),
+        toml::Value::Float(f) if !f.is_finite() => Err(Error::config(
+            path,
+            format!("{f} is not a finite number (NaN and infinities are not accepted)"),
+        )),
+        toml::Value::Array(a) => a
+            .iter_mut()
+            .enumerate()
+            .try_for_each(|(i, v)| expand_env(v, &format!("{path}[{i}]"))),
+        toml::Value::Table(t) => t.iter_mut().try_for_each(|(k, v)| expand_env(v, &field(k))),
         _ => Ok(()),
     }
+}
+
+/// `s` with each `${VAR}` replaced, left to right, in one pass.
+fn expand_str(s: &str) -> std::result::Result<String, String> {
+    let shown = || crate::error::clip(s, 200);
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in `{}`", shown()))?;
+        let var = &after[..end];
+        let val = std::env::var(var).map_err(|_| {
+            format!(
+                "`{}` uses ${{{}}}, which is not set in the environment",
+                shown(),
+                crate::error::clip(var, 80)
+            )
+        })?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -536,6 +595,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("VPT_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn env_expansion_is_one_pass_and_non_finite_numbers_are_named() {
+        std::env::set_var("VPT_TEST_SELF_REF", "a${VPT_TEST_SELF_REF}b");
+        let c = parse(MINIMAL, &["task.config.p=\"x${VPT_TEST_SELF_REF}\""]).unwrap();
+        assert_eq!(c.task.config["p"], "xa${VPT_TEST_SELF_REF}b");
+        let e = parse(MINIMAL, &["learner.lr=nan"]).unwrap_err().to_string();
+        assert!(e.contains("`learner.lr`") && e.contains("NaN"), "{e}");
+        let e = parse(MINIMAL, &["task.config.w=[1.0, inf]"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`task.config.w[1]`"), "{e}");
+    }
+
+    #[test]
+    fn device_must_be_cpu_or_an_existing_cuda_device() {
+        for bad in ["gpu", "cuda:x", "cuda:-1", "cuda:99"] {
+            let e = parse(MINIMAL, &[&format!("run.device=\"{bad}\"")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`run.device`"), "{bad}: {e}");
+        }
     }
 
     #[test]

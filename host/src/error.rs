@@ -69,6 +69,14 @@ pub enum Error {
         #[source]
         source: tch::TchError,
     },
+    /// The run was stopped by SIGINT/SIGTERM after a checkpoint.
+    #[error("interrupted: stopped after step {step} and saved a checkpoint; resume with `vpt run --resume {}`", run_dir.display())]
+    Interrupted {
+        /// The last completed learner step.
+        step: u64,
+        /// The run directory.
+        run_dir: PathBuf,
+    },
     /// Anything else.
     #[error("{0}")]
     Msg(String),
@@ -102,6 +110,34 @@ impl Error {
     }
 }
 
+/// `s`, cut to `n` characters with an ellipsis (for echoing untrusted text in errors).
+pub fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n).collect();
+    out.push('…');
+    out
+}
+
+/// `message` with every run of more than `n` non-blank characters clipped to `n` (so a huge
+/// bad name echoed inside an error does not flood the terminal).
+pub fn clip_words(message: &str, n: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(1 << 16));
+    let mut word = String::new();
+    for c in message.chars().chain(std::iter::once('\n')) {
+        if c.is_whitespace() {
+            out.push_str(&clip(&word, n));
+            word.clear();
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    out.pop();
+    out
+}
+
 impl From<tch::TchError> for Error {
     fn from(source: tch::TchError) -> Self {
         Error::Tch {
@@ -123,5 +159,17 @@ impl<T> HostTchContext<T> for std::result::Result<T, tch::TchError> {
             op: op.into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_words_are_clipped_and_the_rest_kept() {
+        let long = "x".repeat(1000);
+        let m = clip_words(&format!("no task `{long}`\n  in plugin tiny"), 10);
+        assert_eq!(m, "no task `xxxxxxxxx…\n  in plugin tiny");
     }
 }

@@ -6,6 +6,7 @@
 //! vtables and panic hooks long after the last handle is gone.
 
 pub mod commands;
+mod elf;
 mod probe;
 mod registry;
 mod search;
@@ -114,7 +115,7 @@ fn json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
 pub fn load(path: &Path) -> Result<LoadedPlugin> {
     let stamp = probe(path)?;
     // Not `RootModule::load_from_file`: it caches one module per type, i.e. one plugin per process.
-    let module = lib_header_from_path(path)
+    let module = lib_header_from_path(&probe::dlopen_path(path))
         .and_then(|h| h.init_root_module::<PluginModRef>())
         .map_err(|e| summarise_library_error(path, &stamp, e))?;
     let text = unwrap_ffi((module.manifest())())?;

@@ -10,8 +10,10 @@ use vpt_host::{
     config::RunConfig,
     export,
     loader::{self, Plugins, SearchPath},
-    probe, report, scaffold,
-    train::{self, RunDir, Session},
+    probe, report,
+    rundir::{Existing, RunDir},
+    scaffold,
+    train::{self, Session},
 };
 
 fn main() -> ExitCode {
@@ -20,7 +22,17 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if verbose {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!(
+                    "error: {}",
+                    vpt_host::error::clip_words(&e.to_string(), 300)
+                );
+            }
+            if let Some(vpt_host::Error::Interrupted { .. }) = e.downcast_ref() {
+                return ExitCode::from(130);
+            }
             if verbose {
                 for cause in e.chain().skip(1) {
                     eprintln!("  caused by: {cause}");
@@ -41,6 +53,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             out,
             budget,
             resume,
+            overwrite,
             halt_after,
         } => {
             let (mut session, dir) = match resume {
@@ -50,7 +63,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let mut cfg = RunConfig::load(&config, &overrides)?;
                     budget.apply(&mut cfg)?;
                     let out = out.unwrap_or_else(|| default_run_dir(&config));
-                    let dir = RunDir::create(&out, &cfg)?;
+                    let existing = if overwrite {
+                        Existing::Overwrite
+                    } else {
+                        Existing::Refuse
+                    };
+                    let dir = RunDir::create(&out, &cfg, existing)?;
                     (Session::build(cfg, &mut plugins)?, dir)
                 }
             };
@@ -69,10 +87,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let mut session = Session::build(cfg, &mut plugins)?;
             if let Some(path) = checkpoint {
+                let device = session.cfg.device();
                 let ckpt = if path.join("checkpoints").exists() {
-                    checkpoint::load_latest(&path)?
+                    checkpoint::load_latest_on(&path, device)?
                 } else {
-                    checkpoint::load_dir(&path)?
+                    checkpoint::load_dir_on(&path, device)?
                 };
                 session.restore(&ckpt)?;
             }
@@ -221,12 +240,10 @@ fn resume_session(
     }
     let mut cfg = export::run_config(run_dir, overrides)?;
     budget.apply(&mut cfg)?;
-    let ckpt = checkpoint::load_latest(run_dir)?;
+    let dir = RunDir::resume(run_dir)?;
+    let ckpt = checkpoint::load_latest_on(run_dir, cfg.device())?;
     let mut session = Session::build(cfg, plugins)?;
     session.restore(&ckpt)?;
-    let dir = RunDir {
-        path: run_dir.to_path_buf(),
-    };
     dir.truncate_after(ckpt.step)?;
     eprintln!("resuming {} at step {}", run_dir.display(), ckpt.step);
     Ok((session, dir))

@@ -140,14 +140,22 @@ impl Optimizer for AdamW {
     }
 
     fn load_state(&mut self, state: &TensorMap) -> Result<()> {
-        self.t = state.require("t")?.int64_value(&[]);
-        let n = (state.len() - 1) / 2;
-        self.m = (0..n)
-            .map(|i| state.require(&format!("m.{i}")).map(|t| t.copy()))
-            .collect::<vpt_sdk::Result<_>>()?;
-        self.v = (0..n)
-            .map(|i| state.require(&format!("v.{i}")).map(|t| t.copy()))
-            .collect::<vpt_sdk::Result<_>>()?;
+        // The state comes from a checkpoint file: fallible calls only.
+        self.t = state
+            .require("t")?
+            .f_int64_value(&[])
+            .op("optimizer state `t`")?;
+        let n = state.len().saturating_sub(1) / 2;
+        let copies = |prefix: &str| -> Result<Vec<Tensor>> {
+            (0..n)
+                .map(|i| {
+                    let name = format!("{prefix}.{i}");
+                    copy_of(state.require(&name)?).op(&format!("optimizer state `{name}`"))
+                })
+                .collect()
+        };
+        self.m = copies("m")?;
+        self.v = copies("v")?;
         Ok(())
     }
 }
@@ -186,7 +194,13 @@ impl Optimizer for Sgd {
     }
 
     fn load_state(&mut self, state: &TensorMap) -> Result<()> {
-        self.buf = state.tensors().map(|t| t.copy()).collect();
+        // By name: a checkpoint file does not keep the map's order (buf.10 sorts before buf.2).
+        self.buf = (0..state.len())
+            .map(|i| {
+                let name = format!("buf.{i}");
+                copy_of(state.require(&name)?).op(&format!("optimizer state `{name}`"))
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 }
@@ -205,6 +219,13 @@ inventory::submit! {
         description: "SGD with momentum (betas[0]) and decoupled weight decay",
         build: |cfg| Box::new(Sgd { cfg: cfg.clone(), buf: vec![] }),
     }
+}
+
+/// A fresh copy of `t` (fallible: optimizer states come from checkpoint files).
+fn copy_of(t: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
+    let mut c = t.f_zeros_like()?;
+    c.f_copy_(t)?;
+    Ok(c)
 }
 
 #[cfg(test)]

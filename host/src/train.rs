@@ -7,18 +7,17 @@ use crate::{
     config::RunConfig,
     error::HostTchContext,
     estimators::{self, EstimatorEntry},
+    interrupt,
     loader::Plugins,
     meta::{grad, pretrain_objective, FeedbackSlot, MetaStep},
     optim::{self, clip_global_norm, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
     report::{EvalRecord, Record, TrainRecord},
+    rundir::RunDir,
     Error, Result,
 };
 use serde::Serialize;
-use std::{
-    path::{Path, PathBuf},
-    time::Instant,
-};
+use std::time::Instant;
 use tch::Tensor;
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap,
@@ -435,8 +434,12 @@ impl Session {
             })?;
         }
         self.step = ckpt.step;
-        self.seconds = ckpt.state["seconds"].as_f64().unwrap_or(0.0);
-        self.counters = serde_json::from_value(ckpt.state["counters"].clone()).unwrap_or_default();
+        let bad = |m: String| Error::Msg(format!("checkpoint state: {m}"));
+        self.seconds = ckpt.state["seconds"]
+            .as_f64()
+            .ok_or_else(|| bad("`seconds` is not a number".into()))?;
+        self.counters = serde_json::from_value(ckpt.state["counters"].clone())
+            .map_err(|e| bad(format!("`counters`: {e}")))?;
         Ok(())
     }
 }
@@ -516,75 +519,12 @@ fn prefix_field(e: Error, section: &str) -> Error {
             let msg = p.message.to_string();
             let msg = msg
                 .strip_prefix("config field `")
+                .filter(|rest| !rest.starts_with(&format!("{section}.")))
                 .map(|rest| format!("config field `{section}.{rest}"))
                 .unwrap_or(msg);
             Error::Msg(format!("plugin `{}`: {msg}", p.plugin))
         }
         other => other,
-    }
-}
-
-/// A run directory: resolved config, `metrics.jsonl`, checkpoints.
-pub struct RunDir {
-    /// Its path.
-    pub path: PathBuf,
-}
-
-impl RunDir {
-    /// Creates `path` and writes the resolved config into it (rank 0 only under data
-    /// parallelism: `RANK` > 0 never writes).
-    pub fn create(path: &Path, cfg: &RunConfig) -> Result<RunDir> {
-        let dir = RunDir {
-            path: path.to_path_buf(),
-        };
-        if !dir.writes() {
-            return Ok(dir);
-        }
-        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
-        checkpoint::atomic_write(path.join("config.json"), &json)?;
-        Ok(dir)
-    }
-
-    /// Whether this process writes the run directory (rank 0 of a data-parallel run).
-    pub fn writes(&self) -> bool {
-        vpt_sdk::data_shard().rank == 0
-    }
-
-    /// Appends one record to `metrics.jsonl`.
-    pub fn log(&self, record: &Record) -> Result<()> {
-        use std::io::Write;
-        if !self.writes() {
-            return Ok(());
-        }
-        let p = self.path.join("metrics.jsonl");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))?;
-        let line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&p, e))?;
-        crate::tensorboard::append(&self.path, record)
-    }
-
-    /// Drops records after learner step `step` (on resume, so the log matches an uninterrupted run).
-    pub fn truncate_after(&self, step: u64) -> Result<()> {
-        let p = self.path.join("metrics.jsonl");
-        let Ok(text) = std::fs::read_to_string(&p) else {
-            return Ok(());
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        checkpoint::atomic_write(&p, kept.as_bytes())
     }
 }
 
@@ -601,13 +541,32 @@ pub struct RunSummary {
 
 /// Runs `session` until its budget is spent (or `halt_after` steps, to simulate an interruption
 /// in tests), evaluating and checkpointing on schedule; finishes with an evaluation and a
-/// checkpoint.
+/// checkpoint. SIGINT/SIGTERM (single-process runs) stop it after the current step with a
+/// checkpoint and [`Error::Interrupted`]. A run resumed after it finished does nothing.
 pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
     let cfg = session.cfg.run.clone();
     let budget = Budget {
         steps: cfg.steps,
         wall_clock: cfg.wall_clock,
     };
+    if session.step > 0 && budget.exhausted(session.step, session.seconds) {
+        if let Some(metrics) = dir.finished_at(session.step) {
+            eprintln!(
+                "{} already finished at step {}; nothing to do (raise run.steps with --set to continue)",
+                dir.path.display(),
+                session.step
+            );
+            return Ok(RunSummary {
+                steps: session.step,
+                seconds: session.seconds,
+                metrics,
+            });
+        }
+    }
+    // Under data parallelism every rank must stop at the same step: the default handlers stay.
+    if vpt_sdk::data_shard().world == 1 {
+        interrupt::install().map_err(|e| Error::Msg(format!("installing signal handlers: {e}")))?;
+    }
     let bar = progress_bar(&budget);
     let main = session.is_main();
     if session.step == 0 && main {
@@ -654,6 +613,14 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         {
             checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
         }
+        if interrupt::requested() && main {
+            bar.abandon_with_message("interrupted");
+            checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
+            return Err(Error::Interrupted {
+                step: session.step,
+                run_dir: dir.path.clone(),
+            });
+        }
         if halt_after == Some(session.step) {
             bar.abandon_with_message("halted (--halt-after)");
             return Ok(RunSummary {
@@ -677,6 +644,14 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         seconds: session.seconds,
         metrics: metrics.clone(),
     }))?;
+    let c = &session.counters;
+    if c.meta_steps > 0 && c.meta_skipped == c.meta_steps {
+        eprintln!(
+            "warning: all {} meta steps were skipped (V or ∇φ not finite): φ never moved, so \
+             this run is the baseline",
+            c.meta_steps
+        );
+    }
     checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
     let summary = RunSummary {
         steps: session.step,

@@ -53,6 +53,12 @@ impl DesignerFactory for TinySoftFactory {
                 .and_then(|v| v.as_i64())
                 .ok_or_else(|| Error::config(k, "missing from the task's designer context"))
         };
+        if config.hidden < 1 {
+            return Err(Error::config("hidden", "must be at least 1"));
+        }
+        if !config.gate_init.is_finite() {
+            return Err(Error::config("gate_init", "must be a finite number"));
+        }
         if !(0.0..=1.0).contains(&config.alpha_max) {
             return Err(Error::config("alpha_max", "must lie in [0, 1]"));
         }

@@ -63,6 +63,42 @@ pub struct TinyConfig {
     pub nan_every: u64,
 }
 
+impl TinyConfig {
+    /// Checks ranges; every error names its field.
+    pub fn validate(&self) -> Result<()> {
+        if !["all", "last"].contains(&self.alignment.as_str()) {
+            return Err(Error::config("alignment", "must be `all` or `last`"));
+        }
+        if self.domains == 0 {
+            return Err(Error::config("domains", "must be at least 1"));
+        }
+        let sizes = [
+            ("dim", self.dim),
+            ("classes", self.classes),
+            ("hidden", self.hidden),
+            ("batch_size", self.batch_size),
+            ("feedback_batch_size", self.feedback_batch_size),
+            ("feedback_size", self.feedback_size),
+            ("eval_size", self.eval_size),
+        ];
+        for (field, v) in sizes {
+            if v < 1 {
+                return Err(Error::config(
+                    field,
+                    format!("must be at least 1 (got {v})"),
+                ));
+            }
+        }
+        if !self.corrupt_threshold.is_finite() {
+            return Err(Error::config(
+                "corrupt_threshold",
+                "must be a finite number",
+            ));
+        }
+        Ok(())
+    }
+}
+
 mod defaults {
     pub fn dim() -> i64 {
         16
@@ -135,12 +171,7 @@ impl TinyTask {
         if cfg.panic_in.as_deref() == Some("new") {
             panic!("tiny: panic_in = new");
         }
-        if !["all", "last"].contains(&cfg.alignment.as_str()) {
-            return Err(Error::config("alignment", "must be `all` or `last`"));
-        }
-        if cfg.domains == 0 {
-            return Err(Error::config("domains", "must be at least 1"));
-        }
+        cfg.validate()?;
         let device = ctx.device();
         tch::manual_seed(ctx.seed as i64);
         let mut vs = nn::VarStore::new(device);

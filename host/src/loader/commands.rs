@@ -63,12 +63,17 @@ pub fn cmd_plugins_list(search: &SearchPath, json: bool) -> Result<String> {
     Ok(out)
 }
 
+/// Said with every inspection: reading a manifest means loading the library.
+pub const LOADING_RUNS_CODE: &str = "note: a plugin is code: inspecting or using it loads the \
+library, which runs its code with your permissions. Files that are not whole vpt plugins are \
+refused from their headers alone, unopened; load plugins only from sources you trust.";
+
 /// `vpt plugins inspect PATH [--verbose]`: loads one file and describes it (with `verbose`, the
 /// config schemas too). A refused file is an error of a few lines; with `verbose`, an
 /// abi_stable refusal carries abi_stable's full report.
 pub fn cmd_plugins_inspect(path: &Path, verbose: bool) -> Result<String> {
     match load(path) {
-        Ok(p) => Ok(plugin_text(&p, verbose)),
+        Ok(p) => Ok(format!("{}{LOADING_RUNS_CODE}\n", plugin_text(&p, verbose))),
         Err(Error::PluginAbi {
             path,
             message,

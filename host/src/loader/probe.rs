@@ -2,9 +2,18 @@
 //! `vpt_plugin_abi` stamp, and was it built against this SDK and libtorch? Every refusal is one
 //! short paragraph (no dlerror or abi_stable walls).
 
+use super::elf;
+use crate::error::clip;
 use crate::{Error, Result};
-use std::{ffi::CStr, io::Read, os::raw::c_char, path::Path};
+use std::{
+    ffi::CStr,
+    os::raw::c_char,
+    path::{Path, PathBuf},
+};
 use vpt_sdk::{ffi::module::ABI_SYMBOL, AbiStamp};
+
+const NOT_A_PLUGIN: &str = "a shared library but not a vpt plugin (it exports no `vpt_plugin_abi` \
+     symbol; plugins are built with `vpt_sdk::export_plugin!`); it was not opened";
 
 fn refuse(path: &Path, message: impl Into<String>) -> Error {
     Error::Load {
@@ -17,21 +26,17 @@ fn refuse(path: &Path, message: impl Into<String>) -> Error {
 /// the handle is leaked on purpose, plugins are never unloaded) and calls `vpt_plugin_abi`.
 pub fn read_stamp(path: &Path) -> Result<AbiStamp> {
     check_elf(path)?;
-    // SAFETY: opening a shared library runs its initialisers; a vpt plugin file is trusted code
-    // by definition (it is about to be loaded into the process anyway).
-    let lib = unsafe { libloading::Library::new(path) }
+    // SAFETY: opening a shared library runs its initialisers: a plugin is code, trusted by
+    // whoever put it on the search path (docs/trust.md). The static check above keeps files
+    // that are not whole vpt plugins from ever reaching this point.
+    let lib = unsafe { libloading::Library::new(dlopen_path(path)) }
         .map_err(|e| refuse(path, dlopen_summary(path, &e)))?;
     // Never unload: tensors, vtables and panic hooks of the plugin may outlive any handle.
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     // SAFETY: the symbol's type is fixed by the SDK (`export_plugin!`): a no-argument C function
     // returning a NUL-terminated static string.
-    let stamp_fn = unsafe { lib.get::<extern "C" fn() -> *const c_char>(ABI_SYMBOL) }.map_err(|_| {
-        refuse(
-            path,
-            "a shared library but not a vpt plugin (it exports no `vpt_plugin_abi` symbol; plugins are \
-             built with `vpt_sdk::export_plugin!`)",
-        )
-    })?;
+    let stamp_fn = unsafe { lib.get::<extern "C" fn() -> *const c_char>(ABI_SYMBOL) }
+        .map_err(|_| refuse(path, NOT_A_PLUGIN))?;
     let ptr = stamp_fn();
     if ptr.is_null() {
         return Err(refuse(path, "its `vpt_plugin_abi` returned a null stamp"));
@@ -59,8 +64,9 @@ pub fn probe(path: &Path) -> Result<AbiStamp> {
     }
 }
 
-/// Refuses files that cannot be shared libraries before `dlopen` sees them, naming what they
-/// are instead.
+/// Refuses, without running any of its code, a file that is missing, not a whole ELF shared
+/// library (a truncated copy would kill the process with SIGBUS inside `dlopen`), or a library
+/// that does not export the vpt stamp (so its constructors never run).
 fn check_elf(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => refuse(path, "no such file"),
@@ -72,35 +78,22 @@ fn check_elf(path: &Path) -> Result<()> {
             "is a directory, not a plugin file (directories go in VPT_PLUGIN_PATH)",
         ));
     }
-    let mut head = [0u8; 20];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| read_up_to(&mut f, &mut head))
-        .map_err(|e| refuse(path, e.to_string()))?;
-    if n < 18 || head[..4] != *b"\x7fELF" {
-        return Err(refuse(path, "not a shared library (not an ELF file)"));
+    let info = elf::inspect(path, ABI_SYMBOL.strip_suffix(b"\0").unwrap_or(ABI_SYMBOL))
+        .map_err(|m| refuse(path, m))?;
+    if info.exports == Some(false) {
+        return Err(refuse(path, NOT_A_PLUGIN));
     }
-    let e_type = match head[5] {
-        2 => u16::from_be_bytes([head[16], head[17]]),
-        _ => u16::from_le_bytes([head[16], head[17]]),
-    };
-    match e_type {
-        3 => Ok(()), // ET_DYN: a shared library (or a position-independent executable, see dlopen)
-        1 => Err(refuse(path, "not a shared library (an ELF object file)")),
-        2 => Err(refuse(path, "not a shared library (an ELF executable)")),
-        4 => Err(refuse(path, "not a shared library (an ELF core dump)")),
-        t => Err(refuse(path, format!("not a shared library (ELF type {t})"))),
-    }
+    Ok(())
 }
 
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
+/// The path to hand to `dlopen`: a bare file name (`libx.so`) means the file in the working
+/// directory, not a search through the dynamic linker's library path.
+pub(crate) fn dlopen_path(path: &Path) -> PathBuf {
+    if path.is_relative() && path.components().count() == 1 {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
     }
-    Ok(n)
 }
 
 /// dlerror text, shortened: the path prefix removed, known causes named, one line at most.
@@ -123,15 +116,6 @@ fn dlopen_summary(path: &Path, e: &libloading::Error) -> String {
         );
     }
     format!("cannot be opened: {}", clip(first, 200))
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(n).collect();
-    out.push('…');
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! [`Plugins`]: the plugins of one process, found on a [`SearchPath`] and loaded lazily by name.
 
-use super::{load, read_stamp, LoadedPlugin, SearchPath};
+use super::{load, read_stamp, LoadedPlugin, Origin, SearchPath};
 use crate::{Error, Result};
 use std::{collections::HashMap, path::PathBuf};
 use vpt_sdk::AbiStamp;
@@ -63,16 +63,30 @@ impl Plugins {
             return Ok(&self.loaded[i]);
         }
         let mut refused: Option<Error> = None;
+        let mut explicit_refusal: Option<Error> = None;
         let (mut seen, mut unreadable) = (Vec::new(), Vec::new());
         for path in self.candidates.clone() {
-            let Ok(stamp) = self.stamp(&path) else {
-                let file = path.file_name().unwrap_or(path.as_os_str());
-                unreadable.push(file.to_string_lossy().into_owned());
-                continue;
+            let stamp = match self.stamp(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    if self.is_explicit_file(&path) {
+                        explicit_refusal.get_or_insert(e);
+                    }
+                    let file = path.file_name().unwrap_or(path.as_os_str());
+                    unreadable.push(file.to_string_lossy().into_owned());
+                    continue;
+                }
             };
             if stamp.plugin != name {
                 seen.push(stamp.plugin);
                 continue;
+            }
+            // A file named with --plugin that cannot be read is the user's mistake to hear
+            // about, not a reason to fall back silently to another copy found elsewhere.
+            if !self.is_explicit_file(&path) {
+                if let Some(e) = explicit_refusal.take() {
+                    return Err(e);
+                }
             }
             match load(&path) {
                 Ok(p) => {
@@ -136,6 +150,13 @@ impl Plugins {
             }
         }
         out
+    }
+
+    fn is_explicit_file(&self, path: &PathBuf) -> bool {
+        self.search
+            .entries()
+            .iter()
+            .any(|e| e.origin == Origin::Explicit && &e.path == path)
     }
 
     /// The (cached) stamp of `path`, not yet judged for compatibility.

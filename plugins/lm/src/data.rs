@@ -187,14 +187,25 @@ impl Fields {
     }
 }
 
+/// The non-blank lines of `path` with their 1-based numbers; a line that is not UTF-8 is an
+/// error naming file:line.
 fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l.to_string()))
-        .collect())
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw).map_err(|e| {
+            Error::data(
+                path.display().to_string(),
+                i + 1,
+                format!("not valid UTF-8 (at byte {} of the line)", e.valid_up_to()),
+            )
+        })?;
+        if !line.trim().is_empty() {
+            out.push((i + 1, line.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 fn string_field(
@@ -399,8 +410,10 @@ impl Cursor {
     }
 }
 
-/// Tokens of one document with per-token loss flags (`true` = predict this token).
+/// Tokens of one document with per-token loss flags (`true` = predict this token). Stored
+/// compactly (see [`CompactDoc`]): it is the packer's buffer, saved in every checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "CompactDoc", try_from = "CompactDoc")]
 pub struct TokenDoc {
     /// Token ids.
     pub ids: Vec<i64>,
@@ -408,13 +421,88 @@ pub struct TokenDoc {
     pub loss: Vec<bool>,
 }
 
+/// The saved form of a [`TokenDoc`]: the ids, and the loss flags as run lengths (alternating,
+/// starting with a run of `false`), so a buffer costs a few bytes per token, not ~12.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactDoc {
+    ids: Vec<i64>,
+    loss_runs: Vec<u64>,
+}
+
+impl From<TokenDoc> for CompactDoc {
+    fn from(d: TokenDoc) -> Self {
+        let mut runs = vec![0u64];
+        let mut cur = false;
+        for &b in &d.loss {
+            if b != cur {
+                runs.push(0);
+                cur = b;
+            }
+            *runs.last_mut().expect("starts non-empty") += 1;
+        }
+        CompactDoc {
+            ids: d.ids,
+            loss_runs: runs,
+        }
+    }
+}
+
+impl TryFrom<CompactDoc> for TokenDoc {
+    type Error = String;
+    fn try_from(c: CompactDoc) -> std::result::Result<Self, String> {
+        let mut loss = Vec::with_capacity(c.ids.len());
+        for (i, &n) in c.loss_runs.iter().enumerate() {
+            if n > (c.ids.len() - loss.len()) as u64 {
+                return Err(format!("loss_runs cover more than the {} ids", c.ids.len()));
+            }
+            loss.resize(loss.len() + n as usize, i % 2 == 1);
+        }
+        if loss.len() != c.ids.len() {
+            return Err(format!(
+                "loss_runs cover {} of {} ids",
+                loss.len(),
+                c.ids.len()
+            ));
+        }
+        Ok(TokenDoc { ids: c.ids, loss })
+    }
+}
+
+/// Documents longer than this (in bytes of text) are cut to it before tokenising, which bounds
+/// the tokenizer's memory and the packer's buffer (and so the checkpointed state).
+pub const MAX_DOC_BYTES: usize = 1 << 20;
+
+/// `text` cut to at most [`MAX_DOC_BYTES`] at a character boundary; says so on stderr once per
+/// process.
+fn bounded(text: &str) -> &str {
+    if text.len() <= MAX_DOC_BYTES {
+        return text;
+    }
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        eprintln!(
+            "[vpt-lm] a document of {} bytes was cut to its first {MAX_DOC_BYTES} bytes \
+             (longer documents are cut; this is said once)",
+            text.len()
+        )
+    });
+    let mut end = MAX_DOC_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// Tokenises a record; the EOS separator is appended (a target when the response/text is).
+/// Each text is cut to [`MAX_DOC_BYTES`] first.
 pub fn tokenize_record(codec: &dyn Codec, record: &Record) -> Result<TokenDoc> {
     let (ctx, tgt) = match record {
-        Record::Text(t) => (Vec::new(), codec.encode(t)?),
-        Record::PromptResponse { prompt, response } => {
-            (codec.encode(prompt)?, codec.encode(response)?)
-        }
+        Record::Text(t) => (Vec::new(), codec.encode(bounded(t))?),
+        Record::PromptResponse { prompt, response } => (
+            codec.encode(bounded(prompt))?,
+            codec.encode(bounded(response))?,
+        ),
     };
     let mut doc = TokenDoc {
         ids: ctx,
@@ -549,6 +637,41 @@ pub fn pad_rows(mut rows: Vec<Row>, pad: i64) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_utf8_lines_are_named_by_file_and_line() {
+        let p = std::env::temp_dir().join(format!("vpt-lm-utf8-{}.jsonl", std::process::id()));
+        std::fs::write(&p, b"{\"text\": \"ok\"}\n{\"text\": \"\xff\xfe\"}\n").unwrap();
+        let e = read_unlabeled_jsonl(&p).unwrap_err().to_string();
+        assert!(e.contains(":2:") && e.contains("UTF-8"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn long_documents_are_bounded_and_the_buffer_saves_compactly() {
+        let codec = ByteCodec;
+        let big = "é".repeat(MAX_DOC_BYTES); // 2 bytes per char: the cut must respect them
+        let doc = tokenize_record(&codec, &Record::Text(big)).unwrap();
+        assert_eq!(doc.ids.len(), MAX_DOC_BYTES + 1);
+        let mut p = Packer::new(4);
+        p.push(
+            &tokenize_record(
+                &codec,
+                &Record::PromptResponse {
+                    prompt: "ab".into(),
+                    response: "cd".into(),
+                },
+            )
+            .unwrap(),
+        );
+        p.push(&doc);
+        let json = serde_json::to_string(&p.buf).unwrap();
+        assert!(json.len() < 5 * p.buf.ids.len(), "{} bytes", json.len());
+        let back: TokenDoc = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p.buf);
+        let bad = r#"{"ids":[1,2],"loss_runs":[1,5]}"#;
+        assert!(serde_json::from_str::<TokenDoc>(bad).is_err());
+    }
     use std::io::Write;
 
     fn tmp_file(name: &str, content: &str) -> std::path::PathBuf {

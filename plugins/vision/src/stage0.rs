@@ -10,8 +10,8 @@ use crate::scenes::Split;
 use crate::task::DinoDenseTask;
 use std::path::{Path, PathBuf};
 use tch::nn::OptimizerConfig;
-use tch::{Kind, Tensor};
-use vpt_sdk::{Error, Result, TchContext};
+use tch::Kind;
+use vpt_sdk::{tensor_file, Error, Result, TchContext};
 
 /// Version of the stage-0 recipe; bump when it changes so stale caches are not reused.
 const RECIPE: u32 = 1;
@@ -29,8 +29,14 @@ pub fn prepare_base(task: &mut DinoDenseTask) -> Result<()> {
     }
     let path = cache_path(task)?;
     if path.exists() {
-        eprintln!("[vpt-vision] stage 0: reusing {}", path.display());
-        return load(task, &path);
+        match load(task, &path) {
+            Ok(()) => {
+                eprintln!("[vpt-vision] stage 0: reusing {}", path.display());
+                return Ok(());
+            }
+            // A damaged cache is only a cache: say so and rebuild it.
+            Err(e) => eprintln!("[vpt-vision] stage 0: cache refused ({e}); rebuilding it"),
+        }
     }
     let t0 = std::time::Instant::now();
     run(task)?;
@@ -63,7 +69,7 @@ pub fn cache_path(task: &DinoDenseTask) -> Result<PathBuf> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir.join(format!(
-        "stage0-{:016x}.ot",
+        "stage0-{:016x}.safetensors",
         fnv1a(key.to_string().as_bytes())
     )))
 }
@@ -106,29 +112,26 @@ fn run(task: &mut DinoDenseTask) -> Result<()> {
 }
 
 fn save(task: &DinoDenseTask, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    named.extend(
-        task.student
-            .named()
-            .into_iter()
-            .map(|(n, t)| (format!("student.{n}"), t.detach())),
-    );
-    named.extend(
-        task.teacher
-            .named()
-            .into_iter()
-            .map(|(n, t)| (format!("teacher.{n}"), t.detach())),
-    );
-    named.push(("center".into(), task.center.shallow_clone()));
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    Tensor::save_multi(&named, &tmp).op("save stage 0")?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let mut named = vpt_sdk::TensorMap::new();
+    for (prefix, model) in [("student", &task.student), ("teacher", &task.teacher)] {
+        for (n, t) in model.named() {
+            named.insert(format!("{prefix}.{n}"), t.detach());
+        }
+    }
+    named.insert("center", task.center.shallow_clone());
+    tensor_file::save_verified(path, &named)
 }
 
-/// Loads a stage-0 file into the student, the teacher and the centre (shapes must match).
+/// Loads a stage-0 file (safetensors) into the student, the teacher and the centre (shapes
+/// must match). Old TorchScript `.ot` files are refused unopened: loading one can run code.
 pub fn load(task: &mut DinoDenseTask, path: &Path) -> Result<()> {
-    let all = Tensor::load_multi_with_device(path, task.device).op("load stage-0 checkpoint")?;
-    let map: vpt_sdk::TensorMap = all.into_iter().collect();
+    if path.extension().is_some_and(|e| e == "ot") {
+        return Err(Error::msg(
+            "a TorchScript `.ot` file, which vpt no longer loads (loading one can run code \
+             stored in it); point base_checkpoint at a stage-0 `.safetensors` file",
+        ));
+    }
+    let map = tensor_file::load_verified(path, task.device)?;
     tch::no_grad(|| -> Result<()> {
         for (prefix, model) in [("student", &task.student), ("teacher", &task.teacher)] {
             for (n, t) in model.named() {

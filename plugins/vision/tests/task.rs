@@ -345,6 +345,7 @@ fn stage0_is_cached_by_config_and_reused() {
     let files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let b = build(&cfg);
@@ -374,6 +375,15 @@ fn stage0_is_cached_by_config_and_reused() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("base_checkpoint"), "{e}");
+    assert!(e.to_string().contains("TorchScript"), "{e}");
+    // A corrupt cache is rebuilt (and rewritten intact), not fatal.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&files[0], bytes).unwrap();
+    assert!(vpt_sdk::tensor_file::load_verified(&files[0], tch::Device::Cpu).is_err());
+    build(&cfg);
+    vpt_sdk::tensor_file::load_verified(&files[0], tch::Device::Cpu).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -66,7 +66,12 @@ impl Task for ForeignTask {
     }
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
         let json = unwrap_ffi(self.inner.evaluate(ROption::from(limit)))?;
-        from_json(json.as_str(), "metrics")
+        // JSON has no NaN: a NaN metric crosses as `null` and comes back as NaN.
+        let m: std::collections::BTreeMap<String, Option<f64>> =
+            from_json(json.as_str(), "metrics")?;
+        Ok(m.into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+            .collect())
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;
