@@ -7,6 +7,7 @@ pub mod eval;
 pub mod general;
 pub mod gguf;
 pub mod hf;
+pub mod loss;
 pub mod mathgen;
 pub mod model;
 pub mod task;
