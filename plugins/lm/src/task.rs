@@ -1537,4 +1537,34 @@ mod tests {
             "analytic {analytic} vs numeric {numeric} (rel {rel})"
         );
     }
+
+    /// The SDK harness on the tiny LM in f64, S = the last block only (a real prefix below S):
+    /// the forward path (`pretrain_forward`, `meta_batch`, `pretrain_loss_from_forward`) gives
+    /// the losses of `pretrain_loss` in both differentiation modes, and ∂V/∂φ through it
+    /// matches finite differences.
+    #[test]
+    fn the_sdk_harness_passes_through_the_shared_forward_and_the_meta_slice() {
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.alignment_layers = Some(1);
+        tch::set_num_threads(2);
+        let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+        assert_eq!(t.s_start, Some(1));
+        t.set_kind(Kind::Double);
+        let tc: LmDesignContext = serde_json::from_value(t.info().designer_context).unwrap();
+        let dcfg = TopKSoftConfig {
+            layers: 1,
+            width: 16,
+            heads: 2,
+            alpha_max: 0.5,
+            gate_init: 0.0,
+        };
+        let mut d = TopKSoft::new(dcfg, &tc, &ctx()).unwrap();
+        d.to_double();
+        let opts = vpt_sdk::testing::InvariantOptions {
+            evaluate: false,
+            eval_limit: None,
+        };
+        vpt_sdk::testing::check_invariants(&mut t, Some(&mut d), &opts).assert_passed();
+        vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-6, 1e-5).assert_passed();
+    }
 }
