@@ -1,9 +1,40 @@
-//! `vpt bench`: throughput and peak memory of a baseline step and a V step (meta every r
-//! steps), measured in one process on the real task. Prints figures; asserts nothing.
+//! `vpt bench`: throughput, per-phase times, MFU and peak memory of a baseline step and a V
+//! step (meta every r steps), measured in one process on the real task. Prints figures;
+//! asserts nothing.
 
-use crate::{compare::arm_config, loader::Plugins, train::Session, Result};
+use crate::{compare::arm_config, error::HostTchContext, loader::Plugins, train::Session, Result};
 use serde::Serialize;
-use std::{path::Path, time::Instant};
+use std::{collections::BTreeMap, path::Path, time::Instant};
+use tch::{Kind, Tensor};
+
+/// Seconds spent in each phase of `Session::train_step`, accumulated while a bench times it.
+/// CPU timings are exact; on CUDA a phase also absorbs the kernels queued before it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    /// Phase name → seconds.
+    pub seconds: BTreeMap<String, f64>,
+}
+
+impl Phases {
+    /// Adds the time elapsed since `since` to `phase`.
+    pub fn add(&mut self, phase: &str, since: Instant) {
+        *self.seconds.entry(phase.to_string()).or_default() += since.elapsed().as_secs_f64();
+    }
+}
+
+/// The order phases are shown in (others follow, sorted).
+const PHASE_ORDER: [&str; 10] = [
+    "learner forward",
+    "designer forward",
+    "learner loss",
+    "learner backward",
+    "learner optimizer",
+    "meta g_down",
+    "meta slice",
+    "meta g_pre",
+    "meta backward",
+    "meta optimizer",
+];
 
 /// One arm's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -16,8 +47,26 @@ pub struct ArmFigures {
     pub examples_per_second: f64,
     /// Tokens per second, when `tokens_per_example` was given.
     pub tokens_per_second: Option<f64>,
+    /// Model FLOP utilisation: 6 · |θ| · tokens/s over the matmul rate measured in this run
+    /// (the usual training estimate; exact in spirit when all of θ trains). Needs tokens/s.
+    pub mfu: Option<f64>,
+    /// Trainable parameters |θ|.
+    pub parameters: i64,
+    /// Meta steps among the timed steps.
+    pub meta_steps: u64,
+    /// Mean seconds per learner step of each phase (meta phases amortised over all steps).
+    pub phases: BTreeMap<String, f64>,
     /// Peak resident memory during the timed steps, MiB.
     pub peak_rss_mib: f64,
+}
+
+/// Everything one `vpt bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// fp32 matmul rate of this process on this machine (n × n by n × n, n = 1024), GFLOP/s.
+    pub matmul_gflops: f64,
+    /// The arms, baseline first.
+    pub arms: Vec<ArmFigures>,
 }
 
 /// Times `steps` learner steps (or as many as fit in `wall_clock` seconds, at least one) of
@@ -32,8 +81,9 @@ pub fn bench(
     period: u64,
     tokens_per_example: Option<u64>,
     plugins: &mut Plugins,
-) -> Result<Vec<ArmFigures>> {
-    let mut out = Vec::new();
+) -> Result<BenchReport> {
+    let mut arms = Vec::new();
+    let mut matmul_gflops = 0.0;
     for arm in ["baseline", "v"] {
         let mut ov = overrides.to_vec();
         ov.extend([
@@ -43,10 +93,17 @@ pub fn bench(
         ]);
         let cfg = arm_config(config, &ov, arm, 0)?;
         let mut session = Session::build(cfg, plugins)?;
+        if matmul_gflops == 0.0 {
+            // after the first build, so it runs with the config's thread count
+            matmul_gflops = matmul_rate()?;
+        }
         let batch = session.info().batch_size as f64;
+        let parameters: i64 = session.theta().tensors().map(Tensor::numel).sum::<usize>() as i64;
         for _ in 0..warmup {
             session.train_step()?;
         }
+        let meta_before = session.counters.meta_steps;
+        session.phases = Some(Phases::default());
         reset_peak_rss();
         let started = Instant::now();
         let mut timed = 0;
@@ -57,15 +114,48 @@ pub fn bench(
             timed += 1;
         }
         let per_step = started.elapsed().as_secs_f64() / timed as f64;
-        out.push(ArmFigures {
+        let peak_rss_mib = peak_rss_kib() as f64 / 1024.0;
+        let tokens_per_second = tokens_per_example.map(|t| batch * t as f64 / per_step);
+        arms.push(ArmFigures {
             arm: arm.into(),
             seconds_per_step: per_step,
             examples_per_second: batch / per_step,
-            tokens_per_second: tokens_per_example.map(|t| batch * t as f64 / per_step),
-            peak_rss_mib: peak_rss_kib() as f64 / 1024.0,
+            tokens_per_second,
+            mfu: tokens_per_second.map(|t| 6.0 * parameters as f64 * t / (matmul_gflops * 1e9)),
+            parameters,
+            meta_steps: session.counters.meta_steps - meta_before,
+            phases: session
+                .phases
+                .take()
+                .unwrap_or_default()
+                .seconds
+                .into_iter()
+                .map(|(k, v)| (k, v / steps as f64))
+                .collect(),
+            peak_rss_mib,
         });
     }
-    Ok(out)
+    Ok(BenchReport {
+        matmul_gflops,
+        arms,
+    })
+}
+
+/// fp32 GFLOP/s of a 1024³ matmul in this process (best of 5 after a warm-up).
+pub fn matmul_rate() -> Result<f64> {
+    let n = 1024i64;
+    let a = Tensor::f_randn([n, n], (Kind::Float, tch::Device::Cpu)).op("matmul rate")?;
+    let b = Tensor::f_randn([n, n], (Kind::Float, tch::Device::Cpu)).op("matmul rate")?;
+    let mut best = f64::INFINITY;
+    for i in 0..6 {
+        let t = Instant::now();
+        let c = a.f_matmul(&b).op("matmul rate")?;
+        let _ = c.f_sum(Kind::Float).op("matmul rate")?.f_double_value(&[]);
+        if i > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux `clear_refs` value 5).
@@ -85,21 +175,55 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The figures as a table, with the V/baseline ratios.
-pub fn render(figures: &[ArmFigures]) -> String {
-    let mut s = String::from(
-        "| arm | s/step | examples/s | tokens/s | peak RSS MiB |\n|---|---:|---:|---:|---:|\n",
+/// The figures as tables (throughput, then seconds per step by phase), with the V/baseline
+/// ratios.
+pub fn render(report: &BenchReport) -> String {
+    let figures = &report.arms;
+    let mut s = format!(
+        "fp32 matmul rate (1024³, this process): {:.1} GFLOP/s\n\n| arm | s/step | examples/s | tokens/s | MFU | meta steps | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        report.matmul_gflops
     );
     for f in figures {
         let tok = f
             .tokens_per_second
             .map_or("-".into(), |t| format!("{t:.1}"));
+        let mfu = f.mfu.map_or("-".into(), |m| format!("{:.1}%", 100.0 * m));
         s += &format!(
-            "| {} | {:.3} | {:.2} | {tok} | {:.0} |\n",
-            f.arm, f.seconds_per_step, f.examples_per_second, f.peak_rss_mib
+            "| {} | {:.3} | {:.2} | {tok} | {mfu} | {} | {:.0} |\n",
+            f.arm, f.seconds_per_step, f.examples_per_second, f.meta_steps, f.peak_rss_mib
         );
     }
-    if let [b, v] = figures {
+    let mut names: Vec<&str> = PHASE_ORDER.to_vec();
+    for f in figures {
+        for k in f.phases.keys() {
+            if !names.contains(&k.as_str()) {
+                names.push(k);
+            }
+        }
+    }
+    s +=
+        "\nseconds per learner step, by phase (meta phases amortised over all steps):\n\n| phase |";
+    s += &figures
+        .iter()
+        .map(|f| format!(" {} |", f.arm))
+        .collect::<String>();
+    s += "\n|---|";
+    s += &"---:|".repeat(figures.len());
+    s += "\n";
+    for name in names {
+        if figures.iter().all(|f| !f.phases.contains_key(name)) {
+            continue;
+        }
+        s += &format!("| {name} |");
+        for f in figures {
+            s += &f
+                .phases
+                .get(name)
+                .map_or(" - |".into(), |v| format!(" {v:.3} |"));
+        }
+        s += "\n";
+    }
+    if let [b, v] = figures.as_slice() {
         s += &format!(
             "\nV/baseline: throughput {:.1}% ({:+.1}%), peak memory {:+.1}%\n",
             100.0 * v.examples_per_second / b.examples_per_second,
@@ -108,4 +232,50 @@ pub fn render(figures: &[ArmFigures]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_accumulate_and_render_in_order() {
+        let mut p = Phases::default();
+        let t = Instant::now();
+        p.add("meta g_pre", t);
+        p.add("learner forward", t);
+        p.add("learner forward", t);
+        assert_eq!(p.seconds.len(), 2);
+        let arm = |name: &str, eps: f64| ArmFigures {
+            arm: name.into(),
+            seconds_per_step: 1.0 / eps,
+            examples_per_second: eps,
+            tokens_per_second: Some(eps * 10.0),
+            mfu: Some(0.25),
+            parameters: 10,
+            meta_steps: 0,
+            phases: p.seconds.clone(),
+            peak_rss_mib: 100.0,
+        };
+        let r = BenchReport {
+            matmul_gflops: 50.0,
+            arms: vec![arm("baseline", 4.0), arm("v", 3.0)],
+        };
+        let text = render(&r);
+        assert!(text.contains("50.0 GFLOP/s"), "{text}");
+        assert!(text.contains("| 25.0% |"), "{text}");
+        assert!(text.contains("V/baseline: throughput 75.0%"), "{text}");
+        let fwd = text.find("| learner forward |").unwrap();
+        assert!(fwd < text.find("| meta g_pre |").unwrap(), "{text}");
+        assert!(!text.contains("| learner backward |"), "{text}");
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains("\"matmul_gflops\":50.0"));
+    }
+
+    #[test]
+    fn the_matmul_rate_is_positive_and_finite() {
+        let r = matmul_rate().unwrap();
+        assert!(r > 0.0 && r.is_finite(), "{r}");
+    }
 }

@@ -160,9 +160,12 @@ pub enum Command {
         /// Meta period r of the V arm.
         #[arg(long, default_value_t = 8)]
         period: u64,
-        /// Tokens per example (e.g. the LM's seq_len), to report tokens/s.
+        /// Tokens per example (e.g. the LM's seq_len), to report tokens/s and MFU.
         #[arg(long)]
         tokens_per_example: Option<u64>,
+        /// Print the figures as JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a run's trained model in a format other tools read: `hf` (a Hugging Face
     /// directory), `gguf` (llama.cpp), `safetensors` (vision: the ViT and its config).

@@ -135,6 +135,14 @@ pub struct MetaConfig {
     /// Feedback sets and weights ω_j; empty means every feedback set of the task, weight 1.
     #[serde(default)]
     pub feedback: Vec<FeedbackWeight>,
+    /// Fraction of each unlabeled batch the meta step uses: its first ⌈f·B⌉ examples (the
+    /// paper's smaller meta batch). 1 = the whole batch.
+    #[serde(default = "unit")]
+    pub batch_fraction: f64,
+    /// Longest sequence the meta step uses, for tasks with sequences (their first positions;
+    /// the paper: 256 against 1,024 for pretraining). 0 = whole sequences.
+    #[serde(default)]
+    pub max_seq_len: usize,
 }
 
 impl Default for MetaConfig {
@@ -146,6 +154,8 @@ impl Default for MetaConfig {
             lambda: 0.0,
             domain_matched: false,
             feedback: vec![],
+            batch_fraction: 1.0,
+            max_seq_len: 0,
         }
     }
 }
@@ -315,6 +325,9 @@ impl RunConfig {
             }
         }
         check_device(&r.device).map_err(|m| Error::config("run.device", m))?;
+        if !(self.meta.batch_fraction > 0.0 && self.meta.batch_fraction <= 1.0) {
+            return Err(Error::config("meta.batch_fraction", "must be in (0, 1]"));
+        }
         if self.meta.period == 0 {
             return Err(Error::config("meta.period", "must be at least 1"));
         }

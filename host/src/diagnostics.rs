@@ -14,8 +14,8 @@ use crate::{
 };
 use tch::{Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, Construction, Designer, Task, KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS,
-    KIND_VISION_VIEW_MASK,
+    Batch, BatchSource, Construction, Designer, Differentiation, Task, TensorMap,
+    KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
 };
 
 /// What a diagnostic estimator changes in the loop.
@@ -162,7 +162,10 @@ impl Oracle<'_> {
             live.push(c2);
         }
         let refs: Vec<&Batch> = batches.iter().collect();
-        let l_pre = pretrain_objective(self.task, &refs, &live)?;
+        // a fresh forward (no state), differentiated twice
+        let none = TensorMap::new();
+        let states = vec![&none; refs.len()];
+        let l_pre = pretrain_objective(self.task, &refs, &states, &live, Differentiation::Twice)?;
         let g_pre = grad(&l_pre, self.s, true)?;
         let v = dot(&g_down, &g_pre)?;
         let a = grad(&v, &leaves, false)?;

@@ -155,8 +155,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             warmup,
             period,
             tokens_per_example,
+            json,
         } => {
-            let figures = bench::bench(
+            let report = bench::bench(
                 &config.config,
                 &config.overrides,
                 steps,
@@ -166,7 +167,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tokens_per_example,
                 &mut plugins,
             )?;
-            print!("{}", bench::render(&figures));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render(&report));
+            }
         }
         Command::Export {
             run_dir,

@@ -2,15 +2,20 @@
 //! gradient with the pretraining gradient. θ is never touched here.
 
 use crate::{
+    bench::Phases,
     error::HostTchContext,
     estimators::EstimatorEntry,
-    optim::Optimizer,
+    optim::{clip_global_norm, Optimizer},
     parallel::{mean_across, DataParallel},
     report::MetaRecord,
     Result,
 };
+use std::time::Instant;
 use tch::{Kind, Tensor};
-use vpt_sdk::{Batch, BatchSource, Construction, Designer, Task, TensorMap};
+use vpt_sdk::{
+    Batch, BatchSource, Construction, Designer, Differentiation, Forward, MetaBatch, Task,
+    TensorMap,
+};
 
 /// One feedback set in use: its index in the task, ω_j, and the domain it pairs with.
 #[derive(Debug, Clone, Copy)]
@@ -43,15 +48,24 @@ pub struct MetaStep<'a> {
     pub domain_matched: bool,
     /// The data-parallel group, if any (g_down and ∇φ are averaged across ranks).
     pub dp: Option<&'a DataParallel>,
+    /// The meta batch: a fraction of each unlabeled batch, and a longest sequence (0: whole).
+    pub batch_fraction: f64,
+    /// Longest sequence of the meta batch for tasks with sequences (0: whole sequences).
+    pub max_seq_len: usize,
+    /// Global-norm clip of ∇φ (`designer_optim.clip`; 0: off).
+    pub clip: f64,
+    /// Phase timer (`vpt bench`), if on.
+    pub phases: Option<&'a mut Phases>,
 }
 
 impl MetaStep<'_> {
-    /// Runs one meta step on the learner's unlabeled batches (one per domain) and their design
-    /// inputs (`inputs[i]` belongs to `unlabeled[i]`), and updates φ.
+    /// Runs one meta step on the learner's unlabeled batches (one per domain) and their
+    /// forwards (`forwards[i]` belongs to `unlabeled[i]`; θ is the same as when they ran), and
+    /// updates φ.
     pub fn run(
-        self,
+        mut self,
         unlabeled: &[Batch],
-        inputs: &[TensorMap],
+        forwards: &[Forward],
         opt_phi: &mut dyn Optimizer,
         lr_phi: f64,
     ) -> Result<MetaRecord> {
@@ -62,6 +76,7 @@ impl MetaStep<'_> {
         let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
 
         // g_down = detach(∇_S L_down(θ; B_f^j)) per feedback set, B_f sampled independently of B_u
+        let started = Instant::now();
         self.task.prepare_feedback()?;
         let mut g_sets = Vec::with_capacity(self.feedback.len());
         for f in self.feedback {
@@ -74,13 +89,19 @@ impl MetaStep<'_> {
             mean_across(self.dp, &mut g)?; // the one all-reduce of g_down
             g_sets.push(g);
         }
+        self.mark("meta g_down", started);
+
+        // the meta batch: a slice of each learner batch and of its forward (θ is unchanged)
+        let started = Instant::now();
+        let (unlabeled, forwards) = self.meta_batches(unlabeled, forwards)?;
+        self.mark("meta slice", started);
 
         // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
         let pairs: Vec<(Vec<Tensor>, Vec<usize>)> = if self.domain_matched {
             self.feedback
                 .iter()
                 .zip(g_sets)
-                .map(|(f, g)| (g, domain_batches(unlabeled, f.domain)))
+                .map(|(f, g)| (g, domain_batches(&unlabeled, f.domain)))
                 .collect()
         } else {
             vec![(
@@ -89,18 +110,30 @@ impl MetaStep<'_> {
             )]
         };
 
-        let mut out = MetaRecord::default();
+        let mut out = MetaRecord {
+            rows: unlabeled.iter().map(batch_rows).sum(),
+            max_seq_len: self.max_seq_len as u64,
+            ..MetaRecord::default()
+        };
+        let started = Instant::now();
         let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
         for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
             let g_down = (self.estimator.feedback)(g_down)?;
             // c = designer(inputs(B_u)) with grad enabled for φ
             let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();
+            let states: Vec<&TensorMap> = idx.iter().map(|&k| &forwards[k].state).collect();
             let constructions = idx
                 .iter()
-                .map(|&k| self.designer.construct(&inputs[k]))
+                .map(|&k| self.designer.construct(&forwards[k].design_inputs))
                 .collect::<vpt_sdk::Result<Vec<_>>>()?;
-            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true
-            let l_pre = pretrain_objective(self.task, &batches, &constructions)?;
+            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true (the task is told: Twice)
+            let l_pre = pretrain_objective(
+                self.task,
+                &batches,
+                &states,
+                &constructions,
+                Differentiation::Twice,
+            )?;
             let g_pre = grad(&l_pre, &s, true)?;
             // V = Align(g_down, g_pre)
             values.push(align(&g_down, &g_pre)?);
@@ -130,35 +163,87 @@ impl MetaStep<'_> {
             l_meta += r * self.lambda;
         }
         out.value = v.f_double_value(&[])?;
+        self.mark("meta g_pre", started);
         if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Frozen) {
             return Ok(out); // diagnostic `frozen`: V and R are logged, φ never moves
         }
 
-        // φ ← Opt_φ(∇_φ L_meta); a non-finite value or gradient skips the update
+        // ∇_φ L_meta: the second backward, through g_pre's graph
+        let started = Instant::now();
         let phi: Vec<Tensor> = self.phi.tensors().map(Tensor::shallow_clone).collect();
         let mut g_phi = grad(&l_meta, &phi, false)?;
         mean_across(self.dp, &mut g_phi)?; // ∇φ of the global V is the mean of the local ones
-        if !out.value.is_finite() || !crate::optim::global_norm(&g_phi)?.is_finite() {
+        out.phi_grad_norm = clip_global_norm(&mut g_phi, self.clip)?;
+        self.mark("meta backward", started);
+
+        // φ ← Opt_φ(clip(∇_φ L_meta)); a non-finite value or gradient skips the update
+        if !out.value.is_finite() || !out.phi_grad_norm.is_finite() {
             out.skipped = true;
             return Ok(out);
         }
+        let started = Instant::now();
         opt_phi.step(self.phi, &g_phi, lr_phi)?;
+        self.mark("meta optimizer", started);
         Ok(out)
     }
+
+    /// Each batch and forward cut to the meta batch (as they are when it is the whole batch).
+    fn meta_batches(
+        &mut self,
+        unlabeled: &[Batch],
+        forwards: &[Forward],
+    ) -> Result<(Vec<Batch>, Vec<Forward>)> {
+        let mut batches = Vec::with_capacity(unlabeled.len());
+        let mut sliced = Vec::with_capacity(unlabeled.len());
+        for (b, f) in unlabeled.iter().zip(forwards) {
+            let size = MetaBatch {
+                rows: meta_rows(batch_rows(b) as usize, self.batch_fraction),
+                max_len: (self.max_seq_len > 0).then_some(self.max_seq_len),
+            };
+            let (b, f) = self.task.meta_batch(b, f, size)?;
+            batches.push(b);
+            sliced.push(f);
+        }
+        Ok((batches, sliced))
+    }
+
+    fn mark(&mut self, phase: &str, since: Instant) {
+        if let Some(p) = self.phases.as_deref_mut() {
+            p.add(phase, since);
+        }
+    }
+}
+
+/// Examples in the meta batch of a batch of `rows`: ⌈f·rows⌉, at least 1.
+pub fn meta_rows(rows: usize, fraction: f64) -> usize {
+    ((rows as f64 * fraction).ceil() as usize).clamp(1, rows.max(1))
+}
+
+/// Rows of a batch: the leading size of its first tensor (0 when it has none).
+fn batch_rows(b: &Batch) -> u64 {
+    b.tensors
+        .tensors()
+        .next()
+        .and_then(|t| t.size().first().copied())
+        .unwrap_or(0) as u64
 }
 
 pub use vpt_sdk::objective::grad;
 
-/// L_pre(θ; B_u, c) over the batches of one step: the mean of each batch's objective
-/// ([`vpt_sdk::objective::pretrain_objective`], which also refuses feedback batches).
+/// L_pre(θ; B_u, c) over the batches of one step, from their forwards' states (`states[i]`
+/// belongs to `batches[i]`; empty maps when no forward ran), to be differentiated as `diff`
+/// says: the mean of each batch's objective ([`vpt_sdk::objective::pretrain_objective`], which
+/// also refuses feedback batches).
 pub fn pretrain_objective(
     task: &mut dyn Task,
     batches: &[&Batch],
+    states: &[&TensorMap],
     constructions: &[Construction],
+    diff: Differentiation,
 ) -> Result<Tensor> {
     let mut total: Option<Tensor> = None;
-    for (b, c) in batches.iter().zip(constructions) {
-        let loss = vpt_sdk::objective::pretrain_objective(task, b, c)?;
+    for ((b, state), c) in batches.iter().zip(states).zip(constructions) {
+        let loss = vpt_sdk::objective::pretrain_objective(task, b, state, c, diff)?;
         total = Some(match total {
             Some(t) => t + loss,
             None => loss,

@@ -79,16 +79,25 @@ pub fn clip_global_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     Ok(norm)
 }
 
-/// Global L2 norm of a list of tensors (a CPU–GPU sync point).
+/// Global L2 norm of a list of tensors (one CPU–GPU sync point for the whole list).
 pub fn global_norm(ts: &[Tensor]) -> Result<f64> {
-    let mut sq = 0.0;
-    for t in ts {
-        sq += t
-            .f_square()?
-            .f_sum(Kind::Double)?
-            .f_double_value(&[])
-            .op("norm")?;
+    let squares = ts
+        .iter()
+        .filter(|t| t.numel() > 0)
+        .map(|t| {
+            t.f_square()?
+                .f_sum(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .op("norm")?;
+    if squares.is_empty() {
+        return Ok(0.0);
     }
+    let sq = Tensor::f_stack(&squares, 0)
+        .and_then(|s| s.f_sum(Kind::Double))
+        .and_then(|s| s.f_double_value(&[]))
+        .op("norm")?;
     Ok(sq.sqrt())
 }
 
@@ -110,20 +119,27 @@ impl Optimizer for AdamW {
         let [b1, b2] = self.cfg.betas;
         let bc1 = 1.0 - b1.powi(self.t as i32);
         let bc2 = 1.0 - b2.powi(self.t as i32);
+        // In place, two temporaries per tensor (g², the denominator): the step is bound by
+        // memory traffic over |θ|, not by arithmetic.
         tch::no_grad(|| -> Result<()> {
             for (i, (p, g)) in params.tensors().zip(grads).enumerate() {
                 let mut p = p.shallow_clone();
                 // m ← β1 m + (1−β1) g ; v ← β2 v + (1−β2) g²
-                let _ = self.m[i].f_mul_scalar_(b1)?.f_add_(&(g * (1.0 - b1)))?;
-                let _ = self.v[i]
-                    .f_mul_scalar_(b2)?
-                    .f_add_(&(g.f_square()? * (1.0 - b2)))?;
+                let _ = self.m[i].f_lerp_(g, 1.0 - b1)?;
+                let _ = self.v[i].f_lerp_(&g.f_square()?, 1.0 - b2)?;
                 if self.cfg.weight_decay > 0.0 {
                     let _ = p.f_mul_scalar_(1.0 - lr * self.cfg.weight_decay)?;
                 }
-                let denom = (&self.v[i] / bc2).f_sqrt()? + self.cfg.eps;
-                let update = (&self.m[i] / bc1) / denom * lr;
-                let _ = p.f_sub_(&update)?;
+                if lr == 0.0 {
+                    continue;
+                }
+                // p ← p − lr · (m / bc1) / (sqrt(v / bc2) + eps), as p + m / (denom · (−bc1 / lr))
+                let mut denom = self.v[i].f_sqrt()?;
+                let _ = denom
+                    .f_div_scalar_(bc2.sqrt())?
+                    .f_add_scalar_(self.cfg.eps)?
+                    .f_mul_scalar_(-bc1 / lr)?;
+                let _ = p.f_addcdiv_(&self.m[i], &denom)?;
             }
             Ok(())
         })

@@ -13,7 +13,7 @@ use crate::{
 };
 use serde::Serialize;
 use tch::Tensor;
-use vpt_sdk::{Batch, BatchSource};
+use vpt_sdk::{Batch, BatchSource, Differentiation, TensorMap};
 
 /// One probed batch.
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +91,10 @@ pub fn probe(
         let h0 = mean_feedback_loss(task, &held)?;
         let g_down = grad(&l_down, &s, false)?;
         let refs: Vec<&Batch> = b_u.iter().collect();
-        let g_pre = grad(&pretrain_objective(task, &refs, &c)?, &s, false)?;
+        let none = TensorMap::new();
+        let states = vec![&none; refs.len()];
+        let l_pre = pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
+        let g_pre = grad(&l_pre, &s, false)?;
         let predicted = eta
             * crate::value::dot(&g_down, &g_pre)?
                 .f_double_value(&[])

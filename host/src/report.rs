@@ -110,6 +110,15 @@ pub struct MetaRecord {
     pub regularizer: f64,
     /// True when the φ update was skipped (e.g. a non-finite meta gradient).
     pub skipped: bool,
+    /// ‖∇φ L_meta‖ before clipping (`designer_optim.clip`).
+    #[serde(default, deserialize_with = "f64_or_nan")]
+    pub phi_grad_norm: f64,
+    /// Unlabeled examples the meta step used (all its batches; `meta.batch_fraction`).
+    #[serde(default)]
+    pub rows: u64,
+    /// Longest sequence the meta step used (`meta.max_seq_len`; 0 = whole sequences).
+    #[serde(default)]
+    pub max_seq_len: u64,
 }
 
 /// `{"kind":"eval", ...}`: one evaluation, metric name → value.

@@ -192,6 +192,7 @@ mod tests {
                 g_pre_norm: 4.0,
                 regularizer: 0.0,
                 skipped: true,
+                ..MetaRecord::default()
             }),
         });
         let s = scalars(&r);

@@ -2,6 +2,7 @@
 //! checkpoints and metrics. The meta step itself lives in `meta.rs`.
 
 use crate::{
+    bench::Phases,
     budget::{is_meta_step, step_seed, Budget},
     checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
     config::RunConfig,
@@ -20,8 +21,8 @@ use serde::Serialize;
 use std::time::Instant;
 use tch::Tensor;
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Designer, Metrics, Task, TaskInfo, TensorMap,
-    KIND_EXAMPLE_WEIGHTS,
+    Batch, BatchSource, BuildContext, Construction, Designer, Differentiation, Forward, Metrics,
+    Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 /// Consecutive non-finite learner losses after which the run stops with an error.
@@ -61,6 +62,8 @@ pub struct Session {
     /// Skip/step counters.
     pub counters: Counters,
     dp: Option<DataParallel>,
+    /// Seconds per phase of `train_step`, accumulated when on (`vpt bench`).
+    pub phases: Option<Phases>,
 }
 
 impl Session {
@@ -186,6 +189,7 @@ impl Session {
             seconds: 0.0,
             counters: Counters::default(),
             dp,
+            phases: None,
         })
     }
 
@@ -245,11 +249,27 @@ impl Session {
         })
     }
 
+    /// The learner's forward of each batch, run once per step with grad on (its design inputs
+    /// serve the meta step and the learner step; θ does not change in between). Without a
+    /// designer nothing runs here: the loss makes its own forward.
+    pub fn forwards(&mut self, batches: &[Batch]) -> Result<Vec<Forward>> {
+        if self.designer.is_none() {
+            return Ok(batches.iter().map(|_| Forward::default()).collect());
+        }
+        Ok(batches
+            .iter()
+            .map(|b| self.task.pretrain_forward(b))
+            .collect::<vpt_sdk::Result<_>>()?)
+    }
+
     /// c = detach(designer(inputs)) under no_grad: what the learner step trains on.
-    pub fn constructions(&mut self, inputs: &[TensorMap]) -> Result<Vec<Construction>> {
+    pub fn constructions<'a>(
+        &mut self,
+        inputs: impl IntoIterator<Item = &'a TensorMap>,
+    ) -> Result<Vec<Construction>> {
         tch::no_grad(|| {
             inputs
-                .iter()
+                .into_iter()
                 .map(|x| match self.designer.as_mut() {
                     None => Ok(Construction::baseline()),
                     Some(d) => Ok(d.construct(x)?.detached()),
@@ -264,15 +284,23 @@ impl Session {
         self.constructions(&inputs)
     }
 
+    fn mark(&mut self, phase: &str, since: Instant) {
+        if let Some(p) = self.phases.as_mut() {
+            p.add(phase, since);
+        }
+    }
+
     /// One learner step (preceded by a meta step when due). Returns its record.
     pub fn train_step(&mut self) -> Result<Record> {
         let started = Instant::now();
         let seed = step_seed(self.cfg.run.seed, self.step);
         tch::manual_seed(seed);
-        // 1. B_u ← next unlabeled batch, and what the designer sees of it (θ is the same in
-        //    the meta and the learner step, so the design inputs serve both)
+        // 1. B_u ← next unlabeled batch, and the learner's forward of it: one per step (θ is the
+        //    same in the meta and the learner step, so its design inputs serve both)
         let batches = self.next_unlabeled()?;
-        let inputs = self.design_inputs(&batches)?;
+        let t = Instant::now();
+        let forwards = self.forwards(&batches)?;
+        self.mark("learner forward", t);
 
         // 2. meta step: φ moves, θ does not
         let meta = if self.meta_due() {
@@ -290,10 +318,14 @@ impl Session {
                 lambda: self.cfg.meta.lambda,
                 domain_matched: self.cfg.meta.domain_matched,
                 dp: self.dp.as_ref(),
+                batch_fraction: self.cfg.meta.batch_fraction,
+                max_seq_len: self.cfg.meta.max_seq_len,
+                clip: self.cfg.designer_optim.clip,
+                phases: self.phases.as_mut(),
             }
             .run(
                 &batches,
-                &inputs,
+                &forwards,
                 self.opt_phi.as_mut(),
                 lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
             )?;
@@ -304,10 +336,12 @@ impl Session {
             None
         };
 
-        // 3. c = detach(designer(inputs(B_u))); the learner's randomness does not depend on
-        //    whether a meta step ran (reseeded).
+        // 3. c = detach(designer(inputs(B_u))) with the updated φ; the learner's randomness
+        //    does not depend on whether a meta step ran (reseeded).
         tch::manual_seed(seed ^ 0x1EA5);
-        let mut constructions = self.constructions(&inputs)?;
+        let t = Instant::now();
+        let mut constructions = self.constructions(forwards.iter().map(|f| &f.design_inputs))?;
+        self.mark("designer forward", t);
         let mut meta = meta;
         if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Oracle)
             && self.step >= self.cfg.meta.burn_in
@@ -328,16 +362,30 @@ impl Session {
             (constructions, meta) = (c, Some(m));
         }
 
-        // 4. θ ← Opt_θ(∇θ L_pre(θ; B_u, c)), the baseline's optimizer and schedule
+        // 4. θ ← Opt_θ(∇θ L_pre(θ; B_u, c)), the baseline's optimizer and schedule; the loss
+        //    reuses the forward (differentiated once: fused kernels allowed)
         let lr = lr_at(self.step, &self.cfg.learner, self.cfg.run.steps);
+        let t = Instant::now();
         let refs: Vec<&Batch> = batches.iter().collect();
-        let loss = pretrain_objective(self.task.as_mut(), &refs, &constructions)?;
+        let states: Vec<&TensorMap> = forwards.iter().map(|f| &f.state).collect();
+        let loss = pretrain_objective(
+            self.task.as_mut(),
+            &refs,
+            &states,
+            &constructions,
+            Differentiation::Once,
+        )?;
         let loss_value = loss.f_double_value(&[]).op("pretrain loss")?;
+        self.mark("learner loss", t);
         // A NaN loss gives NaN gradients, which the all-reduce spreads to every rank, so all
         // ranks take the same skip decision.
+        let t = Instant::now();
         let theta: Vec<Tensor> = self.theta.tensors().map(Tensor::shallow_clone).collect();
         let mut grads = grad(&loss, &theta, false)?;
+        drop((loss, forwards));
         mean_across(self.dp.as_ref(), &mut grads)?;
+        self.mark("learner backward", t);
+        let t = Instant::now();
         let norm = clip_global_norm(&mut grads, self.cfg.learner.clip)?;
         if norm.is_finite() && (self.dp.is_some() || loss_value.is_finite()) {
             self.opt_theta.step(&self.theta, &grads, lr)?;
@@ -345,6 +393,8 @@ impl Session {
         } else {
             self.skip_learner_step()?;
         }
+        drop(grads);
+        self.mark("learner optimizer", t);
         self.task.after_step(self.step)?;
 
         self.step += 1;

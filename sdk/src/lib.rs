@@ -127,7 +127,10 @@ mod tests {
         assert!(s.incompatibility().is_none());
         let old = AbiStamp::parse("vpt-sdk=0.0.3;tch=0.24.0;libtorch=2.11.0;plugin=x").unwrap();
         assert!(old.incompatibility().unwrap().contains("vpt-sdk 0.0.3"));
-        let torch = AbiStamp::parse("vpt-sdk=0.1.0;tch=0.20.0;libtorch=2.7.0;plugin=x").unwrap();
+        let torch = AbiStamp::parse(&format!(
+            "vpt-sdk={SDK_VERSION};tch=0.20.0;libtorch=2.7.0;plugin=x"
+        ))
+        .unwrap();
         assert!(torch.incompatibility().unwrap().contains("libtorch=2.7.0"));
         assert!(AbiStamp::parse("hello").is_none());
     }

@@ -1,13 +1,24 @@
 //! The two pieces of autograd the host and the plugin test harness must agree on: how a
 //! construction becomes the pretraining objective, and how gradients are taken.
 
-use crate::{Batch, BatchSource, Construction, Error, Result, Task, KIND_EXAMPLE_WEIGHTS};
+use crate::{
+    Batch, BatchSource, Construction, Differentiation, Error, Result, Task, TensorMap,
+    KIND_EXAMPLE_WEIGHTS,
+};
 use tch::{Kind, Tensor};
 
-/// L_pre(θ; B_u, c) of one batch: the task's mean per-example loss, weighted by `weights` when
-/// `c` is of kind [`KIND_EXAMPLE_WEIGHTS`] (the task then sees the baseline construction).
-/// A feedback batch is refused: feedback examples never enter a learner batch.
-pub fn pretrain_objective(task: &mut dyn Task, batch: &Batch, c: &Construction) -> Result<Tensor> {
+/// L_pre(θ; B_u, c) of one batch whose forward is `state` (empty when none was run; see
+/// [`Task::pretrain_loss_from_forward`]), to be differentiated as `diff` says: the task's mean
+/// per-example loss, weighted by `weights` when `c` is of kind [`KIND_EXAMPLE_WEIGHTS`] (the
+/// task then sees the baseline construction). A feedback batch is refused: feedback examples
+/// never enter a learner batch.
+pub fn pretrain_objective(
+    task: &mut dyn Task,
+    batch: &Batch,
+    state: &TensorMap,
+    c: &Construction,
+    diff: Differentiation,
+) -> Result<Tensor> {
     if !matches!(batch.source, BatchSource::Unlabeled { .. }) {
         return Err(Error::msg(format!(
             "refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch",
@@ -15,14 +26,17 @@ pub fn pretrain_objective(task: &mut dyn Task, batch: &Batch, c: &Construction) 
         )));
     }
     if c.kind == KIND_EXAMPLE_WEIGHTS {
-        let per_example = task.pretrain_loss(batch, &Construction::baseline())?;
+        let per_example =
+            task.pretrain_loss_from_forward(batch, state, &Construction::baseline(), diff)?;
         let w = c
             .tensors
             .require("weights")?
             .f_to_kind(per_example.kind())?;
         Ok(per_example.f_mul(&w)?.f_mean(Kind::Double)?)
     } else {
-        Ok(task.pretrain_loss(batch, c)?.f_mean(Kind::Double)?)
+        Ok(task
+            .pretrain_loss_from_forward(batch, state, c, diff)?
+            .f_mean(Kind::Double)?)
     }
 }
 

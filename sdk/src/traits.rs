@@ -78,11 +78,54 @@ impl BuildContext {
     }
 }
 
+/// How the host will differentiate a loss it asks a task for. The host says it; the task never
+/// probes grad mode to guess.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, abi_stable::StableAbi)]
+pub enum Differentiation {
+    /// One backward pass (the learner step): kernels without a double backward (CPU fused
+    /// attention) are fine everywhere.
+    Once,
+    /// A `create_graph` backward to θ_S, then a second backward through it to the construction
+    /// (g_pre in the meta step): the path through S must be twice differentiable. Only ∇_{θ_S}
+    /// and its derivative in the construction are taken, so layers below S may be constants.
+    Twice,
+}
+
+/// The learner's forward pass on one unlabeled batch, run once per learner step and shared by
+/// the designer's inputs, the meta step and the learner step ([`Task::pretrain_forward`]).
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// What the designer sees of the batch (as [`Task::design_inputs`]); detached from θ.
+    pub design_inputs: TensorMap,
+    /// Whatever the task keeps for [`Task::pretrain_loss_from_forward`] (e.g. logits attached
+    /// to θ's graph, the detached input of S). Opaque to the host, which only hands it back.
+    pub state: TensorMap,
+}
+
+/// The size of the meta step's slice of an unlabeled batch (paper: the meta step runs on a
+/// smaller batch or on shorter sequences than pretraining).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaBatch {
+    /// Examples kept: the first `rows` of the batch (at least 1).
+    pub rows: usize,
+    /// Longest sequence kept, for tasks with sequences (their first `max_len` positions);
+    /// `None` keeps whole sequences. Tasks without sequences ignore it.
+    pub max_len: Option<usize>,
+}
+
 /// A modality and its downstream target: learner θ, data streams, losses, evaluation.
 ///
 /// Invariants the host relies on (and tests): `pretrain_loss` depends on the batch and the
 /// construction only; `feedback_loss` never changes θ; parameters are the live leaf tensors
 /// (the host updates them in place).
+///
+/// One learner step of V calls [`pretrain_forward`](Self::pretrain_forward) once (with grad on),
+/// builds the construction from its design inputs, and takes the loss from
+/// [`pretrain_loss_from_forward`](Self::pretrain_loss_from_forward); the meta step before it
+/// reuses the same forward through [`meta_batch`](Self::meta_batch) (θ does not change in
+/// between). A task that implements only `design_inputs` and `pretrain_loss` works unchanged
+/// through the default methods (at the price of a second forward).
 pub trait Task: Send {
     /// Static facts: kinds consumed, the subset S, domains, feedback sets.
     fn info(&self) -> TaskInfo;
@@ -92,11 +135,61 @@ pub trait Task: Send {
     fn next_batch(&mut self, source: BatchSource) -> Result<Batch>;
     /// What a designer sees of an unlabeled batch; detached from θ.
     fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap>;
-    /// The self-supervised loss per example, shape (B,). A baseline construction means the
-    /// task's default recipe. Must be differentiable in θ and in the construction's tensors.
-    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor>;
-    /// L_down on a feedback batch: a scalar, differentiable in θ.
+    /// The self-supervised loss per example, shape (B,), to be differentiated as `diff` says.
+    /// A baseline construction means the task's default recipe. Must be differentiable in θ
+    /// (θ_S under [`Differentiation::Twice`]) and in the construction's tensors.
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor>;
+    /// L_down on a feedback batch: a scalar, differentiable in θ_S and differentiated once
+    /// (layers below S may be held constant).
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor>;
+    /// The learner's forward on an unlabeled batch, called with grad on: the design inputs
+    /// (detached) and the state the loss reuses. Default: [`design_inputs`](Self::design_inputs)
+    /// under no_grad and no state.
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        Ok(Forward {
+            design_inputs: tch::no_grad(|| self.design_inputs(batch))?,
+            state: TensorMap::new(),
+        })
+    }
+    /// [`pretrain_loss`](Self::pretrain_loss) of a batch whose forward is `state` (from
+    /// [`pretrain_forward`](Self::pretrain_forward) of this batch, or from
+    /// [`meta_batch`](Self::meta_batch); empty when there was none). The result must equal
+    /// `pretrain_loss(batch, construction, diff)`. Default: ignores `state`.
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        let _ = state;
+        self.pretrain_loss(batch, construction, diff)
+    }
+    /// The meta step's slice of an unlabeled batch and of its forward, `size` large. Default:
+    /// the first `size.rows` rows of every tensor (see [`narrow_rows`]).
+    fn meta_batch(
+        &mut self,
+        batch: &Batch,
+        forward: &Forward,
+        size: MetaBatch,
+    ) -> Result<(Batch, Forward)> {
+        let rows = size.rows as i64;
+        Ok((
+            Batch {
+                source: batch.source,
+                tensors: narrow_rows(&batch.tensors, rows)?,
+            },
+            Forward {
+                design_inputs: narrow_rows(&forward.design_inputs, rows)?,
+                state: narrow_rows(&forward.state, rows)?,
+            },
+        ))
+    }
     /// Called before each meta step (e.g. refit probe heads on frozen features).
     fn prepare_feedback(&mut self) -> Result<()> {
         Ok(())
@@ -120,6 +213,20 @@ pub trait Task: Send {
             request.format
         )))
     }
+}
+
+/// The first `rows` rows (dim 0) of every tensor of `map` (all of a tensor with fewer rows;
+/// scalars as they are). Views: a graph-attached tensor stays attached.
+pub fn narrow_rows(map: &TensorMap, rows: i64) -> Result<TensorMap> {
+    map.iter()
+        .map(|(n, t)| {
+            let t = match t.size().first() {
+                Some(&b) if b > rows => t.f_narrow(0, 0, rows.max(1))?,
+                _ => t.shallow_clone(),
+            };
+            Ok((n.to_string(), t))
+        })
+        .collect()
 }
 
 /// φ: decides how each unlabeled batch becomes a prediction problem.

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use std::time::Instant;
-use vpt_sdk::{BatchSource, BuildContext, Construction, Task};
+use vpt_sdk::{BatchSource, BuildContext, Construction, Differentiation, Task};
 
 /// ns per call of `f`: the best of 5 repetitions of `iters` calls (after a warm-up), so that
 /// other load on the machine inflates the figure as little as possible.
@@ -90,14 +90,14 @@ fn main() {
     let d = time_ns(20_000, || {
         let _ = std::hint::black_box(
             direct
-                .pretrain_loss(&batch, &Construction::baseline())
+                .pretrain_loss(&batch, &Construction::baseline(), Differentiation::Once)
                 .unwrap(),
         );
     });
     let f = time_ns(20_000, || {
         let _ = std::hint::black_box(
             foreign
-                .pretrain_loss(&b2, &Construction::baseline())
+                .pretrain_loss(&b2, &Construction::baseline(), Differentiation::Once)
                 .unwrap(),
         );
     });

@@ -13,7 +13,8 @@ use vpt_host::{
 };
 use vpt_integration::{cdylib, rss_kib, scratch_dir, tiny_plugin};
 use vpt_sdk::{
-    BatchSource, BuildContext, Construction, Designer, ErrorKind, PluginError, Task, TensorMap,
+    BatchSource, BuildContext, Construction, Designer, Differentiation, ErrorKind, PluginError,
+    Task, TensorMap,
 };
 
 const UNLABELED: BatchSource = BatchSource::Unlabeled { domain: 0 };
@@ -168,7 +169,9 @@ fn panics_in_a_plugin_become_errors_and_the_host_keeps_running() {
             .unwrap();
         let batch = t.next_batch(UNLABELED).unwrap();
         let err = match method {
-            "pretrain_loss" => t.pretrain_loss(&batch, &Construction::baseline()).err(),
+            "pretrain_loss" => t
+                .pretrain_loss(&batch, &Construction::baseline(), Differentiation::Once)
+                .err(),
             "after_step" => t.after_step(3).err(),
             _ => t.evaluate(Some(8)).err(),
         };
@@ -184,7 +187,9 @@ fn panics_in_a_plugin_become_errors_and_the_host_keeps_running() {
     // The same process builds a healthy task and computes a loss.
     let mut t = p.new_task("tiny", &json!({}), &ctx()).unwrap();
     let batch = t.next_batch(UNLABELED).unwrap();
-    let loss = t.pretrain_loss(&batch, &Construction::baseline()).unwrap();
+    let loss = t
+        .pretrain_loss(&batch, &Construction::baseline(), Differentiation::Once)
+        .unwrap();
     assert_eq!(loss.size(), vec![t.info().batch_size as i64]);
     let mean = loss.mean(Kind::Double).double_value(&[]);
     assert!(mean.is_finite() && mean > 0.0, "{mean}");
@@ -224,7 +229,15 @@ fn value(
     create_graph: bool,
 ) -> Tensor {
     let c = designer.construct(inputs).unwrap();
-    let l_pre = task.pretrain_loss(batch, &c).unwrap().mean(Kind::Double);
+    let diff = if create_graph {
+        Differentiation::Twice
+    } else {
+        Differentiation::Once
+    };
+    let l_pre = task
+        .pretrain_loss(batch, &c, diff)
+        .unwrap()
+        .mean(Kind::Double);
     let g_pre = Tensor::run_backward(&[&l_pre], theta, create_graph, create_graph);
     g_down
         .iter()
@@ -458,7 +471,11 @@ fn no_leaks_across_the_boundary() {
         let inputs = t.design_inputs(&b).unwrap();
         let c = d.construct(&inputs).unwrap();
         let reg = d.regularizer(&c).unwrap().unwrap();
-        let loss = t.pretrain_loss(&b, &c).unwrap().mean(Kind::Double) + reg;
+        let loss = t
+            .pretrain_loss(&b, &c, Differentiation::Once)
+            .unwrap()
+            .mean(Kind::Double)
+            + reg;
         let params: Vec<Tensor> = t
             .parameters()
             .unwrap()

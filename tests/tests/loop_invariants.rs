@@ -1,7 +1,8 @@
 //! DESIGN §1 invariants of the host loop, checked on the real tiny plugin (f64):
 //! feedback never steers θ directly, the learner trains on the detached construction, feedback
 //! batches never reach `pretrain_loss`, the hypergradient matches finite differences,
-//! non-finite values are skipped without corrupting θ or φ, and V beats the baseline.
+//! non-finite values are skipped without corrupting θ or φ, V beats the baseline, and a V
+//! learner step runs the learner's forward once.
 
 use tch::{Kind, Tensor};
 use vpt_host::{
@@ -11,7 +12,7 @@ use vpt_host::{
     train::Session,
 };
 use vpt_integration::tiny_plugin;
-use vpt_sdk::{Batch, BatchSource, Designer, Task};
+use vpt_sdk::{Batch, BatchSource, Designer, Differentiation, MetaBatch, Task, TensorMap};
 
 fn tiny_config(overrides: &[&str]) -> RunConfig {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/tiny.toml");
@@ -94,7 +95,15 @@ fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
     }
     let refs: Vec<&Batch> = batches.iter().collect();
     let theta: Vec<Tensor> = s.theta().tensors().map(Tensor::shallow_clone).collect();
-    let loss = pretrain_objective(s.task_mut(), &refs, &constructions).unwrap();
+    let none = TensorMap::new();
+    let loss = pretrain_objective(
+        s.task_mut(),
+        &refs,
+        &vec![&none; refs.len()],
+        &constructions,
+        Differentiation::Once,
+    )
+    .unwrap();
     let g: Vec<Vec<f64>> = grad(&loss, &theta, false)
         .unwrap()
         .iter()
@@ -122,8 +131,14 @@ fn feedback_batches_never_reach_pretrain_loss() {
         .task_mut()
         .next_batch(BatchSource::Feedback { set: 0 })
         .unwrap();
-    let err =
-        pretrain_objective(s.task_mut(), &[&fb], &[vpt_sdk::Construction::baseline()]).unwrap_err();
+    let err = pretrain_objective(
+        s.task_mut(),
+        &[&fb],
+        &[&TensorMap::new()],
+        &[vpt_sdk::Construction::baseline()],
+        Differentiation::Once,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("feedback never enters a learner batch"),
@@ -177,11 +192,21 @@ fn designer_hypergradient_matches_finite_differences() {
     let b_f = task.next_batch(BatchSource::Feedback { set: 0 }).unwrap();
     let g_down: Vec<Tensor> = grad(&task.feedback_loss(&b_f).unwrap(), &s, false).unwrap();
 
+    // V through the host's path across the FFI: the learner's forward, its meta slice (a
+    // quarter of the rows), the designer on the slice, g_pre from the forward's state (Twice).
+    let rows = task.info().batch_size / 4;
     let value = |task: &mut vpt_sdk::foreign::ForeignTask,
                  designer: &mut vpt_sdk::foreign::ForeignDesigner| {
-        let inputs = tch::no_grad(|| task.design_inputs(&b_u)).unwrap();
-        let c = designer.construct(&inputs).unwrap();
-        let l_pre = pretrain_objective(task, &[&b_u], &[c]).unwrap();
+        let forward = task.pretrain_forward(&b_u).unwrap();
+        let size = MetaBatch {
+            rows,
+            max_len: None,
+        };
+        let (b, f) = task.meta_batch(&b_u, &forward, size).unwrap();
+        assert_eq!(b.tensors.require("x").unwrap().size()[0], rows as i64);
+        let c = designer.construct(&f.design_inputs).unwrap();
+        let l_pre =
+            pretrain_objective(task, &[&b], &[&f.state], &[c], Differentiation::Twice).unwrap();
         let g_pre = grad(&l_pre, &s, true).unwrap();
         vpt_host::value::dot(&g_down, &g_pre).unwrap()
     };
@@ -360,4 +385,32 @@ fn multi_task_and_domain_matched_feedback_use_every_set() {
         err.contains("meta.feedback[0].set") && err.contains("clean0"),
         "{err}"
     );
+}
+
+#[test]
+fn a_v_learner_step_runs_one_learner_forward() {
+    let forwards = |s: &mut Session| {
+        s.task_mut().state().unwrap().json["unlabeled_forwards"]
+            .as_u64()
+            .unwrap()
+    };
+    // Meta period 2: steps 0, 2 carry a meta step; each step is still one forward.
+    let mut s = session(&["meta.period=2", "meta.batch_fraction=0.25"]);
+    for step in 0..4 {
+        let before = forwards(&mut s);
+        let record = s.train_step().unwrap();
+        let vpt_host::report::Record::Train(t) = record else {
+            panic!("a train record")
+        };
+        assert_eq!(t.meta.is_some(), step % 2 == 0);
+        if let Some(m) = &t.meta {
+            assert_eq!(m.rows, 16, "a quarter of the 64-example batch");
+        }
+        assert_eq!(forwards(&mut s) - before, 1, "step {step}");
+    }
+    // The baseline (no designer) also makes one forward, inside its loss.
+    let mut b = session(&["designer.enabled=false", "meta.estimator=none"]);
+    let before = forwards(&mut b);
+    b.train_step().unwrap();
+    assert_eq!(forwards(&mut b) - before, 1);
 }

@@ -5,8 +5,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Error, FeedbackSetInfo, Metrics, Result, State,
-    Task, TaskFactory, TaskInfo, TchContext, TensorMap,
+    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, FeedbackSetInfo,
+    Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap,
 };
 
 /// The construction kind this task consumes: `probs` (B,C), a target distribution per example.
@@ -163,6 +163,9 @@ pub struct TinyTask {
     feedback_cursor: Vec<u64>,
     feedback_in_pretrain: u64,
     loss_calls: u64,
+    /// Learner forwards run on unlabeled batches (saved in `state()`, for tests that count
+    /// forwards per learner step).
+    unlabeled_forwards: u64,
 }
 
 impl TinyTask {
@@ -196,6 +199,7 @@ impl TinyTask {
             feedback_cursor: vec![0; domains],
             feedback_in_pretrain: 0,
             loss_calls: 0,
+            unlabeled_forwards: 0,
         })
     }
 
@@ -272,6 +276,24 @@ impl TinyTask {
         let x = pool.f_index_select(0, &idx)?;
         let y = self.true_labels(&x)?;
         Ok((x, y))
+    }
+
+    /// Refuses anything but a clean unlabeled batch (counting the attempts).
+    fn check_unlabeled(&mut self, batch: &Batch) -> Result<()> {
+        let origin = batch.tensors.require("origin")?;
+        if !matches!(batch.source, BatchSource::Unlabeled { .. })
+            || origin.f_sum(Kind::Int64)?.int64_value(&[]) != 0
+        {
+            self.feedback_in_pretrain += 1;
+            return Err(Error::msg("a feedback example reached pretrain_loss"));
+        }
+        Ok(())
+    }
+
+    /// The learner's logits of an unlabeled batch (one counted forward).
+    fn unlabeled_logits(&mut self, batch: &Batch) -> Result<Tensor> {
+        self.unlabeled_forwards += 1;
+        Ok(self.logits(batch.tensors.require("x")?))
     }
 
     fn soft_target_ce(&self, x: &Tensor, q: &Tensor) -> Result<Tensor> {
@@ -395,16 +417,34 @@ impl Task for TinyTask {
             .with("example_features", features))
     }
 
-    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        self.pretrain_loss_from_forward(batch, &TensorMap::new(), construction, diff)
+    }
+
+    /// One forward of the MLP: its logits (attached, kept as the state) and the design inputs.
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        self.check_unlabeled(batch)?;
+        let logits = self.unlabeled_logits(batch)?;
+        Ok(Forward {
+            design_inputs: self.design_inputs(batch)?,
+            state: TensorMap::new().with("logits", logits),
+        })
+    }
+
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        construction: &Construction,
+        _diff: Differentiation,
+    ) -> Result<Tensor> {
         self.check_panic("pretrain_loss");
-        let origin = batch.tensors.require("origin")?;
-        if !matches!(batch.source, BatchSource::Unlabeled { .. })
-            || origin.f_sum(Kind::Int64)?.int64_value(&[]) != 0
-        {
-            self.feedback_in_pretrain += 1;
-            return Err(Error::msg("a feedback example reached pretrain_loss"));
-        }
-        let x = batch.tensors.require("x")?;
+        self.check_unlabeled(batch)?;
         let q = if construction.is_baseline() {
             batch
                 .tensors
@@ -419,7 +459,13 @@ impl Task for TinyTask {
                 construction.kind
             )));
         };
-        let loss = self.soft_target_ce(x, &q)?;
+        // The logits graph is twice differentiable: the forward's serves both passes.
+        let logits = match state.get("logits") {
+            Some(l) => l.shallow_clone(),
+            None => self.unlabeled_logits(batch)?,
+        };
+        let logp = logits.f_log_softmax(-1, Kind::Double)?;
+        let loss = -(q * logp).f_sum_dim_intlist(-1, false, Kind::Double)?;
         Ok(self.maybe_nan("pretrain", loss))
     }
 
@@ -483,6 +529,7 @@ impl Task for TinyTask {
                 "feedback_cursor": self.feedback_cursor,
                 "feedback_in_pretrain": self.feedback_in_pretrain,
                 "loss_calls": self.loss_calls,
+                "unlabeled_forwards": self.unlabeled_forwards,
             }),
             tensors: TensorMap::new(),
         })
@@ -498,6 +545,7 @@ impl Task for TinyTask {
         let counter = |k: &str| state.json.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
         self.feedback_in_pretrain = counter("feedback_in_pretrain");
         self.loss_calls = counter("loss_calls");
+        self.unlabeled_forwards = counter("unlabeled_forwards");
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod general;
 pub mod gguf;
 pub mod hf;
 pub mod labeled;
+pub mod loss;
 pub mod mathgen;
 pub mod model;
 pub mod scorer;

@@ -715,10 +715,82 @@ impl Llama {
         Tensor::f_embedding(&self.embed, ids, -1, false, false).op("embed_tokens")
     }
 
+    /// The input of block `split` and the hidden states after the final norm, both (B, T, d),
+    /// from one forward of ids (B, T).
+    pub fn forward_split(
+        &self,
+        ids: &Tensor,
+        attn: Attention,
+        split: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let x = self.embed_ids(ids)?;
+        let s_in = self.run_blocks(x, 0..split, attn)?;
+        let h = self.run_blocks(s_in.shallow_clone(), split..self.layers.len(), attn)?;
+        Ok((s_in, self.norm.forward(&h)?))
+    }
+
+    /// The input of block `upto` (the embeddings for 0): ids (B, T) → (B, T, d).
+    pub fn forward_prefix(&self, ids: &Tensor, upto: usize, attn: Attention) -> Result<Tensor> {
+        self.run_blocks(self.embed_ids(ids)?, 0..upto, attn)
+    }
+
+    /// Blocks `start..` and the final norm, from the input of block `start` (B, T, d).
+    pub fn forward_from(&self, h: &Tensor, start: usize, attn: Attention) -> Result<Tensor> {
+        let h = self.run_blocks(h.shallow_clone(), start..self.layers.len(), attn)?;
+        self.norm.forward(&h)
+    }
+
+    /// The output embedding (V, d): `lm_head`, or the input embedding when tied.
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// The first block holding any of `names` when every one of them lies in a block (the
+    /// blocks below are then constants for ∇ on `names`); `None` otherwise.
+    pub fn first_block_of(&self, names: &[String]) -> Option<usize> {
+        names
+            .iter()
+            .map(|n| layer_of(n))
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .min()
+    }
+
     /// Logits of hidden states: (…, d) → (…, V).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        hidden.f_linear::<Tensor>(w, None).op("lm_head")
+        hidden
+            .f_linear::<Tensor>(self.head_weight(), None)
+            .op("lm_head")
+    }
+
+    fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let size = ids.size();
+        if size.len() != 2 {
+            return Err(Error::Tensor {
+                name: "ids".into(),
+                message: format!("expected (B, T), got {size:?}"),
+            });
+        }
+        self.embed_tokens(ids) // (B, T, d)
+    }
+
+    /// Blocks `range` at positions `0..T` of h (B, T, d).
+    fn run_blocks(
+        &self,
+        mut h: Tensor,
+        range: std::ops::Range<usize>,
+        attn: Attention,
+    ) -> Result<Tensor> {
+        if range.is_empty() {
+            return Ok(h);
+        }
+        let t = h.size()[1];
+        let rope = self.rope.tables(0, t, h.kind())?;
+        let mask = Mask::new(0, t, self.device)?;
+        for layer in &self.layers[range] {
+            h = layer.forward(&h, &rope, &mask, attn, None)?;
+        }
+        Ok(h)
     }
 
     /// Forward of `t` new tokens at positions `offset..offset+t`, appending to `cache` if given.
@@ -742,15 +814,8 @@ impl Llama {
         offset: i64,
         key_pad: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let size = ids.size();
-        if size.len() != 2 {
-            return Err(Error::Tensor {
-                name: "ids".into(),
-                message: format!("expected (B, T), got {size:?}"),
-            });
-        }
-        let t = size[1];
-        let x = self.embed_tokens(ids)?; // (B, T, d)
+        let x = self.embed_ids(ids)?; // (B, T, d)
+        let t = x.size()[1];
         let rope = self.rope.tables(offset, t, x.kind())?;
         let mask = match key_pad {
             None => Mask::new(offset, t, self.device)?,

@@ -5,8 +5,11 @@
 //!
 //! Losses: the baseline is one-hot next-token CE; with `lm.soft_targets/v1` it is
 //! −Σ_k q_k log p_θ(cand_k) on the K candidates. Both are masked token means per example (B,).
-//! Attention kernel: explicit math attention whenever grad mode is on (the host may take a
-//! create_graph double backward through the loss), the fused kernel under `no_grad`.
+//! The host says how a loss is differentiated: the fused attention kernel everywhere, except
+//! on the `Twice` (create_graph) pass through S, which uses math attention and the
+//! reformulated loss of [`crate::loss::soft_ce_twice`]. Layers below S are constants for ∇_S:
+//! the meta step and L_down run them without grad (or reuse the learner forward's detached
+//! input of S), and the head runs only at loss-bearing positions.
 
 use crate::data::{
     self, Codec, Cursor, CursorState, Example, Fields, Packer, Record, Row, SplitMix, TokenDoc,
@@ -15,6 +18,7 @@ use crate::designer::LmDesignContext;
 use crate::eval::{self as ev, PassAt};
 use crate::general::{self, GeneralText};
 use crate::labeled::{self, JsonlSource, SetKind};
+use crate::loss::{soft_ce_logits, soft_ce_twice, LossRows};
 use crate::mathgen::MathSplits;
 use crate::model::{Attention, Config, Llama, Scope};
 use crate::scorer::{Scorer, ScorerConfig};
@@ -26,8 +30,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Error, ExportRequest, FeedbackSetInfo, Metrics,
-    Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
+    FeedbackSetInfo, Forward, MetaBatch, Metrics, Result, State, Task, TaskFactory, TaskInfo,
+    TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
 };
 
 impl Codec for Tokenizer {
@@ -565,6 +570,11 @@ pub struct CausalLm {
     codec: Box<dyn Codec>,
     trainable: Vec<(String, Tensor)>,
     alignment: Vec<String>,
+    /// The first block of S when S lies in blocks only (the blocks below are constants for
+    /// ∇_S); `None` when S reaches the embedding.
+    s_start: Option<usize>,
+    /// Whether the output embedding is in S (its gradient is wanted on the `Twice` pass).
+    head_in_s: bool,
     stream: Stream,
     feedback: Vec<FeedbackSet>,
     test: Vec<Example>,
@@ -810,6 +820,13 @@ impl CausalLm {
             seed: ctx.seed,
             packer: Packer::new(cfg.seq_len),
         };
+        let s_start = model.first_block_of(&alignment);
+        let head = if model.config().tie_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        let head_in_s = alignment.iter().any(|n| n == head);
         Ok(CausalLm {
             cfg,
             vs,
@@ -817,6 +834,8 @@ impl CausalLm {
             codec,
             trainable,
             alignment,
+            s_start,
+            head_in_s,
             stream,
             feedback,
             test,
@@ -837,41 +856,124 @@ impl CausalLm {
         &self.model
     }
 
-    /// Log-probabilities of `cand` (B,T,K) under θ for input ids (B,T); kernel chosen by grad mode.
-    fn cand_logprobs(&self, ids: &Tensor, cand: &Tensor) -> Result<Tensor> {
-        let hidden = self.model.forward_hidden(ids, attention_for_grad_mode()?)?; // (B,T,d)
-        let logits = self.model.logits(&hidden)?; // (B,T,V)
-        let lse = logits.f_logsumexp(-1i64, true).op("logsumexp")?; // (B,T,1)
-        logits
-            .f_gather(-1, cand, false)
-            .op("gather candidates")?
-            .f_sub(&lse)
-            .op("log p")
+    /// Final hidden states (B,T,d) of ids (B,T) as a pass differentiated `diff` needs them:
+    /// fused attention for `Once`; for `Twice`, the blocks below S without grad (fused) and S
+    /// with math attention (CPU fused attention has no double backward).
+    fn hidden_for(&self, ids: &Tensor, diff: Differentiation) -> Result<Tensor> {
+        match (diff, self.s_start) {
+            (Differentiation::Once, _) => self.model.forward_hidden(ids, Attention::Fused),
+            (Differentiation::Twice, Some(start)) => {
+                let s_in =
+                    tch::no_grad(|| self.model.forward_prefix(ids, start, Attention::Fused))?;
+                self.model.forward_from(&s_in, start, Attention::Math)
+            }
+            (Differentiation::Twice, None) => self.model.forward_hidden(ids, Attention::Math),
+        }
     }
 
-    /// Per-example masked mean of −Σ_k q_k log p(cand_k): (B,).
-    fn soft_ce(&self, ids: &Tensor, mask: &Tensor, cand: &Tensor, q: &Tensor) -> Result<Tensor> {
-        let lp = self.cand_logprobs(ids, cand)?; // (B,T,K)
-        let q = q.f_to_kind(lp.kind()).op("q kind")?;
-        let per_pos = lp
-            .f_mul(&q)
-            .op("q log p")?
-            .f_sum_dim_intlist(-1i64, false, lp.kind())
-            .op("sum K")?
-            .f_neg()
-            .op("neg")?; // (B,T)
-        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
-        let num = per_pos
-            .f_mul(&mask)
-            .op("mask")?
-            .f_sum_dim_intlist(-1i64, false, lp.kind())
-            .op("sum T")?;
-        let den = mask
-            .f_sum_dim_intlist(-1i64, false, lp.kind())
-            .op("count")?
-            .f_clamp_min(1.0)
-            .op("clamp")?;
-        num.f_div(&den).op("mean")
+    /// Per-example soft CE (B,) from final hidden states (B,T,d): the head only at the
+    /// loss-bearing positions, in the form `diff` needs.
+    fn soft_ce_hidden(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        cand: &Tensor,
+        q: &Tensor,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        let rows = LossRows::new(mask)?;
+        let (h, cand, q) = (rows.select(hidden)?, rows.select(cand)?, rows.select(q)?); // (N,…)
+        let per = match diff {
+            Differentiation::Once => soft_ce_logits(&self.model.logits(&h)?, &cand, &q)?,
+            Differentiation::Twice => {
+                soft_ce_twice(&h, self.model.head_weight(), &cand, &q, self.head_in_s)?
+            }
+        };
+        rows.per_example(&per)
+    }
+
+    /// The candidates and weights of a construction, checked against the batch: (B,T,K) each;
+    /// the baseline is the true token with weight 1.
+    fn targets_of(&self, batch: &Batch, construction: &Construction) -> Result<(Tensor, Tensor)> {
+        let targets = batch.tensors.require("targets")?;
+        if construction.is_baseline() {
+            // One-hot CE is the soft CE with the true token as the only candidate.
+            let cand = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
+            let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device)).op("one-hot")?;
+            return Ok((cand, q));
+        }
+        if construction.kind != KIND_LM_SOFT_TARGETS {
+            return Err(Error::msg(format!(
+                "causal_lm consumes {KIND_LM_SOFT_TARGETS}, got `{}`",
+                construction.kind
+            )));
+        }
+        let cand = construction.tensors.require("cand_ids")?;
+        let q = construction.tensors.require("probs")?;
+        let (bt, cs, qs) = (targets.size(), cand.size(), q.size());
+        if cs.len() != 3 || cs[..2] != bt[..] || qs != cs {
+            return Err(Error::Tensor {
+                name: "probs".into(),
+                message: format!(
+                    "cand_ids {cs:?} and probs {qs:?} must both be (B,T,K) with (B,T) = {bt:?}"
+                ),
+            });
+        }
+        Ok((cand.shallow_clone(), q.shallow_clone()))
+    }
+
+    /// What the designer sees, from the final hidden states (B,T,d) and logits (B,T,V) of a
+    /// forward (both detached; run under no_grad).
+    fn design_inputs_of(
+        &self,
+        batch: &Batch,
+        hidden: &Tensor,
+        logits: &Tensor,
+    ) -> Result<TensorMap> {
+        let (targets, mask) = (
+            batch.tensors.require("targets")?,
+            batch.tensors.require("mask")?,
+        );
+        let true_idx = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
+                                                               // The learner's top K−1 among the tokens other than the true one: the true token's
+                                                               // logit is pushed below every other before topk (no vocabulary-sized copy).
+        let (_, top) = logits.f_topk(self.cfg.top_k, -1, true, true).op("topk")?; // (B,T,K): the top K, which may include the true token
+        let is_true = top.f_eq_tensor(&true_idx).op("true among top")?; // (B,T,K)
+                                                                        // Keep the first K−1 that are not the true token: stable sort of (is_true) moves the
+                                                                        // true token (if present) to the end.
+        let order = is_true
+            .f_to_kind(Kind::Int64)?
+            .f_argsort_stable(true, -1, false)
+            .op("order")?;
+        let others = top
+            .f_gather(-1, &order, false)?
+            .f_narrow(-1, 0, self.cfg.top_k - 1)?; // (B,T,K−1)
+        let cand = Tensor::f_cat(&[&true_idx, &others], -1).op("candidates")?; // (B,T,K)
+        let lse = logits.f_logsumexp(-1i64, true).op("logsumexp")?; // (B,T,1)
+        let cand_lp = logits
+            .f_gather(-1, &cand, false)
+            .op("candidate log p")?
+            .f_sub(&lse)?;
+        // Per-example summary for modality-agnostic designers: masked mean of the hidden
+        // states (B,d) ⊕ mean NLL of the true tokens (B,1).
+        let m = mask.f_to_kind(hidden.kind())?; // (B,T)
+        let count = m
+            .f_sum_dim_intlist(1, true, hidden.kind())?
+            .f_clamp_min(1.0)?; // (B,1)
+        let pooled =
+            (hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
+        let nll =
+            (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())? / &count;
+        let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
+        let cand_embeddings = self.model.embed_tokens(&cand)?.detach(); // (B,T,K,d)
+        Ok(TensorMap::new()
+            .with("example_features", example_features)
+            .with("features", hidden.detach())
+            .with("cand_ids", cand)
+            .with("cand_logprobs", cand_lp)
+            .with("loss_mask", mask.shallow_clone())
+            // token identity: the learner's input embeddings of the candidates, detached
+            .with("cand_embeddings", cand_embeddings))
     }
 
     fn feedback_rows(&self, examples: &[Example]) -> Result<Vec<Row>> {
@@ -894,24 +996,6 @@ impl CausalLm {
             m.insert(format!("{name}.ci_hi"), hi);
         }
     }
-}
-
-/// True when autograd is recording (probed with a 1-element op; tch exposes no getter).
-fn grad_enabled() -> Result<bool> {
-    let x = Tensor::f_zeros([1], (Kind::Float, Device::Cpu))
-        .op("grad probe")?
-        .set_requires_grad(true);
-    Ok(x.f_mul_scalar(1.0).op("grad probe")?.requires_grad())
-}
-
-/// Math attention when grad is on (a create_graph double backward may follow; CPU fused
-/// attention has none), fused otherwise.
-fn attention_for_grad_mode() -> Result<Attention> {
-    Ok(if grad_enabled()? {
-        Attention::Math
-    } else {
-        Attention::Fused
-    })
 }
 
 fn expect_source(batch: &Batch, unlabeled: bool, what: &str) -> Result<()> {
@@ -984,80 +1068,109 @@ impl Task for CausalLm {
 
     fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
         expect_source(batch, true, "design_inputs")?;
-        let (ids, targets, mask) = (
-            batch.tensors.require("ids")?,
-            batch.tensors.require("targets")?,
-            batch.tensors.require("mask")?,
-        );
+        let ids = batch.tensors.require("ids")?;
         tch::no_grad(|| {
             let hidden = self.model.forward_hidden(ids, Attention::Fused)?; // (B,T,d)
             let logits = self.model.logits(&hidden)?; // (B,T,V)
-            let logp = logits.f_log_softmax(-1, logits.kind()).op("log_softmax")?;
-            let true_idx = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
-                                                                   // The learner's top K−1 among the tokens other than the true one.
-            let others = logits
-                .f_scatter_value(-1, &true_idx, f64::NEG_INFINITY)
-                .op("hide true")?;
-            let (_, top) = others
-                .f_topk(self.cfg.top_k - 1, -1, true, true)
-                .op("topk")?; // (B,T,K−1)
-            let cand = Tensor::f_cat(&[&true_idx, &top], -1).op("candidates")?; // (B,T,K)
-            let cand_lp = logp.f_gather(-1, &cand, false).op("candidate log p")?;
-            // Per-example summary for modality-agnostic designers: masked mean of the hidden
-            // states (B,d) ⊕ mean NLL of the true tokens (B,1).
-            let m = mask.f_to_kind(hidden.kind())?; // (B,T)
-            let count = m
-                .f_sum_dim_intlist(1, true, hidden.kind())?
-                .f_clamp_min(1.0)?; // (B,1)
-            let pooled =
-                (&hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
-            let nll = (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())?
-                / &count;
-            let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
-                                                                                             // Token identity for the designer: the learner's input embeddings of the K
-                                                                                             // candidates (true token first), detached.
-            let cand_embeddings = self.model.embed_tokens(&cand)?.detach(); // (B,T,K,d)
-            Ok(TensorMap::new()
-                .with("example_features", example_features)
-                .with("features", hidden.detach())
-                .with("cand_ids", cand)
-                .with("cand_logprobs", cand_lp)
-                .with("loss_mask", mask.shallow_clone())
-                .with("cand_embeddings", cand_embeddings))
+            self.design_inputs_of(batch, &hidden, &logits)
         })
     }
 
-    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        expect_source(batch, true, "pretrain_forward")?;
+        let ids = batch.tensors.require("ids")?;
+        // Differentiated once by the learner step: fused attention. The input of S, detached,
+        // lets the meta step's Twice pass start at S (θ does not change in between).
+        let split = self.s_start.unwrap_or(0);
+        let (s_in, hidden) = self.model.forward_split(ids, Attention::Fused, split)?;
+        let logits = self.model.logits(&hidden)?; // (B,T,V), attached
+        let design_inputs = tch::no_grad(|| {
+            self.design_inputs_of(batch, &hidden.f_detach()?, &logits.f_detach()?)
+        })?;
+        let mut state = TensorMap::new().with("logits", logits);
+        if self.s_start.is_some() {
+            state.insert("s_input", s_in.f_detach()?);
+        }
+        Ok(Forward {
+            design_inputs,
+            state,
+        })
+    }
+
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
         expect_source(batch, true, "pretrain_loss")?;
-        let (ids, targets, mask) = (
-            batch.tensors.require("ids")?,
-            batch.tensors.require("targets")?,
-            batch.tensors.require("mask")?,
-        );
-        if construction.is_baseline() {
-            // One-hot CE is the soft CE with the true token as the only candidate.
-            let cand = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
-            let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device)).op("one-hot")?;
-            return self.soft_ce(ids, mask, &cand, &q);
+        let (cand, q) = self.targets_of(batch, construction)?;
+        let hidden = self.hidden_for(batch.tensors.require("ids")?, diff)?;
+        self.soft_ce_hidden(&hidden, batch.tensors.require("mask")?, &cand, &q, diff)
+    }
+
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        expect_source(batch, true, "pretrain_loss")?;
+        let (cand, q) = self.targets_of(batch, construction)?;
+        let mask = batch.tensors.require("mask")?;
+        match (
+            diff,
+            state.get("logits"),
+            state.get("s_input"),
+            self.s_start,
+        ) {
+            // the learner step: the forward's own logits
+            (Differentiation::Once, Some(logits), _, _) => {
+                let per_pos = soft_ce_logits(logits, &cand, &q)?; // (B,T)
+                let rows = LossRows::new(mask)?;
+                rows.per_example(&rows.select(&per_pos.f_unsqueeze(-1)?)?.f_squeeze_dim(-1)?)
+            }
+            // the meta step: S from its detached input, math attention, no vocabulary graph
+            (Differentiation::Twice, _, Some(s_in), Some(start)) => {
+                let hidden = self.model.forward_from(s_in, start, Attention::Math)?;
+                self.soft_ce_hidden(&hidden, mask, &cand, &q, diff)
+            }
+            _ => self.pretrain_loss(batch, construction, diff),
         }
-        if construction.kind != KIND_LM_SOFT_TARGETS {
-            return Err(Error::msg(format!(
-                "causal_lm consumes {KIND_LM_SOFT_TARGETS}, got `{}`",
-                construction.kind
-            )));
-        }
-        let cand = construction.tensors.require("cand_ids")?;
-        let q = construction.tensors.require("probs")?;
-        let (bt, cs, qs) = (targets.size(), cand.size(), q.size());
-        if cs.len() != 3 || cs[..2] != bt[..] || qs != cs {
-            return Err(Error::Tensor {
-                name: "probs".into(),
-                message: format!(
-                    "cand_ids {cs:?} and probs {qs:?} must both be (B,T,K) with (B,T) = {bt:?}"
-                ),
-            });
-        }
-        self.soft_ce(ids, mask, cand, q)
+    }
+
+    fn meta_batch(
+        &mut self,
+        batch: &Batch,
+        forward: &Forward,
+        size: MetaBatch,
+    ) -> Result<(Batch, Forward)> {
+        // Every tensor is (B, …); those with a time axis are (B, T, …). Causal attention makes
+        // the first positions of the forward's tensors exactly those of a shorter sequence.
+        let t = batch.tensors.require("ids")?.size()[1];
+        let len = size.max_len.map_or(t, |l| (l as i64).clamp(2, t));
+        let cut = |map: &TensorMap, timed: &[&str]| -> Result<TensorMap> {
+            let mut out = vpt_sdk::narrow_rows(map, size.rows as i64)?;
+            for name in timed {
+                if let Some(x) = out.remove(name) {
+                    out.insert(*name, x.f_narrow(1, 0, len).op("meta positions")?);
+                }
+            }
+            Ok(out)
+        };
+        let sliced = Batch {
+            source: batch.source,
+            tensors: cut(&batch.tensors, &["ids", "targets", "mask"])?,
+        };
+        let inputs = ["features", "cand_ids", "cand_logprobs", "loss_mask"];
+        Ok((
+            sliced,
+            Forward {
+                design_inputs: cut(&forward.design_inputs, &inputs)?,
+                state: cut(&forward.state, &["logits", "s_input"])?,
+            },
+        ))
     }
 
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
@@ -1067,30 +1180,24 @@ impl Task for CausalLm {
             batch.tensors.require("targets")?,
             batch.tensors.require("mask")?,
         );
-        // L_down is differentiated once (no create_graph), so the fused kernel is safe here.
-        let hidden = self.model.forward_hidden(ids, Attention::Fused)?;
-        let logits = self.model.logits(&hidden)?; // (B,L,V)
+        // L_down is differentiated once, on S only: the blocks below S without grad, the
+        // fused kernel everywhere, the head only at the answer tokens.
+        let hidden = match self.s_start {
+            Some(start) => {
+                let s_in =
+                    tch::no_grad(|| self.model.forward_prefix(ids, start, Attention::Fused))?;
+                self.model.forward_from(&s_in, start, Attention::Fused)?
+            }
+            None => self.model.forward_hidden(ids, Attention::Fused)?,
+        };
+        let rows = LossRows::new(mask)?;
+        let logits = self.model.logits(&rows.select(&hidden)?)?; // (N,V)
         let lp = logits
             .f_log_softmax(-1, logits.kind())
             .op("log_softmax")?
-            .f_gather(-1, &targets.f_unsqueeze(-1).op("t")?, false)
-            .op("gather")?
-            .f_squeeze_dim(-1)
-            .op("sq")?; // (B,L)
-        let mask = mask.f_to_kind(lp.kind()).op("mask kind")?;
-        let den = mask
-            .f_sum(lp.kind())
-            .op("count")?
-            .f_clamp_min(1.0)
-            .op("clamp")?;
-        lp.f_mul(&mask)
-            .op("mask")?
-            .f_sum(lp.kind())
-            .op("sum")?
-            .f_neg()
-            .op("neg")?
-            .f_div(&den)
-            .op("mean NLL")
+            .f_gather(-1, &rows.select(&targets.f_unsqueeze(-1)?)?, false)
+            .op("gather")?; // (N,1)
+        lp.f_mean(lp.kind())?.f_neg().op("mean NLL")
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
@@ -1347,11 +1454,15 @@ mod tests {
         );
         assert_eq!(inputs.require("features").unwrap().size(), vec![2, 32, 64]);
         assert!(!inputs.require("features").unwrap().requires_grad());
-        let base = t.pretrain_loss(&b, &Construction::baseline()).unwrap();
+        let base = t
+            .pretrain_loss(&b, &Construction::baseline(), Differentiation::Once)
+            .unwrap();
         assert_eq!(base.size(), vec![2]);
         assert!(base.requires_grad());
         // Soft targets with α = 0 (one-hot on the true candidate) equal the baseline CE.
-        let soft = t.pretrain_loss(&b, &onehot_soft(&inputs)).unwrap();
+        let soft = t
+            .pretrain_loss(&b, &onehot_soft(&inputs), Differentiation::Once)
+            .unwrap();
         assert!(
             (&soft - &base).abs().max().double_value(&[]) < 1e-5,
             "{soft:?} vs {base:?}"
@@ -1362,7 +1473,8 @@ mod tests {
         let l = t.feedback_loss(&fb).unwrap();
         assert_eq!(l.size(), Vec::<i64>::new());
         assert!(
-            t.pretrain_loss(&fb, &Construction::baseline()).is_err(),
+            t.pretrain_loss(&fb, &Construction::baseline(), Differentiation::Once)
+                .is_err(),
             "feedback batches never reach L_pre"
         );
         assert!(t.feedback_loss(&b).is_err());
@@ -1594,7 +1706,10 @@ mod tests {
         s: &[Tensor],
     ) -> (Tensor, Vec<Tensor>) {
         let c = d.construct(inputs).unwrap();
-        let l = task.pretrain_loss(b, &c).unwrap().mean(Kind::Double);
+        let l = task
+            .pretrain_loss(b, &c, Differentiation::Twice)
+            .unwrap()
+            .mean(Kind::Double);
         let g_pre = Tensor::run_backward(&[l], s, true, true);
         let v = g_down
             .iter()
@@ -1672,5 +1787,35 @@ mod tests {
             rel < 1e-4,
             "analytic {analytic} vs numeric {numeric} (rel {rel})"
         );
+    }
+
+    /// The SDK harness on the tiny LM in f64, S = the last block only (a real prefix below S):
+    /// the forward path (`pretrain_forward`, `meta_batch`, `pretrain_loss_from_forward`) gives
+    /// the losses of `pretrain_loss` in both differentiation modes, and ∂V/∂φ through it
+    /// matches finite differences.
+    #[test]
+    fn the_sdk_harness_passes_through_the_shared_forward_and_the_meta_slice() {
+        let mut cfg = CausalLmConfig::tiny();
+        cfg.alignment_layers = Some(1);
+        tch::set_num_threads(2);
+        let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+        assert_eq!(t.s_start, Some(1));
+        t.set_kind(Kind::Double);
+        let tc: LmDesignContext = serde_json::from_value(t.info().designer_context).unwrap();
+        let dcfg = TopKSoftConfig {
+            layers: 1,
+            width: 16,
+            heads: 2,
+            alpha_max: 0.5,
+            gate_init: 0.0,
+        };
+        let mut d = TopKSoft::new(dcfg, &tc, &ctx()).unwrap();
+        d.to_double();
+        let opts = vpt_sdk::testing::InvariantOptions {
+            evaluate: false,
+            eval_limit: None,
+        };
+        vpt_sdk::testing::check_invariants(&mut t, Some(&mut d), &opts).assert_passed();
+        vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-6, 1e-5).assert_passed();
     }
 }

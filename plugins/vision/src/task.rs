@@ -17,9 +17,9 @@ use crate::scenes::{
 use crate::stage0;
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Error, ExportRequest, FeedbackSetInfo, Metrics,
-    Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
-    KIND_VISION_VIEW_MASK,
+    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
+    FeedbackSetInfo, Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext,
+    TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_VISION_VIEW_MASK,
 };
 
 /// Name of the feedback set.
@@ -177,6 +177,22 @@ impl DinoDenseTask {
         t: &TensorMap,
         mask: Option<&Tensor>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
+        self.dino_with_teacher(t, mask, None)
+    }
+
+    /// The teacher's logits of each clean global view (no graph: an EMA, not θ).
+    fn teacher_logits(&self, t: &TensorMap) -> Result<Vec<Tensor>> {
+        tch::no_grad(|| self.teacher.net.view_logits(t.require(INPUT_GLOBAL)?))
+    }
+
+    /// [`dino`](Self::dino) with the teacher's outputs given (from the learner's forward of
+    /// this batch) instead of recomputed.
+    pub(crate) fn dino_with_teacher(
+        &self,
+        t: &TensorMap,
+        mask: Option<&Tensor>,
+        teacher: Option<Vec<Tensor>>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let global = t.require(INPUT_GLOBAL)?;
         let local = t.require("local")?;
         let student_global = match mask {
@@ -208,7 +224,10 @@ impl DinoDenseTask {
         let mut student = self.student.net.view_logits(&student_global)?;
         student.extend(self.student.net.view_logits(local)?);
         // The teacher sees the clean global crops; no graph (it is an EMA, not θ).
-        let teacher = tch::no_grad(|| self.teacher.net.view_logits(global))?;
+        let teacher = match teacher {
+            Some(t) => t,
+            None => self.teacher_logits(t)?,
+        };
         let d = &self.cfg.dino;
         let loss = dino_loss(
             &student,
@@ -518,7 +537,37 @@ impl Task for DinoDenseTask {
             .with("example_features", example_features))
     }
 
-    fn pretrain_loss(&mut self, batch: &Batch, c: &Construction) -> Result<Tensor> {
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        c: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        self.pretrain_loss_from_forward(batch, &TensorMap::new(), c, diff)
+    }
+
+    /// The part of the learner step that does not depend on the construction: the teacher's
+    /// outputs (reused by the meta step and the learner step), and the design inputs.
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        let teacher = self.teacher_logits(&batch.tensors)?;
+        let state = teacher
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("teacher.{i}"), t))
+            .collect();
+        Ok(Forward {
+            design_inputs: self.design_inputs(batch)?,
+            state,
+        })
+    }
+
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        c: &Construction,
+        _diff: Differentiation,
+    ) -> Result<Tensor> {
         if !matches!(batch.source, BatchSource::Unlabeled { .. }) {
             return Err(Error::msg(
                 "pretrain_loss: got a feedback batch; feedback never enters a learner batch",
@@ -534,7 +583,14 @@ impl Task for DinoDenseTask {
                 c.kind
             )));
         };
-        let (loss, teacher) = self.dino(&batch.tensors, mask)?;
+        let teacher = (0..self.cfg.crops.globals)
+            .map(|i| {
+                state
+                    .get(&format!("teacher.{i}"))
+                    .map(Tensor::shallow_clone)
+            })
+            .collect::<Option<Vec<_>>>();
+        let (loss, teacher) = self.dino_with_teacher(&batch.tensors, mask, teacher)?;
         self.pending_teacher = Some(teacher);
         Ok(loss)
     }

@@ -2,7 +2,10 @@
 //! crate's tests and benchmark (the real loop lives in `vpt-host`; the plugin never calls this).
 
 use tch::{Kind, Tensor};
-use vpt_sdk::{Batch, BatchSource, Construction, Designer, Result, Task, TchContext, TensorMap};
+use vpt_sdk::{
+    Batch, BatchSource, Construction, Designer, Differentiation, Result, Task, TchContext,
+    TensorMap,
+};
 
 /// Parameters of `m` in the order of `names`, as a vector.
 fn ordered(m: &TensorMap, names: &[String]) -> Result<Vec<Tensor>> {
@@ -27,7 +30,9 @@ pub fn value(
     let s = ordered(&task.parameters()?, &task.info().alignment)?;
     let inputs = task.design_inputs(bu)?;
     let c = designer.construct(&inputs)?;
-    let lpre = task.pretrain_loss(bu, &c)?.f_mean(Kind::Float)?;
+    let lpre = task
+        .pretrain_loss(bu, &c, Differentiation::Twice)?
+        .f_mean(Kind::Float)?;
     let gp = Tensor::f_run_backward(&[lpre], &s, true, true).op("g_pre")?;
     let mut v = Tensor::f_zeros([], (gp[0].kind(), gp[0].device()))?;
     for (a, b) in gd.iter().zip(&gp) {
@@ -60,7 +65,9 @@ pub fn learner_step(
     step: u64,
 ) -> Result<f64> {
     let params: Vec<Tensor> = task.parameters()?.into_iter().map(|(_, t)| t).collect();
-    let loss = task.pretrain_loss(bu, &c.detached())?.f_mean(Kind::Float)?;
+    let loss = task
+        .pretrain_loss(bu, &c.detached(), Differentiation::Once)?
+        .f_mean(Kind::Float)?;
     let g = Tensor::f_run_backward(&[loss.shallow_clone()], &params, false, false)
         .op("learner grad")?;
     tch::no_grad(|| -> Result<()> {

@@ -1,7 +1,9 @@
 //! In-process tests of `dino_dense` and the mask designers through the SDK traits, on a tiny ViT.
 
 use tch::{Kind, Tensor};
-use vpt_sdk::{BuildContext, Construction, Designer, DesignerFactory, Task, TensorMap};
+use vpt_sdk::{
+    BuildContext, Construction, Designer, DesignerFactory, Differentiation, Task, TensorMap,
+};
 use vpt_vision::designer::{RandomMask, UnetMask, MASK};
 use vpt_vision::task::DinoDenseTask;
 use vpt_vision::testkit::{self, FEEDBACK, UNLABELED};
@@ -79,7 +81,9 @@ fn batches_losses_and_alignment_subset() {
         bu.tensors.require("local").unwrap().size(),
         [4, 2, 1, 32, 32]
     );
-    let l = t.pretrain_loss(&bu, &Construction::baseline()).unwrap();
+    let l = t
+        .pretrain_loss(&bu, &Construction::baseline(), Differentiation::Once)
+        .unwrap();
     assert_eq!(l.size(), [4]);
     assert!(l.isfinite().all().int64_value(&[]) == 1);
     // Same seed → same batches and losses; the next batch differs.
@@ -90,7 +94,10 @@ fn batches_losses_and_alignment_subset() {
         .require("global")
         .unwrap()
         .equal(bu2.tensors.require("global").unwrap()));
-    assert!(l.equal(&u.pretrain_loss(&bu2, &Construction::baseline()).unwrap()));
+    assert!(l.equal(
+        &u.pretrain_loss(&bu2, &Construction::baseline(), Differentiation::Once)
+            .unwrap()
+    ));
     let nb = t.next_batch(UNLABELED).unwrap();
     assert!(!nb
         .tensors
@@ -99,7 +106,9 @@ fn batches_losses_and_alignment_subset() {
         .equal(bu.tensors.require("global").unwrap()));
     // A feedback batch is refused by pretrain_loss; an unlabeled one by feedback_loss.
     let fb = t.next_batch(FEEDBACK).unwrap();
-    assert!(t.pretrain_loss(&fb, &Construction::baseline()).is_err());
+    assert!(t
+        .pretrain_loss(&fb, &Construction::baseline(), Differentiation::Once)
+        .is_err());
     assert!(t.feedback_loss(&bu).is_err());
     let lf = t.feedback_loss(&fb).unwrap();
     assert_eq!(lf.size(), Vec::<i64>::new());
@@ -111,7 +120,7 @@ fn batches_losses_and_alignment_subset() {
         tensors: TensorMap::new().with(MASK, ones.shallow_clone()),
     };
     assert!(
-        (t.pretrain_loss(&bu, &c1).unwrap() - &l)
+        (t.pretrain_loss(&bu, &c1, Differentiation::Once).unwrap() - &l)
             .abs()
             .max()
             .double_value(&[])
@@ -122,7 +131,7 @@ fn batches_losses_and_alignment_subset() {
         tensors: TensorMap::new().with(MASK, ones * 0.2),
     };
     assert!(
-        (t.pretrain_loss(&bu, &c0).unwrap() - &l)
+        (t.pretrain_loss(&bu, &c0, Differentiation::Once).unwrap() - &l)
             .abs()
             .max()
             .double_value(&[])
@@ -133,7 +142,7 @@ fn batches_losses_and_alignment_subset() {
         tensors: TensorMap::new(),
     };
     assert!(t
-        .pretrain_loss(&bu, &bad)
+        .pretrain_loss(&bu, &bad, Differentiation::Once)
         .unwrap_err()
         .to_string()
         .contains("vision.view_mask/v1"));
@@ -143,7 +152,9 @@ fn batches_losses_and_alignment_subset() {
 fn evaluate_reports_every_metric_without_changing_state() {
     let mut t = tiny(1);
     let bu = t.next_batch(UNLABELED).unwrap();
-    let before = t.pretrain_loss(&bu, &Construction::baseline()).unwrap();
+    let before = t
+        .pretrain_loss(&bu, &Construction::baseline(), Differentiation::Once)
+        .unwrap();
     let m = t.evaluate(Some(8)).unwrap();
     for k in [
         "miou",
@@ -159,7 +170,10 @@ fn evaluate_reports_every_metric_without_changing_state() {
     assert!((0.0..=1.0).contains(&m["miou"]) && (0.0..=1.0).contains(&m["probe_acc"]));
     // Background dominates: even a weak head beats chance on mIoU over 11 classes.
     assert!(m["miou"] > 0.05, "{m:?}");
-    assert!(before.equal(&t.pretrain_loss(&bu, &Construction::baseline()).unwrap()));
+    assert!(before.equal(
+        &t.pretrain_loss(&bu, &Construction::baseline(), Differentiation::Once)
+            .unwrap()
+    ));
     assert_eq!(
         m,
         t.evaluate(Some(8)).unwrap(),
@@ -325,9 +339,12 @@ fn random_mask_control_runs_through_the_task() {
     let bu = t.next_batch(UNLABELED).unwrap();
     let inputs = t.design_inputs(&bu).unwrap();
     let c = d.construct(&inputs).unwrap();
-    let l = t.pretrain_loss(&bu, &c).unwrap();
+    let l = t.pretrain_loss(&bu, &c, Differentiation::Once).unwrap();
     assert_eq!(l.size(), [4]);
-    assert!(!l.equal(&t.pretrain_loss(&bu, &Construction::baseline()).unwrap()));
+    assert!(!l.equal(
+        &t.pretrain_loss(&bu, &Construction::baseline(), Differentiation::Once)
+            .unwrap()
+    ));
     assert!(d.regularizer(&c).unwrap().is_none());
 }
 

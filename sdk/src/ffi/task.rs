@@ -2,7 +2,7 @@
 #![allow(non_local_definitions)] // emitted inside abi_stable's #[sabi_trait] expansion
 
 use super::{borrow_map, guard, hand_over, tensor::*, to_json, BatchSourceFfi};
-use crate::{Batch, Construction, PluginError, State, Task};
+use crate::{Batch, Construction, Differentiation, Forward, MetaBatch, PluginError, State, Task};
 use abi_stable::{
     sabi_trait,
     std_types::{ROption, RResult, RStr, RString, RVec},
@@ -39,6 +39,71 @@ pub struct StateFfi {
     pub tensors: RVec<NamedTensorHandle>,
 }
 
+/// A forward handed over: [`Forward`]'s two maps.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct ForwardFfi {
+    /// [`Forward::design_inputs`], handed over.
+    pub design_inputs: RVec<NamedTensorHandle>,
+    /// [`Forward::state`], handed over.
+    pub state: RVec<NamedTensorHandle>,
+}
+
+/// A lent forward.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct ForwardRefFfi<'a> {
+    /// [`Forward::design_inputs`], lent.
+    pub design_inputs: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+    /// [`Forward::state`], lent.
+    pub state: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+}
+
+/// [`MetaBatch`] across the boundary (`max_len` 0 = whole sequences).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct MetaBatchFfi {
+    /// [`MetaBatch::rows`].
+    pub rows: u64,
+    /// [`MetaBatch::max_len`], 0 for `None`.
+    pub max_len: u64,
+}
+
+/// The meta step's slice handed over: the batch's tensors and its forward.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct MetaSliceFfi {
+    /// The sliced batch's tensors (its source is the original's).
+    pub batch: RVec<NamedTensorHandle>,
+    /// The sliced forward.
+    pub forward: ForwardFfi,
+}
+
+impl From<MetaBatch> for MetaBatchFfi {
+    fn from(m: MetaBatch) -> Self {
+        MetaBatchFfi {
+            rows: m.rows as u64,
+            max_len: m.max_len.unwrap_or(0) as u64,
+        }
+    }
+}
+
+impl From<MetaBatchFfi> for MetaBatch {
+    fn from(m: MetaBatchFfi) -> Self {
+        MetaBatch {
+            rows: m.rows as usize,
+            max_len: (m.max_len > 0).then_some(m.max_len as usize),
+        }
+    }
+}
+
+fn forward_over(f: Forward) -> ForwardFfi {
+    ForwardFfi {
+        design_inputs: hand_over(f.design_inputs),
+        state: hand_over(f.state),
+    }
+}
+
 /// The task interface across the boundary; mirrors [`Task`] method for method. JSON carries
 /// the small structured values (info, metrics), tensors carry everything else.
 ///
@@ -64,6 +129,7 @@ pub trait TaskFfi: Send {
         &mut self,
         batch: BatchFfi<'a>,
         construction: ConstructionFfi<'a>,
+        diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError>;
     /// [`Task::feedback_loss`].
     fn feedback_loss<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<TensorHandle, PluginError>;
@@ -75,6 +141,23 @@ pub trait TaskFfi: Send {
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError>;
     /// [`Task::state`].
     fn state(&self) -> RResult<StateFfi, PluginError>;
+    /// [`Task::pretrain_forward`].
+    fn pretrain_forward<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<ForwardFfi, PluginError>;
+    /// [`Task::pretrain_loss_from_forward`].
+    fn pretrain_loss_from_forward<'a>(
+        &mut self,
+        batch: BatchFfi<'a>,
+        state: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
+        construction: ConstructionFfi<'a>,
+        diff: Differentiation,
+    ) -> RResult<TensorHandle, PluginError>;
+    /// [`Task::meta_batch`].
+    fn meta_batch<'a>(
+        &mut self,
+        batch: BatchFfi<'a>,
+        forward: ForwardRefFfi<'a>,
+        size: MetaBatchFfi,
+    ) -> RResult<MetaSliceFfi, PluginError>;
     /// [`Task::load_state`].
     #[sabi(last_prefix_field)]
     fn load_state<'a>(
@@ -125,6 +208,13 @@ fn batch_of(b: &BatchFfi<'_>) -> Batch {
     }
 }
 
+fn construction_of(c: &ConstructionFfi<'_>) -> Construction {
+    Construction {
+        kind: c.kind.to_string(),
+        tensors: borrow_map(c.tensors.as_slice()),
+    }
+}
+
 impl TaskFfi for TaskExport {
     fn info(&self) -> RResult<RString, PluginError> {
         guard(&self.plugin, "info", || to_json(&self.inner.info()))
@@ -154,15 +244,15 @@ impl TaskFfi for TaskExport {
         &mut self,
         batch: BatchFfi<'_>,
         construction: ConstructionFfi<'_>,
+        diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError> {
         guard(&self.plugin, "pretrain_loss", || {
-            let c = Construction {
-                kind: construction.kind.to_string(),
-                tensors: borrow_map(construction.tensors.as_slice()),
-            };
-            Ok(TensorHandle::new(
-                self.inner.pretrain_loss(&batch_of(&batch), &c)?,
-            ))
+            let c = construction_of(&construction);
+            Ok(TensorHandle::new(self.inner.pretrain_loss(
+                &batch_of(&batch),
+                &c,
+                diff,
+            )?))
         })
     }
     fn feedback_loss(&mut self, batch: BatchFfi<'_>) -> RResult<TensorHandle, PluginError> {
@@ -191,6 +281,48 @@ impl TaskFfi for TaskExport {
             Ok(StateFfi {
                 json: to_json(&s.json)?,
                 tensors: hand_over(s.tensors),
+            })
+        })
+    }
+    fn pretrain_forward(&mut self, batch: BatchFfi<'_>) -> RResult<ForwardFfi, PluginError> {
+        guard(&self.plugin, "pretrain_forward", || {
+            Ok(forward_over(
+                self.inner.pretrain_forward(&batch_of(&batch))?,
+            ))
+        })
+    }
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: BatchFfi<'_>,
+        state: abi_stable::std_types::RSlice<'_, NamedTensorRef<'_>>,
+        construction: ConstructionFfi<'_>,
+        diff: Differentiation,
+    ) -> RResult<TensorHandle, PluginError> {
+        guard(&self.plugin, "pretrain_loss_from_forward", || {
+            let (state, c) = (borrow_map(state.as_slice()), construction_of(&construction));
+            Ok(TensorHandle::new(self.inner.pretrain_loss_from_forward(
+                &batch_of(&batch),
+                &state,
+                &c,
+                diff,
+            )?))
+        })
+    }
+    fn meta_batch(
+        &mut self,
+        batch: BatchFfi<'_>,
+        forward: ForwardRefFfi<'_>,
+        size: MetaBatchFfi,
+    ) -> RResult<MetaSliceFfi, PluginError> {
+        guard(&self.plugin, "meta_batch", || {
+            let f = Forward {
+                design_inputs: borrow_map(forward.design_inputs.as_slice()),
+                state: borrow_map(forward.state.as_slice()),
+            };
+            let (b, f) = self.inner.meta_batch(&batch_of(&batch), &f, size.into())?;
+            Ok(MetaSliceFfi {
+                batch: hand_over(b.tensors),
+                forward: forward_over(f),
             })
         })
     }

@@ -2,8 +2,8 @@
 
 use crate::{
     ffi::{from_json, lend, take_over, task::*, unwrap_ffi, BatchSourceFfi},
-    Batch, BatchSource, Construction, ExportRequest, Metrics, Result, State, Task, TaskInfo,
-    TensorMap,
+    Batch, BatchSource, Construction, Differentiation, ExportRequest, Forward, MetaBatch, Metrics,
+    Result, State, Task, TaskInfo, TensorMap,
 };
 use abi_stable::std_types::{ROption, RStr};
 use tch::Tensor;
@@ -19,6 +19,23 @@ impl ForeignTask {
     pub fn new(inner: TaskBox) -> Result<Self> {
         let info = from_json(unwrap_ffi(inner.info())?.as_str(), "task info")?;
         Ok(ForeignTask { inner, info })
+    }
+}
+
+fn construction_ffi<'a>(
+    construction: &'a Construction,
+    crefs: &'a abi_stable::std_types::RVec<crate::ffi::tensor::NamedTensorRef<'a>>,
+) -> ConstructionFfi<'a> {
+    ConstructionFfi {
+        kind: RStr::from_str(&construction.kind),
+        tensors: crefs.as_rslice(),
+    }
+}
+
+fn forward_of(f: ForwardFfi) -> Forward {
+    Forward {
+        design_inputs: take_over(f.design_inputs),
+        state: take_over(f.state),
     }
 }
 
@@ -45,14 +62,56 @@ impl Task for ForeignTask {
         let out = with_batch(batch, |b| self.inner.design_inputs(b));
         Ok(take_over(unwrap_ffi(out)?))
     }
-    fn pretrain_loss(&mut self, batch: &Batch, construction: &Construction) -> Result<Tensor> {
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
         let crefs = lend(&construction.tensors);
-        let c = ConstructionFfi {
-            kind: RStr::from_str(&construction.kind),
-            tensors: crefs.as_rslice(),
-        };
-        let out = with_batch(batch, |b| self.inner.pretrain_loss(b, c));
+        let c = construction_ffi(construction, &crefs);
+        let out = with_batch(batch, |b| self.inner.pretrain_loss(b, c, diff));
         Ok(unwrap_ffi(out)?.into_tensor())
+    }
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        let out = with_batch(batch, |b| self.inner.pretrain_forward(b));
+        Ok(forward_of(unwrap_ffi(out)?))
+    }
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        construction: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        let (crefs, srefs) = (lend(&construction.tensors), lend(state));
+        let c = construction_ffi(construction, &crefs);
+        let out = with_batch(batch, |b| {
+            self.inner
+                .pretrain_loss_from_forward(b, srefs.as_rslice(), c, diff)
+        });
+        Ok(unwrap_ffi(out)?.into_tensor())
+    }
+    fn meta_batch(
+        &mut self,
+        batch: &Batch,
+        forward: &Forward,
+        size: MetaBatch,
+    ) -> Result<(Batch, Forward)> {
+        let (irefs, srefs) = (lend(&forward.design_inputs), lend(&forward.state));
+        let f = ForwardRefFfi {
+            design_inputs: irefs.as_rslice(),
+            state: srefs.as_rslice(),
+        };
+        let out = with_batch(batch, |b| self.inner.meta_batch(b, f, size.into()));
+        let slice = unwrap_ffi(out)?;
+        Ok((
+            Batch {
+                source: batch.source,
+                tensors: take_over(slice.batch),
+            },
+            forward_of(slice.forward),
+        ))
     }
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
         let out = with_batch(batch, |b| self.inner.feedback_loss(b));

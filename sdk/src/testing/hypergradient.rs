@@ -4,7 +4,7 @@ use super::{
     abs_max, alignment_subset, copy, dot, grad, pretrain_objective, verdict, Outcome, Report,
     Verdict, SEED,
 };
-use crate::{BatchSource, Designer, Result, Task, TensorMap};
+use crate::{BatchSource, Designer, Differentiation, MetaBatch, Result, Task, TensorMap};
 use tch::{Device, Kind, Tensor};
 
 /// At most this many φ coordinates are checked by finite differences.
@@ -21,7 +21,9 @@ const MAX_COORDINATES: usize = 16;
 /// (ε ≈ 1e-6, tol ≈ 1e-5); in f32 use ε ≈ 1e-3 and tol ≈ 5e-2 at best. Torch's RNG is reseeded
 /// before every evaluation of V, so dropout or random masks are the same draws each time.
 ///
-/// Uses one unlabeled batch of domain 0 and one batch of feedback set 0.
+/// Uses one unlabeled batch of domain 0 (V on its meta slice of half the rows, through
+/// `pretrain_forward`, `meta_batch` and `pretrain_loss_from_forward`, as the host's meta step)
+/// and one batch of feedback set 0.
 pub fn check_hypergradient(
     task: &mut dyn Task,
     designer: &mut dyn Designer,
@@ -60,11 +62,22 @@ pub fn check_hypergradient(
         return r;
     };
 
+    // V through the host's path: the learner's forward, its meta slice (half the rows), the
+    // designer on the slice's inputs, g_pre of the slice from the forward's state (Twice).
+    let rows = (task.info().batch_size / 2).max(1);
     let value = |task: &mut dyn Task, designer: &mut dyn Designer| -> Result<Tensor> {
         tch::manual_seed(SEED);
-        let inputs = tch::no_grad(|| task.design_inputs(&b_u))?;
-        let c = designer.construct(&inputs)?;
-        let l_pre = pretrain_objective(task, &b_u, &c)?;
+        let forward = task.pretrain_forward(&b_u)?;
+        let (batch, forward) = task.meta_batch(
+            &b_u,
+            &forward,
+            MetaBatch {
+                rows,
+                max_len: None,
+            },
+        )?;
+        let c = designer.construct(&forward.design_inputs)?;
+        let l_pre = pretrain_objective(task, &batch, &forward.state, &c, Differentiation::Twice)?;
         let g_pre = grad(&l_pre, &s, true)?;
         dot(&g_down, &g_pre)
     };

@@ -5,8 +5,8 @@ use super::{
     Report, Verdict, SEED,
 };
 use crate::{
-    Batch, BatchSource, Construction, Designer, Error, Result, Task, TensorMap,
-    KIND_EXAMPLE_WEIGHTS,
+    Batch, BatchSource, Construction, Designer, Differentiation, Error, MetaBatch, Result, Task,
+    TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -58,8 +58,13 @@ impl Default for InvariantOptions {
 /// - `design_inputs`: detached from θ (checked with grad mode on); `example_features`, when
 ///   present, is (B, F) with F = `designer_context.feature_dim`;
 /// - `pretrain_loss (baseline)`: shape (B,), finite, differentiable in θ_S;
-/// - `pretrain_loss double backward`: ∂/∂c of g·∇_S L_pre(θ; c) exists (what the meta step
-///   needs: CPU `scaled_dot_product_attention`, for one, has no double backward);
+/// - `pretrain_forward`: design inputs detached and named as `design_inputs`'; the loss from
+///   the forward equals `pretrain_loss` (value and ∇_S, torch reseeded before each);
+/// - `meta_batch`: the slice has the rows asked for, and its loss from the sliced forward
+///   equals `pretrain_loss` of the sliced batch under [`Differentiation::Twice`];
+/// - `pretrain_loss double backward`: ∂/∂c of g·∇_S L_pre(θ; c) exists through the meta
+///   step's path (meta slice, forward state, `Twice`; CPU `scaled_dot_product_attention`, for
+///   one, has no double backward);
 /// - `feedback_loss`: a finite scalar, differentiable in θ_S, and θ unchanged by the call;
 /// - `designer …` (when given): φ are leaves, the kind is the one it declares and one the task
 ///   accepts, the construction depends on φ, example weights are (B,), ≥ 0 with mean 1, the
@@ -224,7 +229,7 @@ pub fn check_invariants(
     let s = alignment_subset(task);
     r.run("pretrain_loss (baseline)", || {
         let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
-        let l = task.pretrain_loss(&batch, &Construction::baseline())?;
+        let l = task.pretrain_loss(&batch, &Construction::baseline(), Differentiation::Once)?;
         if l.size() != [b] {
             return Ok(Verdict::Fail(format!(
                 "shape {:?}, expected (B,) = [{b}]: return one loss per example, not the mean",
@@ -251,14 +256,102 @@ pub fn check_invariants(
         ))
     });
 
+    let mut forward_ok = false;
+    r.run("pretrain_forward", || {
+        let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        tch::manual_seed(SEED);
+        let f = task.pretrain_forward(&batch)?; // grad mode on, as in the host
+        let attached: Vec<&str> = f
+            .design_inputs
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
+        if !attached.is_empty() {
+            return Ok(Verdict::Fail(format!(
+                "design inputs {} require grad: detach them from θ",
+                attached.join(", ")
+            )));
+        }
+        if let Some(i) = inputs.as_ref() {
+            if i.names() != f.design_inputs.names() {
+                return Ok(Verdict::Fail(format!(
+                    "design inputs {:?} differ from design_inputs' {:?}",
+                    f.design_inputs.names(),
+                    i.names()
+                )));
+            }
+        }
+        let base = Construction::baseline();
+        tch::manual_seed(SEED);
+        let direct = task.pretrain_loss(&batch, &base, Differentiation::Once)?;
+        tch::manual_seed(SEED);
+        let shared =
+            task.pretrain_loss_from_forward(&batch, &f.state, &base, Differentiation::Once)?;
+        let err = same_loss(&direct, &shared, s)?;
+        forward_ok = true;
+        Ok(verdict(
+            err.is_none(),
+            format!(
+                "{} state tensors; loss and ∇_S equal pretrain_loss's",
+                f.state.len()
+            ),
+            format!("from the forward: {}", err.unwrap_or_default()),
+        ))
+    });
+
+    let rows = (b / 2).max(1) as usize;
+    let mut meta_ok = false;
+    r.run("meta_batch", || {
+        let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        if !forward_ok {
+            return Ok(Verdict::Skip("no forward (pretrain_forward failed)".into()));
+        }
+        let (mb, mf) = meta_slice(task, &batch, rows)?;
+        if mb.source != batch.source {
+            return Ok(Verdict::Fail(format!(
+                "source {:?}, expected {:?}",
+                mb.source, batch.source
+            )));
+        }
+        let base = Construction::baseline();
+        tch::manual_seed(SEED);
+        let direct = task.pretrain_loss(&mb, &base, Differentiation::Twice)?;
+        tch::manual_seed(SEED);
+        let shared =
+            task.pretrain_loss_from_forward(&mb, &mf.state, &base, Differentiation::Twice)?;
+        if shared.size() != [rows as i64] {
+            return Ok(Verdict::Fail(format!(
+                "loss of the slice has shape {:?}, expected [{rows}]",
+                shared.size()
+            )));
+        }
+        let err = same_loss(&direct, &shared, s)?;
+        meta_ok = true;
+        Ok(verdict(
+            err.is_none(),
+            format!(
+                "{rows} of {b} rows; Twice loss and ∇_S from the forward equal pretrain_loss's"
+            ),
+            format!(
+                "the slice's loss from its forward: {}",
+                err.unwrap_or_default()
+            ),
+        ))
+    });
+
     r.run("pretrain_loss double backward", || {
         let s = s.as_ref().map_err(|e| Error::msg(e.to_string()))?;
+        if !meta_ok {
+            return Ok(Verdict::Skip("no meta slice (meta_batch failed)".into()));
+        }
+        let (batch, f) = &meta_slice(task, &batch, rows)?;
         // The construction as leaves: the designer's (detached), or uniform example weights.
-        let made = match (designer.as_deref_mut(), inputs.as_ref()) {
-            (Some(d), Some(i)) => tch::no_grad(|| d.construct(i))?,
+        let made = match designer.as_deref_mut() {
+            Some(d) => tch::no_grad(|| d.construct(&f.design_inputs))?,
             _ => Construction {
                 kind: KIND_EXAMPLE_WEIGHTS.into(),
-                tensors: TensorMap::new().with("weights", Tensor::f_ones([b], (Kind::Double, s.first().map_or(Device::Cpu, Tensor::device)))?),
+                tensors: TensorMap::new().with("weights", Tensor::f_ones([rows as i64], (Kind::Double, s.first().map_or(Device::Cpu, Tensor::device)))?),
             },
         };
         let mut leaves = Vec::new();
@@ -276,7 +369,7 @@ pub fn check_invariants(
         if leaves.is_empty() {
             return Ok(Verdict::Skip(format!("construction `{}` has no floating tensor", c.kind)));
         }
-        let l = pretrain_objective(task, &batch, &c)?;
+        let l = pretrain_objective(task, batch, &f.state, &c, Differentiation::Twice)?;
         let g_pre = grad(&l, s, true)?;
         tch::manual_seed(SEED);
         let direction: Vec<Tensor> = g_pre.iter().map(|g| g.f_randn_like()).collect::<std::result::Result<_, _>>()?;
@@ -356,6 +449,44 @@ pub fn check_invariants(
         r.push("evaluate", Outcome::Skip, "disabled by InvariantOptions");
     }
     r
+}
+
+/// A fresh forward of `batch` (torch reseeded) and its meta slice of `rows` rows: each check
+/// takes its own, since a backward consumes the graph a forward's state may hold.
+fn meta_slice(task: &mut dyn Task, batch: &Batch, rows: usize) -> Result<(Batch, crate::Forward)> {
+    tch::manual_seed(SEED);
+    let f = task.pretrain_forward(batch)?;
+    task.meta_batch(
+        batch,
+        &f,
+        MetaBatch {
+            rows,
+            max_len: None,
+        },
+    )
+}
+
+/// `None` when two per-example losses agree in value and in ∇_S of their means (relative 1e-4),
+/// else what differs.
+fn same_loss(a: &Tensor, b: &Tensor, s: &[Tensor]) -> Result<Option<String>> {
+    if a.size() != b.size() {
+        return Ok(Some(format!("shape {:?} vs {:?}", b.size(), a.size())));
+    }
+    let close = |x: &Tensor, y: &Tensor| -> Result<bool> {
+        let d = abs_max(&[x.f_sub(y)?])?;
+        Ok(d <= 1e-4 * abs_max(&[x.shallow_clone()])?.max(1e-6))
+    };
+    if !close(&a.f_detach()?, &b.f_detach()?)? {
+        return Ok(Some("values differ".into()));
+    }
+    let ga = grad(&a.f_mean(Kind::Double)?, s, false)?;
+    let gb = grad(&b.f_mean(Kind::Double)?, s, false)?;
+    for (x, y) in ga.iter().zip(&gb) {
+        if !close(x, y)? {
+            return Ok(Some("∇_S differs".into()));
+        }
+    }
+    Ok(None)
 }
 
 fn check_designer(

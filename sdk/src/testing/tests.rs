@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::{
-    Batch, BatchSource, Construction, Designer, FeedbackSetInfo, Metrics, State, TaskInfo,
-    TensorMap, KIND_EXAMPLE_WEIGHTS,
+    Batch, BatchSource, Construction, Designer, Differentiation, FeedbackSetInfo, Forward, Metrics,
+    State, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 const D: i64 = 3;
@@ -21,6 +21,7 @@ enum Fault {
     ForgetfulState,
     MissingMetric,
     UnknownAlignment,
+    DetachedForward,
 }
 
 fn uniform(stream: u64, i: u64) -> f64 {
@@ -66,6 +67,21 @@ impl Quad {
     fn per_example(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let r = x.matmul(&self.w) - t; // (B,)
         &r * &r * 0.5
+    }
+    /// ½(pred − t)² per example, t the construction's targets or the batch's.
+    fn loss_of_prediction(&self, batch: &Batch, pred: &Tensor, c: &Construction) -> Result<Tensor> {
+        let t = if c.is_baseline() {
+            batch.tensors.require("y")?
+        } else {
+            c.tensors.require("targets")?
+        };
+        let r = pred - t;
+        let l = &r * &r * 0.5;
+        Ok(match self.fault {
+            Some(Fault::ScalarLoss) => l.mean(Kind::Double),
+            Some(Fault::DetachedLoss) => l.detach(),
+            _ => l,
+        })
     }
 }
 
@@ -117,19 +133,39 @@ impl Task for Quad {
         };
         Ok(TensorMap::new().with("example_features", x))
     }
-    fn pretrain_loss(&mut self, batch: &Batch, c: &Construction) -> Result<Tensor> {
-        let x = batch.tensors.require("x")?;
-        let t = if c.is_baseline() {
-            batch.tensors.require("y")?
+    fn pretrain_loss(
+        &mut self,
+        batch: &Batch,
+        c: &Construction,
+        _diff: Differentiation,
+    ) -> Result<Tensor> {
+        let pred = batch.tensors.require("x")?.matmul(&self.w);
+        self.loss_of_prediction(batch, &pred, c)
+    }
+    /// The forward is the prediction x·w (B,), kept attached for the loss.
+    fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        let pred = batch.tensors.require("x")?.matmul(&self.w);
+        let pred = if self.is(Fault::DetachedForward) {
+            pred.detach()
         } else {
-            c.tensors.require("targets")?
+            pred
         };
-        let l = self.per_example(x, t);
-        Ok(match self.fault {
-            Some(Fault::ScalarLoss) => l.mean(Kind::Double),
-            Some(Fault::DetachedLoss) => l.detach(),
-            _ => l,
+        Ok(Forward {
+            design_inputs: self.design_inputs(batch)?,
+            state: TensorMap::new().with("pred", pred),
         })
+    }
+    fn pretrain_loss_from_forward(
+        &mut self,
+        batch: &Batch,
+        state: &TensorMap,
+        c: &Construction,
+        diff: Differentiation,
+    ) -> Result<Tensor> {
+        match state.get("pred") {
+            Some(pred) => self.loss_of_prediction(batch, pred, c),
+            None => self.pretrain_loss(batch, c, diff),
+        }
     }
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
         if self.is(Fault::FeedbackMovesTheta) {
@@ -302,6 +338,7 @@ fn each_broken_contract_fails_its_own_check() {
         (Fault::ForgetfulState, "state round trip"),
         (Fault::MissingMetric, "evaluate"),
         (Fault::UnknownAlignment, "parameters"),
+        (Fault::DetachedForward, "pretrain_forward"),
     ];
     let sound = invariants(&mut Quad::new(None), Some(&mut Lin::new(Style::Targets)));
     for (fault, check) in cases {
@@ -354,10 +391,12 @@ fn pretrain_objective_weights_the_baseline_losses_like_the_host() {
         kind: KIND_EXAMPLE_WEIGHTS.into(),
         tensors: TensorMap::new().with("weights", w.shallow_clone()),
     };
-    let got = pretrain_objective(&mut task, &b, &c)
+    let got = pretrain_objective(&mut task, &b, &TensorMap::new(), &c, Differentiation::Once)
         .unwrap()
         .double_value(&[]);
-    let per = task.pretrain_loss(&b, &Construction::baseline()).unwrap();
+    let per = task
+        .pretrain_loss(&b, &Construction::baseline(), Differentiation::Once)
+        .unwrap();
     let want = (per * w).mean(Kind::Double).double_value(&[]);
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
 }
