@@ -67,7 +67,9 @@ pub fn vpt_command() -> std::process::Command {
         .find(|p| p.is_file())
         .expect("target/release/vpt: run `cargo build --release --workspace` first");
     let mut c = std::process::Command::new(bin);
-    c.arg("--plugin")
+    // from the repository root, as users run it (configs name data/… relative to it)
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .arg("--plugin")
         .arg(tiny_plugin())
         .env_remove("RANK")
         .env_remove("WORLD_SIZE");
