@@ -205,18 +205,8 @@ pub fn save_hf(
             name: name.clone(),
             message: "not in the VarStore".into(),
         })?;
-        let t = t
-            .f_detach()?
-            .f_to_kind(Kind::Float)?
-            .f_to(Device::Cpu)?
-            .f_contiguous()?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        let v = Vec::<f32>::try_from(&t.f_view([-1])?).op(&name)?;
-        data.push((
-            name,
-            shape,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
+        let (shape, bytes) = f32_le_bytes(t, &name)?;
+        data.push((name, shape, bytes));
     }
     // Group into shards.
     let limit = shard_bytes.unwrap_or(usize::MAX);
@@ -272,6 +262,19 @@ pub fn save_hf(
         )?;
     }
     Ok(())
+}
+
+/// A tensor as safetensors wants it: its shape and its values as little-endian f32 bytes (on CPU,
+/// detached, contiguous).
+pub fn f32_le_bytes(t: &Tensor, name: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+    let t = t
+        .f_detach()?
+        .f_to_kind(Kind::Float)?
+        .f_to(Device::Cpu)?
+        .f_contiguous()?;
+    let shape = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(&t.f_view([-1])?).op(name)?;
+    Ok((shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
 }
 
 #[cfg(test)]

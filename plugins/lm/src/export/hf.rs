@@ -9,8 +9,8 @@ use crate::model::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tch::{nn, Device, Kind, Tensor};
-use vpt_sdk::{Error, Result, TchContext};
+use tch::{nn, Device, Tensor};
+use vpt_sdk::{Error, Result};
 
 fn write_json(path: &Path, v: &Value) -> Result<PathBuf> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::msg(e.to_string()))?;
@@ -90,18 +90,8 @@ pub fn write_peft_adapter(
         {
             layers.insert(i);
         }
-        let t = t
-            .f_detach()?
-            .f_to_kind(Kind::Float)?
-            .f_to(Device::Cpu)?
-            .f_contiguous()?;
-        let shape = t.size().iter().map(|&d| d as usize).collect();
-        let v = Vec::<f32>::try_from(&t.f_view([-1])?).op(name)?;
-        data.push((
-            format!("base_model.model.{name}"),
-            shape,
-            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
+        let (shape, bytes) = crate::hf::f32_le_bytes(t, name)?;
+        data.push((format!("base_model.model.{name}"), shape, bytes));
     }
     if data.is_empty() {
         return Err(Error::msg("the model has no LoRA adapter to export"));
