@@ -31,6 +31,24 @@ fn ok(c: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `vpt export ARGS --out OUT RUN`, asserts that it fails, and returns its stderr.
+fn failed_export(mut vpt: Command, args: &[&str], out: &Path, run: &Path) -> String {
+    let res = vpt
+        .arg("export")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .arg(run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(
+        !res.status.success(),
+        "vpt export {args:?} should fail:\n{err}"
+    );
+    err
+}
+
 /// The run's task rebuilt in-process from its `config.json`, θ restored from its latest
 /// checkpoint: vpt's own model, the reference every export is compared with.
 fn restored_task(run: &Path) -> CausalLm {
@@ -196,25 +214,15 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
     assert_eq!(acfg["layers_to_transform"], serde_json::json!([1]));
 
     // Bad requests name the flag.
-    let out = vpt()
-        .args(["export", "--format", "onnx", "--out"])
-        .arg(dir.join("x"))
-        .arg(&run)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("--format") && err.contains("gguf"),
-        "{err}"
+    let err = failed_export(vpt(), &["--format", "onnx"], &dir.join("x"), &run);
+    assert!(err.contains("--format") && err.contains("gguf"), "{err}");
+    let err = failed_export(
+        vpt(),
+        &["--format", "gguf", "--checkpoint", "99"],
+        &dir.join("x"),
+        &run,
     );
-    let out = vpt()
-        .args(["export", "--format", "gguf", "--checkpoint", "99", "--out"])
-        .arg(dir.join("x"))
-        .arg(&run)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("step 99"), "{err}");
+    assert!(err.contains("step 99"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -420,15 +428,9 @@ fn a_task_without_export_says_so() {
             .arg(&run),
         "vpt run (tiny)",
     );
-    let out = vpt_command()
-        .args(["export", "--format", "hf", "--out"])
-        .arg(dir.join("x"))
-        .arg(&run)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failed_export(vpt_command(), &["--format", "hf"], &dir.join("x"), &run);
     assert!(
-        !out.status.success() && err.contains("cannot export") && err.contains("`hf`"),
+        err.contains("cannot export") && err.contains("`hf`"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
