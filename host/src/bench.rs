@@ -2,25 +2,11 @@
 //! step (meta every r steps), measured in one process on the real task. Prints figures;
 //! asserts nothing.
 
+pub use crate::phases::Phases;
 use crate::{compare::arm_config, error::HostTchContext, loader::Plugins, train::Session, Result};
 use serde::Serialize;
 use std::{collections::BTreeMap, path::Path, time::Instant};
 use tch::{Kind, Tensor};
-
-/// Seconds spent in each phase of `Session::train_step`, accumulated while a bench times it.
-/// CPU timings are exact; on CUDA a phase also absorbs the kernels queued before it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Phases {
-    /// Phase name → seconds.
-    pub seconds: BTreeMap<String, f64>,
-}
-
-impl Phases {
-    /// Adds the time elapsed since `since` to `phase`.
-    pub fn add(&mut self, phase: &str, since: Instant) {
-        *self.seconds.entry(phase.to_string()).or_default() += since.elapsed().as_secs_f64();
-    }
-}
 
 /// The order phases are shown in (others follow, sorted).
 const PHASE_ORDER: [&str; 10] = [

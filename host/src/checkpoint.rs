@@ -77,7 +77,7 @@ fn step_name(step: u64) -> String {
 }
 
 /// Write-then-rename (with fsync) of one file; shared with the report writer.
-pub use crate::report::atomic_write;
+use crate::fileio::atomic_write;
 
 /// Saves `ckpt` under `run_dir`, then applies the keep policy. On error (e.g. a full disk)
 /// the partial directory is removed and the previous checkpoints are untouched.

@@ -1,6 +1,7 @@
 //! The typed run config: defaults < file < `--set` overrides; validated before any plugin loads,
 //! with errors that name the field.
 
+pub use crate::optim::OptimConfig;
 use crate::{Error, Result};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -182,82 +183,6 @@ fn unit() -> f64 {
     1.0
 }
 
-/// An optimizer with a warmup + cosine schedule and global-norm clipping.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OptimConfig {
-    /// Optimizer: `adamw` or `sgd` (built-ins).
-    #[serde(default = "default_optimizer")]
-    pub optimizer: String,
-    /// Peak learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
-    /// Linear warmup steps.
-    #[serde(default)]
-    pub warmup: u64,
-    /// Cosine decay horizon in steps; default: `run.steps`, or constant after warmup when the
-    /// budget is wall-clock only.
-    #[serde(default)]
-    pub decay_steps: Option<u64>,
-    /// Final LR as a fraction of the peak.
-    #[serde(default = "default_min_lr_ratio")]
-    pub min_lr_ratio: f64,
-    /// Decoupled weight decay.
-    #[serde(default)]
-    pub weight_decay: f64,
-    /// Global gradient-norm clip (0: off).
-    #[serde(default)]
-    pub clip: f64,
-    /// Adam betas, or `[momentum, _]` for SGD.
-    #[serde(default = "default_betas")]
-    pub betas: [f64; 2],
-    /// Adam epsilon.
-    #[serde(default = "default_eps")]
-    pub eps: f64,
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        OptimConfig {
-            optimizer: default_optimizer(),
-            lr: default_lr(),
-            warmup: 0,
-            decay_steps: None,
-            min_lr_ratio: default_min_lr_ratio(),
-            weight_decay: 0.0,
-            clip: 0.0,
-            betas: default_betas(),
-            eps: default_eps(),
-        }
-    }
-}
-
-impl OptimConfig {
-    /// Default for Opt_φ: AdamW at 1e-3, constant.
-    pub fn designer_default() -> Self {
-        OptimConfig {
-            lr: 1e-3,
-            min_lr_ratio: 1.0,
-            ..Default::default()
-        }
-    }
-}
-
-fn default_optimizer() -> String {
-    "adamw".into()
-}
-fn default_lr() -> f64 {
-    1e-4
-}
-fn default_min_lr_ratio() -> f64 {
-    0.1
-}
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
-fn default_eps() -> f64 {
-    1e-8
-}
 
 /// `[arms.NAME]`: overrides that turn the config into one arm of a comparison.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -3,60 +3,27 @@
 //! are set straight from g_down every step, which breaks the information bottleneck on purpose
 //! and answers "could any designer help in this setting?").
 
+pub use crate::estimators::Diagnostic;
 use crate::{
     error::HostTchContext,
-    meta::{grad, pretrain_objective, FeedbackSlot},
-    optim::global_norm,
-    parallel::{mean_across, DataParallel},
-    report::MetaRecord,
-    value::{cosine, dot},
+    grads::{cosine, dot, global_norm, grad},
+    meta::{feedback_gradients, pretrain_objective, weighted_sum, FeedbackSlot},
+    parallel::DataParallel,
+    records::MetaRecord,
     Error, Result,
 };
 use tch::{Kind, Tensor};
 use vpt_sdk::{
-    Batch, BatchSource, Construction, Designer, Differentiation, Task, TensorMap,
+    Batch, Construction, Designer, Differentiation, Task, TensorMap,
     KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
 };
 
-/// What a diagnostic estimator changes in the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Diagnostic {
-    /// The meta step runs and is logged (V, R, cos), but φ is never updated.
-    Frozen,
-    /// No meta step; every learner step's construction is moved along ∂V/∂c (see [`Oracle`]).
-    Oracle,
-}
 
 /// The oracle's mirror-ascent step, in units of the RMS of ∂V/∂c over the entries that carry
 /// a gradient: large enough to move a soft target well away from the designer's, small
 /// enough to keep a distribution rather than a vertex.
 pub const ORACLE_STEP: f64 = 3.0;
 
-/// g_down = Σ_j ω_j detach(∇_S L_down(θ; B_f^j)), each B_f^j a fresh feedback batch, averaged
-/// across data-parallel ranks.
-pub fn feedback_gradient(
-    task: &mut dyn Task,
-    s: &[Tensor],
-    feedback: &[FeedbackSlot],
-    dp: Option<&DataParallel>,
-) -> Result<Vec<Tensor>> {
-    task.prepare_feedback()?;
-    let mut acc: Option<Vec<Tensor>> = None;
-    for f in feedback {
-        let b_f = task.next_batch(BatchSource::Feedback { set: f.set })?;
-        let g: Vec<Tensor> = grad(&task.feedback_loss(&b_f)?, s, false)?
-            .into_iter()
-            .map(|g| g.detach() * f.weight)
-            .collect();
-        acc = Some(match acc {
-            None => g,
-            Some(a) => a.iter().zip(&g).map(|(x, y)| x + y).collect(),
-        });
-    }
-    let mut g = acc.ok_or_else(|| Error::Msg("oracle: no feedback set".into()))?;
-    mean_across(dp, &mut g)?;
-    Ok(g)
-}
 
 /// How the oracle moves the free tensor of a construction kind: in log or logit space, so it
 /// stays a valid construction of that kind.
@@ -144,7 +111,10 @@ impl Oracle<'_> {
         batches: &[Batch],
         constructions: Vec<Construction>,
     ) -> Result<(Vec<Construction>, MetaRecord)> {
-        let g_down = feedback_gradient(self.task, self.s, self.feedback, self.dp)?;
+        let g_down = weighted_sum(
+            &feedback_gradients(self.task, self.s, self.feedback, self.dp)?,
+            self.feedback,
+        );
         // c with its free tensor as a leaf, so ∂V/∂c comes out of the double backward
         let mut leaves = Vec::with_capacity(constructions.len());
         let mut live = Vec::with_capacity(constructions.len());

@@ -1,9 +1,17 @@
 //! Value estimators (DESIGN §1), registered with `inventory`: how g_down and g_pre become V.
 
-use crate::diagnostics::Diagnostic;
-use crate::value::{cosine, dot, random_like_with_norm};
+use crate::grads::{cosine, dot, random_like_with_norm};
 use crate::Result;
 use tch::Tensor;
+
+/// What a diagnostic estimator changes in the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// The meta step runs and is logged (V, R, cos), but φ is never updated.
+    Frozen,
+    /// No meta step; every learner step's construction is moved along ∂V/∂c (see [`Oracle`]).
+    Oracle,
+}
 
 /// Align(g_down, g_pre) → V.
 pub type AlignFn = fn(&[Tensor], &[Tensor]) -> Result<Tensor>;

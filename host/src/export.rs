@@ -4,31 +4,13 @@
 
 use crate::{
     checkpoint,
-    config::{apply_overrides, json_to_toml, RunConfig},
     loader::Plugins,
+    rundir::run_config,
     train::Session,
     Error, Result,
 };
 use std::path::{Path, PathBuf};
 use vpt_sdk::ExportRequest;
-
-/// The resolved config a run directory was started with (`RUN_DIR/config.json`), with
-/// `overrides` applied.
-pub fn run_config(run_dir: &Path, overrides: &[String]) -> Result<RunConfig> {
-    let path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Msg(format!(
-            "{}: not a run directory ({}: {e})",
-            run_dir.display(),
-            path.display()
-        ))
-    })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
-    let mut doc = json_to_toml(json).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
-    apply_overrides(&mut doc, overrides)?;
-    RunConfig::from_toml(doc)
-}
 
 /// Restores θ of `run_dir` from checkpoint `step` (default: the latest) into a freshly built
 /// task and has the task write `request`. Returns the files written.

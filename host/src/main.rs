@@ -141,7 +141,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
-                checkpoint::atomic_write(
+                vpt_host::fileio::atomic_write(
                     out.join("probe.json"),
                     &serde_json::to_vec_pretty(&result)?,
                 )?;
@@ -243,7 +243,7 @@ fn resume_session(
             "on --resume only run.* may be overridden (the checkpoint fixes the rest); got `{bad}`"
         );
     }
-    let mut cfg = export::run_config(run_dir, overrides)?;
+    let mut cfg = vpt_host::rundir::run_config(run_dir, overrides)?;
     budget.apply(&mut cfg)?;
     let dir = RunDir::resume(run_dir)?;
     let ckpt = checkpoint::load_latest_on(run_dir, cfg.device())?;

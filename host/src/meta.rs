@@ -2,12 +2,13 @@
 //! gradient with the pretraining gradient. θ is never touched here.
 
 use crate::{
-    bench::Phases,
     error::HostTchContext,
-    estimators::EstimatorEntry,
-    optim::{clip_global_norm, Optimizer},
+    estimators::{Diagnostic, EstimatorEntry},
+    grads::{clip_global_norm, cosine, global_norm, grad},
+    optim::Optimizer,
     parallel::{mean_across, DataParallel},
-    report::MetaRecord,
+    phases::Phases,
+    records::MetaRecord,
     Result,
 };
 use std::time::Instant;
@@ -77,18 +78,7 @@ impl MetaStep<'_> {
 
         // g_down = detach(∇_S L_down(θ; B_f^j)) per feedback set, B_f sampled independently of B_u
         let started = Instant::now();
-        self.task.prepare_feedback()?;
-        let mut g_sets = Vec::with_capacity(self.feedback.len());
-        for f in self.feedback {
-            let b_f = self.task.next_batch(BatchSource::Feedback { set: f.set })?;
-            let l_down = self.task.feedback_loss(&b_f)?;
-            let mut g: Vec<Tensor> = grad(&l_down, &s, false)?
-                .into_iter()
-                .map(|g| g.detach())
-                .collect();
-            mean_across(self.dp, &mut g)?; // the one all-reduce of g_down
-            g_sets.push(g);
-        }
+        let g_sets = feedback_gradients(self.task, &s, self.feedback, self.dp)?;
         self.mark("meta g_down", started);
 
         // the meta batch: a slice of each learner batch and of its forward (θ is unchanged)
@@ -138,9 +128,9 @@ impl MetaStep<'_> {
             // V = Align(g_down, g_pre)
             values.push(align(&g_down, &g_pre)?);
             if i == 0 {
-                out.g_down_norm = crate::optim::global_norm(&g_down)?;
-                out.g_pre_norm = crate::optim::global_norm(&g_pre)?;
-                out.cos = crate::value::cosine(&g_down, &g_pre)?
+                out.g_down_norm = global_norm(&g_down)?;
+                out.g_pre_norm = global_norm(&g_pre)?;
+                out.cos = cosine(&g_down, &g_pre)?
                     .f_double_value(&[])
                     .op("cos")?;
             }
@@ -164,7 +154,7 @@ impl MetaStep<'_> {
         }
         out.value = v.f_double_value(&[])?;
         self.mark("meta g_pre", started);
-        if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Frozen) {
+        if self.estimator.diagnostic == Some(Diagnostic::Frozen) {
             return Ok(out); // diagnostic `frozen`: V and R are logged, φ never moves
         }
 
@@ -228,8 +218,6 @@ fn batch_rows(b: &Batch) -> u64 {
         .unwrap_or(0) as u64
 }
 
-pub use vpt_sdk::objective::grad;
-
 /// L_pre(θ; B_u, c) over the batches of one step, from their forwards' states (`states[i]`
 /// belongs to `batches[i]`; empty maps when no forward ran), to be differentiated as `diff`
 /// says: the mean of each batch's objective ([`vpt_sdk::objective::pretrain_objective`], which
@@ -253,7 +241,8 @@ pub fn pretrain_objective(
     Ok(total / batches.len() as f64)
 }
 
-fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
+/// Σ_j ω_j g_j.
+pub fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
     let mut acc: Vec<Tensor> = g_sets[0].iter().map(|g| g * slots[0].weight).collect();
     for (g, f) in g_sets.iter().zip(slots).skip(1) {
         for (a, x) in acc.iter_mut().zip(g) {
@@ -261,6 +250,29 @@ fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
         }
     }
     acc
+}
+
+/// g_down per feedback set: detach(∇_S L_down(θ; B_f^j)), each B_f^j a fresh feedback batch
+/// (sampled independently of B_u), averaged across data-parallel ranks.
+pub fn feedback_gradients(
+    task: &mut dyn Task,
+    s: &[Tensor],
+    feedback: &[FeedbackSlot],
+    dp: Option<&DataParallel>,
+) -> Result<Vec<Vec<Tensor>>> {
+    task.prepare_feedback()?;
+    let mut g_sets = Vec::with_capacity(feedback.len());
+    for f in feedback {
+        let b_f = task.next_batch(BatchSource::Feedback { set: f.set })?;
+        let l_down = task.feedback_loss(&b_f)?;
+        let mut g: Vec<Tensor> = grad(&l_down, s, false)?
+            .into_iter()
+            .map(|g| g.detach())
+            .collect();
+        mean_across(dp, &mut g)?; // the one all-reduce of g_down
+        g_sets.push(g);
+    }
+    Ok(g_sets)
 }
 
 /// Indices of the batches of `domain`.

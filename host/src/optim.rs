@@ -1,9 +1,88 @@
 //! Optimizers over named tensors (θ or φ), a pure LR schedule, and global-norm clipping.
 //! Built-in optimizers register themselves with `inventory`.
 
-use crate::{config::OptimConfig, error::HostTchContext, Result};
-use tch::{Kind, Tensor};
+use crate::{error::HostTchContext, Result};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
 use vpt_sdk::TensorMap;
+
+/// An optimizer with a warmup + cosine schedule and global-norm clipping.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Optimizer: `adamw` or `sgd` (built-ins).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[serde(default)]
+    pub warmup: u64,
+    /// Cosine decay horizon in steps; default: `run.steps`, or constant after warmup when the
+    /// budget is wall-clock only.
+    #[serde(default)]
+    pub decay_steps: Option<u64>,
+    /// Final LR as a fraction of the peak.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[serde(default)]
+    pub clip: f64,
+    /// Adam betas, or `[momentum, _]` for SGD.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Adam epsilon.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            optimizer: default_optimizer(),
+            lr: default_lr(),
+            warmup: 0,
+            decay_steps: None,
+            min_lr_ratio: default_min_lr_ratio(),
+            weight_decay: 0.0,
+            clip: 0.0,
+            betas: default_betas(),
+            eps: default_eps(),
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Default for Opt_φ: AdamW at 1e-3, constant.
+    pub fn designer_default() -> Self {
+        OptimConfig {
+            lr: 1e-3,
+            min_lr_ratio: 1.0,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_optimizer() -> String {
+    "adamw".into()
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
 
 /// The learning rate at `step`: linear warmup to `lr`, then cosine decay to `lr·min_lr_ratio`
 /// over `decay_steps` (constant after warmup when there is no horizon).
@@ -64,41 +143,6 @@ pub fn lookup(name: &str) -> std::result::Result<&'static OptimizerEntry, String
 pub fn build(cfg: &OptimConfig) -> Result<Box<dyn Optimizer>> {
     let entry = lookup(&cfg.optimizer).map_err(|m| crate::Error::config("optimizer", m))?;
     Ok((entry.build)(cfg))
-}
-
-/// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns the norm
-/// before clipping. `max_norm <= 0` only measures.
-pub fn clip_global_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    let norm = global_norm(grads)?;
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut() {
-            let _ = g.f_mul_scalar_(scale).op("clip")?;
-        }
-    }
-    Ok(norm)
-}
-
-/// Global L2 norm of a list of tensors (one CPU–GPU sync point for the whole list).
-pub fn global_norm(ts: &[Tensor]) -> Result<f64> {
-    let squares = ts
-        .iter()
-        .filter(|t| t.numel() > 0)
-        .map(|t| {
-            t.f_square()?
-                .f_sum(Kind::Double)?
-                .f_to_device(tch::Device::Cpu)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .op("norm")?;
-    if squares.is_empty() {
-        return Ok(0.0);
-    }
-    let sq = Tensor::f_stack(&squares, 0)
-        .and_then(|s| s.f_sum(Kind::Double))
-        .and_then(|s| s.f_double_value(&[]))
-        .op("norm")?;
-    Ok(sq.sqrt())
 }
 
 /// AdamW (decoupled weight decay), moments kept in the parameter's dtype.
@@ -316,11 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn clipping_caps_the_global_norm() {
-        let mut g = vec![Tensor::from_slice(&[3.0f64]), Tensor::from_slice(&[4.0f64])];
-        let before = clip_global_norm(&mut g, 1.0).unwrap();
-        assert!((before - 5.0).abs() < 1e-12);
-        assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
+    fn unknown_optimizer_lists_the_known_ones() {
         assert!(lookup("lion").err().is_some_and(|m| m.contains("adamw")));
     }
 }

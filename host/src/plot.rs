@@ -12,7 +12,9 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
-use crate::report::{atomic_write, lower_is_better, metric_order, Record, Report, TrainRecord};
+use crate::fileio::atomic_write;
+use crate::records::{Record, TrainRecord, HOST_COUNTERS};
+use crate::summary::{lower_is_better, metric_order, Report};
 
 /// The most grid points one arm's line gets; longer grids are resampled evenly.
 pub const MAX_POINTS: usize = 800;
@@ -239,7 +241,7 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
         .collect();
     let mut written = Vec::new();
     let shown = metric_order(&names).into_iter().filter(|m| {
-        !crate::report::HOST_COUNTERS.contains(&m.as_str()) && !crate::intervals::is_interval_key(m)
+        !HOST_COUNTERS.contains(&m.as_str()) && !crate::intervals::is_interval_key(m)
     });
     for metric in shown {
         for axis in [Axis::Step, Axis::Seconds] {
@@ -553,7 +555,7 @@ fn line_plot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::summarize;
+    use crate::summary::summarize;
     use crate::report::tests::{fake_compare, temp_dir};
 
     #[test]

@@ -6,7 +6,8 @@
 
 use crate::{
     error::HostTchContext,
-    meta::{grad, pretrain_objective},
+    grads::{dot, grad},
+    meta::pretrain_objective,
     train::Session,
     value::pearson,
     Result,
@@ -96,7 +97,7 @@ pub fn probe(
         let l_pre = pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
         let g_pre = grad(&l_pre, &s, false)?;
         let predicted = eta
-            * crate::value::dot(&g_down, &g_pre)?
+            * dot(&g_down, &g_pre)?
                 .f_double_value(&[])
                 .op("probe")?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly

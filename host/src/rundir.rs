@@ -2,7 +2,12 @@
 //! under an exclusive lock for as long as a run writes it, and never silently reused: a new
 //! run refuses a directory that holds a run unless told to `--overwrite` it (or `--resume`).
 
-use crate::{checkpoint, config::RunConfig, report::Record, Error, Result};
+use crate::{
+    config::{apply_overrides, json_to_toml, RunConfig},
+    fileio::atomic_write,
+    records::Record,
+    Error, Result,
+};
 use std::{
     fs::File,
     os::fd::AsRawFd,
@@ -75,7 +80,7 @@ impl RunDir {
             }
         }
         let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
-        checkpoint::atomic_write(path.join("config.json"), &json)?;
+        atomic_write(path.join("config.json"), &json)?;
         Ok(dir)
     }
 
@@ -163,7 +168,7 @@ impl RunDir {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        checkpoint::atomic_write(&p, kept.as_bytes())
+        atomic_write(&p, kept.as_bytes())
     }
 
     /// The final metrics in `summary.json` when the run already finished at learner step
@@ -186,6 +191,24 @@ impl RunDir {
 
 fn writes() -> bool {
     vpt_sdk::data_shard().rank == 0
+}
+
+/// The resolved config a run directory was started with (`RUN_DIR/config.json`), with
+/// `overrides` applied.
+pub fn run_config(run_dir: &Path, overrides: &[String]) -> Result<RunConfig> {
+    let path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Msg(format!(
+            "{}: not a run directory ({}: {e})",
+            run_dir.display(),
+            path.display()
+        ))
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let mut doc = json_to_toml(json).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    apply_overrides(&mut doc, overrides)?;
+    RunConfig::from_toml(doc)
 }
 
 #[cfg(test)]

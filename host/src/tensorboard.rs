@@ -7,7 +7,7 @@
 //! file (`events.out.tfevents.<unix time>.<host>.<pid>`); after a resume TensorBoard drops the
 //! older file's steps past the restart (its `purge_orphaned_data`).
 
-use crate::{report::Record, Error, Result};
+use crate::{records::Record, Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -170,7 +170,7 @@ fn crc32c(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{EvalRecord, MetaRecord, TrainRecord};
+    use crate::records::{EvalRecord, MetaRecord, TrainRecord};
 
     #[test]
     fn crc32c_matches_the_standard_check_value() {

@@ -2,18 +2,20 @@
 //! checkpoints and metrics. The meta step itself lives in `meta.rs`.
 
 use crate::{
-    bench::Phases,
     budget::{is_meta_step, step_seed, Budget},
     checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
     config::RunConfig,
     error::HostTchContext,
+    fileio::atomic_write,
     estimators::{self, EstimatorEntry},
     interrupt,
     loader::Plugins,
-    meta::{grad, pretrain_objective, FeedbackSlot, MetaStep},
-    optim::{self, clip_global_norm, lr_at, Optimizer},
+    grads::{clip_global_norm, grad},
+    meta::{pretrain_objective, FeedbackSlot, MetaStep},
+    optim::{self, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
-    report::{EvalRecord, Record, TrainRecord},
+    phases::Phases,
+    records::{EvalRecord, Record, TrainRecord},
     rundir::RunDir,
     Error, Result,
 };
@@ -343,7 +345,7 @@ impl Session {
         let mut constructions = self.constructions(forwards.iter().map(|f| &f.design_inputs))?;
         self.mark("designer forward", t);
         let mut meta = meta;
-        if self.estimator.diagnostic == Some(crate::diagnostics::Diagnostic::Oracle)
+        if self.estimator.diagnostic == Some(crate::estimators::Diagnostic::Oracle)
             && self.step >= self.cfg.meta.burn_in
         {
             // diagnostic `oracle`: the targets are set from g_down (diagnostics.rs)
@@ -709,7 +711,7 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         metrics,
     };
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Msg(e.to_string()))?;
-    checkpoint::atomic_write(dir.path.join("summary.json"), &json)?;
+    atomic_write(dir.path.join("summary.json"), &json)?;
     Ok(summary)
 }
 

@@ -208,7 +208,7 @@ fn designer_hypergradient_matches_finite_differences() {
         let l_pre =
             pretrain_objective(task, &[&b], &[&f.state], &[c], Differentiation::Twice).unwrap();
         let g_pre = grad(&l_pre, &s, true).unwrap();
-        vpt_host::value::dot(&g_down, &g_pre).unwrap()
+        vpt_host::grads::dot(&g_down, &g_pre).unwrap()
     };
     let v = value(&mut task, &mut designer);
     let analytic = grad(&v, &phi, false).unwrap();
