@@ -12,7 +12,7 @@
 //! - Replacing `step-N` never deletes it before the new one is in place: the old directory is
 //!   renamed aside (`step-N.old`, still loadable), the new one renamed in, then the old removed.
 
-use crate::{error::clip, Error, Result};
+use crate::{error::clip, records::Counters, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
@@ -39,7 +39,27 @@ pub struct Checkpoint {
     /// All tensors, with prefixes such as `theta/`, `phi/`, `opt_theta/`.
     pub tensors: TensorMap,
     /// Everything else.
-    pub state: serde_json::Value,
+    pub state: State,
+}
+
+/// The version of `state.json` this host writes (`{"version", "step", "state": {…}}`); format 2
+/// checkpoints (the same without `version`) still load.
+pub const STATE_VERSION: u32 = 3;
+
+/// The non-tensor state of a run at a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Charged training seconds so far.
+    pub seconds: f64,
+    /// The host's counters.
+    pub counters: Counters,
+    /// The task's JSON state (`Task::state`).
+    pub task: serde_json::Value,
+    /// The designer's JSON state (`Designer::state`; null without a designer).
+    pub designer: serde_json::Value,
+    /// The resolved run config, as written (for the record; resume reads `config.json`).
+    pub config: serde_json::Value,
 }
 
 /// `manifest.json`: format, version and the digest of every other file.
@@ -51,12 +71,38 @@ struct Manifest {
     files: BTreeMap<String, FileDigest>,
 }
 
-/// `state.json`.
+/// `state.json` as written since version 3: the version, the step and the [`State`].
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateFile {
+    version: u32,
     step: u64,
-    state: serde_json::Value,
+    state: State,
+}
+
+/// `state.json` of format 2 (no version): the step and the state nested.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFileV2 {
+    step: u64,
+    state: State,
+}
+
+/// Parses `state.json` of any version this host reads; an unknown version is refused by name.
+fn parse_state(bytes: &[u8]) -> std::result::Result<(u64, State), String> {
+    let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match doc.get("version").map(|v| v.as_u64()) {
+        None => serde_json::from_value::<StateFileV2>(doc)
+            .map(|f| (f.step, f.state))
+            .map_err(|e| format!("format 2: {e}")),
+        Some(Some(v)) if v == u64::from(STATE_VERSION) => serde_json::from_value::<StateFile>(doc)
+            .map(|f| (f.step, f.state))
+            .map_err(|e| format!("version {v}: {e}")),
+        Some(v) => Err(format!(
+            "unknown version {}; this vpt reads version {STATE_VERSION} and format 2 (no version)",
+            v.map_or_else(|| doc["version"].to_string(), |v| v.to_string())
+        )),
+    }
 }
 
 /// Steps whose checkpoints to delete so that only the newest `keep` remain.
@@ -111,6 +157,7 @@ fn write_dir(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
     let tensors =
         tensor_file::write(&dir.join(TENSORS), &ckpt.tensors).map_err(|e| bad(e.to_string()))?;
     let state = serde_json::to_vec(&StateFile {
+        version: STATE_VERSION,
         step: ckpt.step,
         state: ckpt.state.clone(),
     })
@@ -273,14 +320,13 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
     let state = digest(STATE)?
         .read_verified(&dir.join(STATE))
         .map_err(|e| bad(e.to_string()))?;
-    let state: StateFile =
-        serde_json::from_slice(&state).map_err(|e| bad(format!("{STATE}: {e}")))?;
+    let (step, state) = parse_state(&state).map_err(|e| bad(format!("{STATE}: {e}")))?;
     let tensors = tensor_file::read(&dir.join(TENSORS), digest(TENSORS)?, device)
         .map_err(|e| bad(e.to_string()))?;
     Ok(Checkpoint {
-        step: state.step,
+        step,
         tensors,
-        state: state.state,
+        state,
     })
 }
 
@@ -323,7 +369,16 @@ mod tests {
         Checkpoint {
             step,
             tensors: t,
-            state: serde_json::json!({"a": 1}),
+            state: State {
+                seconds: 1.5,
+                counters: Counters {
+                    meta_steps: step,
+                    ..Default::default()
+                },
+                task: serde_json::json!({"a": 1}),
+                designer: serde_json::Value::Null,
+                config: serde_json::json!({}),
+            },
         }
     }
 
@@ -339,7 +394,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("checkpoints/step-000000009.tmp")).unwrap();
         let c = load_latest(&dir).unwrap();
         assert_eq!(c.step, 5);
-        assert_eq!(c.state["a"], 1);
+        assert_eq!(c.state, ckpt(5, 1.0).state);
         assert_eq!(w(&c), vec![1.0, 2.0]);
         assert_eq!(list_steps(&dir).unwrap(), vec![5]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -389,5 +444,37 @@ mod tests {
         let e = load_latest(&dir).err().unwrap().to_string();
         assert!(e.contains("old TorchScript format"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn format_2_checkpoint_written_by_the_previous_host_loads() {
+        // written by `vpt compare examples/tiny.toml` before state.json had a version
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/checkpoint-format2/checkpoints/step-000000200");
+        let c = load_dir(&dir).unwrap();
+        assert_eq!(c.step, 200);
+        assert_eq!(c.state.counters.meta_steps, 200);
+        assert_eq!(c.state.task["unlabeled_cursor"][0], 200);
+        assert_eq!(c.state.config["designer"]["name"], "tiny_soft");
+        assert!(c.state.seconds > 0.0);
+        assert!(!with_prefix(&c.tensors, "theta").is_empty());
+    }
+
+    #[test]
+    fn state_versions_round_trip_and_unknown_ones_are_refused() {
+        let state = ckpt(7, 1.0).state;
+        let v3 = serde_json::to_vec(&StateFile {
+            version: STATE_VERSION,
+            step: 7,
+            state: state.clone(),
+        })
+        .unwrap();
+        assert_eq!(parse_state(&v3).unwrap(), (7, state.clone()));
+        let mut doc: serde_json::Value = serde_json::from_slice(&v3).unwrap();
+        doc["version"] = 99.into();
+        let e = parse_state(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert!(e.contains("unknown version 99"), "{e}");
+        doc.as_object_mut().unwrap().remove("version");
+        assert_eq!(parse_state(&serde_json::to_vec(&doc).unwrap()).unwrap(), (7, state));
     }
 }

@@ -11,6 +11,19 @@ use crate::error::{Error, Result};
 /// File name of the per-run metrics log inside a run directory.
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
+/// Counters reported with every evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Meta steps run.
+    pub meta_steps: u64,
+    /// Meta steps skipped because V or ∇φ was not finite.
+    pub meta_skipped: u64,
+    /// Learner steps skipped because the loss was not finite.
+    pub learner_skipped: u64,
+    /// Current run of non-finite learner losses.
+    pub nonfinite_in_a_row: u64,
+}
+
 /// Bookkeeping the host adds to every evaluation; tabulated, but never ranked "best".
 pub const HOST_COUNTERS: [&str; 3] = ["meta_steps", "meta_skipped", "learner_skipped"];
 

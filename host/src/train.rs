@@ -30,18 +30,8 @@ use vpt_sdk::{
 /// Consecutive non-finite learner losses after which the run stops with an error.
 const MAX_NONFINITE_IN_A_ROW: u64 = 10;
 
-/// Counters reported with every evaluation.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct Counters {
-    /// Meta steps run.
-    pub meta_steps: u64,
-    /// Meta steps skipped because V or ∇φ was not finite.
-    pub meta_skipped: u64,
-    /// Learner steps skipped because the loss was not finite.
-    pub learner_skipped: u64,
-    /// Current run of non-finite learner losses.
-    pub nonfinite_in_a_row: u64,
-}
+pub use crate::records::Counters;
+
 
 /// A built run: task, designer, parameters, optimizers and position.
 pub struct Session {
@@ -449,13 +439,15 @@ impl Session {
             None => Default::default(),
         };
         add_prefixed(&mut tensors, "designer", &designer_state.tensors);
-        let state = serde_json::json!({
-            "seconds": self.seconds,
-            "counters": self.counters,
-            "task": task_state.json,
-            "designer": designer_state.json,
-            "config": self.cfg,
-        });
+        let config = serde_json::to_value(&self.cfg)
+            .map_err(|e| Error::Msg(format!("checkpoint state: the config: {e}")))?;
+        let state = checkpoint::State {
+            seconds: self.seconds,
+            counters: self.counters.clone(),
+            task: task_state.json,
+            designer: designer_state.json,
+            config,
+        };
         Ok(Checkpoint {
             step: self.step,
             tensors,
@@ -476,22 +468,18 @@ impl Session {
             self.opt_phi.load_state(&opt_phi)?;
         }
         self.task.load_state(vpt_sdk::State {
-            json: ckpt.state["task"].clone(),
+            json: ckpt.state.task.clone(),
             tensors: with_prefix(&ckpt.tensors, "task"),
         })?;
         if let Some(d) = self.designer.as_mut() {
             d.load_state(vpt_sdk::State {
-                json: ckpt.state["designer"].clone(),
+                json: ckpt.state.designer.clone(),
                 tensors: with_prefix(&ckpt.tensors, "designer"),
             })?;
         }
         self.step = ckpt.step;
-        let bad = |m: String| Error::Msg(format!("checkpoint state: {m}"));
-        self.seconds = ckpt.state["seconds"]
-            .as_f64()
-            .ok_or_else(|| bad("`seconds` is not a number".into()))?;
-        self.counters = serde_json::from_value(ckpt.state["counters"].clone())
-            .map_err(|e| bad(format!("`counters`: {e}")))?;
+        self.seconds = ckpt.state.seconds;
+        self.counters = ckpt.state.counters.clone();
         Ok(())
     }
 }
