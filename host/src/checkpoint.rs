@@ -475,6 +475,9 @@ mod tests {
         let e = parse_state(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
         assert!(e.contains("unknown version 99"), "{e}");
         doc.as_object_mut().unwrap().remove("version");
-        assert_eq!(parse_state(&serde_json::to_vec(&doc).unwrap()).unwrap(), (7, state));
+        assert_eq!(
+            parse_state(&serde_json::to_vec(&doc).unwrap()).unwrap(),
+            (7, state)
+        );
     }
 }

@@ -183,7 +183,6 @@ fn unit() -> f64 {
     1.0
 }
 
-
 /// `[arms.NAME]`: overrides that turn the config into one arm of a comparison.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -14,16 +14,14 @@ use crate::{
 };
 use tch::{Kind, Tensor};
 use vpt_sdk::{
-    Batch, Construction, Designer, Differentiation, Task, TensorMap,
-    KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
+    Batch, Construction, Designer, Differentiation, Task, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
 };
-
 
 /// The oracle's mirror-ascent step, in units of the RMS of ∂V/∂c over the entries that carry
 /// a gradient: large enough to move a soft target well away from the designer's, small
 /// enough to keep a distribution rather than a vertex.
 pub const ORACLE_STEP: f64 = 3.0;
-
 
 /// How the oracle moves the free tensor of a construction kind: in log or logit space, so it
 /// stays a valid construction of that kind.

@@ -2,13 +2,7 @@
 //! format other tools read (`Task::export`). Only the task is built (the designer stays off:
 //! φ does not leave the run).
 
-use crate::{
-    checkpoint,
-    loader::Plugins,
-    rundir::run_config,
-    train::Session,
-    Error, Result,
-};
+use crate::{checkpoint, loader::Plugins, rundir::run_config, train::Session, Error, Result};
 use std::path::{Path, PathBuf};
 use vpt_sdk::ExportRequest;
 

@@ -45,4 +45,3 @@ pub fn atomic_write(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     }
     Ok(())
 }
-

@@ -130,9 +130,7 @@ impl MetaStep<'_> {
             if i == 0 {
                 out.g_down_norm = global_norm(&g_down)?;
                 out.g_pre_norm = global_norm(&g_pre)?;
-                out.cos = cosine(&g_down, &g_pre)?
-                    .f_double_value(&[])
-                    .op("cos")?;
+                out.cos = cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
             }
             for c in &constructions {
                 if let Some(r) = self.designer.regularizer(c)? {

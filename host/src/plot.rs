@@ -240,9 +240,9 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
         .flatten()
         .collect();
     let mut written = Vec::new();
-    let shown = metric_order(&names).into_iter().filter(|m| {
-        !HOST_COUNTERS.contains(&m.as_str()) && !crate::intervals::is_interval_key(m)
-    });
+    let shown = metric_order(&names)
+        .into_iter()
+        .filter(|m| !HOST_COUNTERS.contains(&m.as_str()) && !crate::intervals::is_interval_key(m));
     for metric in shown {
         for axis in [Axis::Step, Axis::Seconds] {
             let lines: Vec<Line> = report
@@ -555,8 +555,8 @@ fn line_plot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::summary::summarize;
     use crate::report::tests::{fake_compare, temp_dir};
+    use crate::summary::summarize;
 
     #[test]
     fn sanitizes_metric_names() {

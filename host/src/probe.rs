@@ -96,10 +96,7 @@ pub fn probe(
         let states = vec![&none; refs.len()];
         let l_pre = pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
         let g_pre = grad(&l_pre, &s, false)?;
-        let predicted = eta
-            * dot(&g_down, &g_pre)?
-                .f_double_value(&[])
-                .op("probe")?;
+        let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[]).op("probe")?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly
         let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
         tch::no_grad(|| -> Result<()> {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use crate::intervals::{example_interval, seed_interval, Interval, CI_HI, CI_LO};
 use crate::records::HOST_COUNTERS;
 use crate::summary::{
-    file_name, lower_is_better, ArmReport, Report, SeedWins, Stats, BASELINE_ARM, CORE_METRICS, V_ARM,
+    file_name, lower_is_better, ArmReport, Report, SeedWins, Stats, BASELINE_ARM, CORE_METRICS,
+    V_ARM,
 };
 
 // ---------------------------------------------------------------------------------------------

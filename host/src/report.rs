@@ -26,10 +26,12 @@ pub fn write_report(dir: &Path, report: &Report) -> Result<()> {
     )
 }
 
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::intervals::{seed_interval, Interval};
+    use serde_json::{json, Value};
+    use std::path::PathBuf;
 
     /// A fresh, empty temp directory unique to this process and test, removed on drop (also
     /// when the test panics).
@@ -571,4 +573,3 @@ pub(crate) mod tests {
         assert!(!lower_is_better("pass@1") && !lower_is_better("accuracy"));
     }
 }
-

@@ -22,7 +22,6 @@ pub const BASELINE_ARM: &str = "baseline";
 /// The V-pretraining arm of `vpt compare`.
 pub const V_ARM: &str = "v";
 
-
 /// Finds the runs of a compare directory: every `DIR/ARM/seed-S/` holding a `metrics.jsonl`.
 ///
 /// Arms come in the order `baseline`, `v`, `random_feedback`, then the rest by name; seeds

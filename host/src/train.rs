@@ -6,16 +6,16 @@ use crate::{
     checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
     config::RunConfig,
     error::HostTchContext,
+    estimators::{self, Diagnostic, EstimatorEntry},
     fileio::atomic_write,
-    estimators::{self, EstimatorEntry},
+    grads::{clip_global_norm, grad},
     interrupt,
     loader::Plugins,
-    grads::{clip_global_norm, grad},
     meta::{pretrain_objective, FeedbackSlot, MetaStep},
     optim::{self, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
     phases::Phases,
-    records::{EvalRecord, Record, TrainRecord},
+    records::{EvalRecord, MetaRecord, Record, TrainRecord},
     rundir::RunDir,
     Error, Result,
 };
@@ -31,7 +31,6 @@ use vpt_sdk::{
 const MAX_NONFINITE_IN_A_ROW: u64 = 10;
 
 pub use crate::records::Counters;
-
 
 /// A built run: task, designer, parameters, optimizers and position.
 pub struct Session {
@@ -295,37 +294,9 @@ impl Session {
         self.mark("learner forward", t);
 
         // 2. meta step: φ moves, θ does not
-        let meta = if self.meta_due() {
-            let designer = self
-                .designer
-                .as_deref_mut()
-                .expect("meta_due implies a designer");
-            let out = MetaStep {
-                task: self.task.as_mut(),
-                designer,
-                s: &self.s,
-                phi: &self.phi,
-                feedback: &self.feedback,
-                estimator: self.estimator,
-                lambda: self.cfg.meta.lambda,
-                domain_matched: self.cfg.meta.domain_matched,
-                dp: self.dp.as_ref(),
-                batch_fraction: self.cfg.meta.batch_fraction,
-                max_seq_len: self.cfg.meta.max_seq_len,
-                clip: self.cfg.designer_optim.clip,
-                phases: self.phases.as_mut(),
-            }
-            .run(
-                &batches,
-                &forwards,
-                self.opt_phi.as_mut(),
-                lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
-            )?;
-            self.counters.meta_steps += 1;
-            self.counters.meta_skipped += out.skipped as u64;
-            Some(out)
-        } else {
-            None
+        let mut meta = match self.meta_due() {
+            true => Some(self.meta_step(&batches, &forwards)?),
+            false => None,
         };
 
         // 3. c = detach(designer(inputs(B_u))) with the updated φ; the learner's randomness
@@ -334,23 +305,9 @@ impl Session {
         let t = Instant::now();
         let mut constructions = self.constructions(forwards.iter().map(|f| &f.design_inputs))?;
         self.mark("designer forward", t);
-        let mut meta = meta;
-        if self.estimator.diagnostic == Some(crate::estimators::Diagnostic::Oracle)
-            && self.step >= self.cfg.meta.burn_in
-        {
+        if self.oracle_due() {
             // diagnostic `oracle`: the targets are set from g_down (diagnostics.rs)
-            let designer = self.designer.as_deref_mut().ok_or_else(|| {
-                Error::config("designer", "the oracle starts from a designer's output")
-            })?;
-            let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
-            let (c, m) = crate::diagnostics::Oracle {
-                task: self.task.as_mut(),
-                designer,
-                s: &s,
-                feedback: &self.feedback,
-                dp: self.dp.as_ref(),
-            }
-            .targets(&batches, constructions)?;
+            let (c, m) = self.oracle_targets(&batches, constructions)?;
             (constructions, meta) = (c, Some(m));
         }
 
@@ -401,6 +358,63 @@ impl Session {
             pretrain_loss: loss_value,
             meta,
         }))
+    }
+
+    /// Runs the meta step of this learner step on its batches and forwards, and counts it.
+    fn meta_step(&mut self, batches: &[Batch], forwards: &[Forward]) -> Result<MetaRecord> {
+        let designer = self
+            .designer
+            .as_deref_mut()
+            .expect("meta_due implies a designer");
+        let out = MetaStep {
+            task: self.task.as_mut(),
+            designer,
+            s: &self.s,
+            phi: &self.phi,
+            feedback: &self.feedback,
+            estimator: self.estimator,
+            lambda: self.cfg.meta.lambda,
+            domain_matched: self.cfg.meta.domain_matched,
+            dp: self.dp.as_ref(),
+            batch_fraction: self.cfg.meta.batch_fraction,
+            max_seq_len: self.cfg.meta.max_seq_len,
+            clip: self.cfg.designer_optim.clip,
+            phases: self.phases.as_mut(),
+        }
+        .run(
+            batches,
+            forwards,
+            self.opt_phi.as_mut(),
+            lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
+        )?;
+        self.counters.meta_steps += 1;
+        self.counters.meta_skipped += out.skipped as u64;
+        Ok(out)
+    }
+
+    /// Whether the diagnostic `oracle` sets this step's targets.
+    fn oracle_due(&self) -> bool {
+        self.estimator.diagnostic == Some(Diagnostic::Oracle) && self.step >= self.cfg.meta.burn_in
+    }
+
+    /// The oracle's constructions (moved along ∂V/∂c from the designer's) and its record.
+    fn oracle_targets(
+        &mut self,
+        batches: &[Batch],
+        constructions: Vec<Construction>,
+    ) -> Result<(Vec<Construction>, MetaRecord)> {
+        let designer = self.designer.as_deref_mut().ok_or_else(|| {
+            Error::config("designer", "the oracle starts from a designer's output")
+        })?;
+        let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
+        crate::diagnostics::Oracle {
+            task: self.task.as_mut(),
+            designer,
+            s: &s,
+            feedback: &self.feedback,
+            dp: self.dp.as_ref(),
+        }
+        .targets(batches, constructions)
     }
 
     fn skip_learner_step(&mut self) -> Result<()> {
