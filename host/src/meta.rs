@@ -70,10 +70,6 @@ impl MetaStep<'_> {
         opt_phi: &mut dyn Optimizer,
         lr_phi: f64,
     ) -> Result<MetaRecord> {
-        let align = self
-            .estimator
-            .align
-            .ok_or_else(|| crate::Error::Msg("estimator has no alignment".into()))?;
         let s: Vec<Tensor> = self.s.tensors().map(Tensor::shallow_clone).collect();
 
         // g_down = detach(∇_S L_down(θ; B_f^j)) per feedback set, B_f sampled independently of B_u
@@ -86,65 +82,17 @@ impl MetaStep<'_> {
         let (unlabeled, forwards) = self.meta_batches(unlabeled, forwards)?;
         self.mark("meta slice", started);
 
-        // pairs (g_down, B_u): Σ_j ω_j g_j with every batch, or each set with its own domain
-        let pairs: Vec<(Vec<Tensor>, Vec<usize>)> = if self.domain_matched {
-            self.feedback
-                .iter()
-                .zip(g_sets)
-                .map(|(f, g)| (g, domain_batches(&unlabeled, f.domain)))
-                .collect()
-        } else {
-            vec![(
-                weighted_sum(&g_sets, self.feedback),
-                (0..unlabeled.len()).collect(),
-            )]
-        };
-
+        // V = Align(g_down, g_pre) with g_pre = ∇_S L_pre(θ; B_u, designer_φ(B_u)), and R(φ, c)
+        let started = Instant::now();
         let mut out = MetaRecord {
             rows: unlabeled.iter().map(batch_rows).sum(),
             max_seq_len: self.max_seq_len as u64,
             ..MetaRecord::default()
         };
-        let started = Instant::now();
-        let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
-        for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
-            let g_down = (self.estimator.feedback)(g_down)?;
-            // c = designer(inputs(B_u)) with grad enabled for φ
-            let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();
-            let states: Vec<&TensorMap> = idx.iter().map(|&k| &forwards[k].state).collect();
-            let constructions = idx
-                .iter()
-                .map(|&k| self.designer.construct(&forwards[k].design_inputs))
-                .collect::<vpt_sdk::Result<Vec<_>>>()?;
-            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true (the task is told: Twice)
-            let l_pre = pretrain_objective(
-                self.task,
-                &batches,
-                &states,
-                &constructions,
-                Differentiation::Twice,
-            )?;
-            let g_pre = grad(&l_pre, &s, true)?;
-            // V = Align(g_down, g_pre)
-            values.push(align(&g_down, &g_pre)?);
-            if i == 0 {
-                out.g_down_norm = global_norm(&g_down)?;
-                out.g_pre_norm = global_norm(&g_pre)?;
-                out.cos = cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
-            }
-            for c in &constructions {
-                if let Some(r) = self.designer.regularizer(c)? {
-                    let r = r.f_to_kind(Kind::Double)?;
-                    reg = Some(match reg {
-                        Some(acc) => acc + r,
-                        None => r,
-                    });
-                }
-            }
-        }
+        let pairs = self.pairs(g_sets, &unlabeled);
+        let (v, reg) = self.value(&s, pairs, &unlabeled, &forwards, &mut out)?;
 
         // L_meta = −V + λ·R(φ, c)
-        let v = Tensor::f_stack(&values, 0)?.f_mean(Kind::Double)?;
         let mut l_meta = -&v;
         if let Some(r) = &reg {
             out.regularizer = r.f_double_value(&[])?;
@@ -173,6 +121,83 @@ impl MetaStep<'_> {
         opt_phi.step(self.phi, &g_phi, lr_phi)?;
         self.mark("meta optimizer", started);
         Ok(out)
+    }
+
+    /// The pairs (g_down, batch indices): Σ_j ω_j g_j with every batch, or, domain-matched,
+    /// each set's g_down with the batches of its own domain.
+    fn pairs(
+        &self,
+        g_sets: Vec<Vec<Tensor>>,
+        unlabeled: &[Batch],
+    ) -> Vec<(Vec<Tensor>, Vec<usize>)> {
+        if self.domain_matched {
+            self.feedback
+                .iter()
+                .zip(g_sets)
+                .map(|(f, g)| (g, domain_batches(unlabeled, f.domain)))
+                .collect()
+        } else {
+            vec![(
+                weighted_sum(&g_sets, self.feedback),
+                (0..unlabeled.len()).collect(),
+            )]
+        }
+    }
+
+    /// V (the mean over the pairs of Align(g_down, g_pre), differentiable in φ) and the
+    /// designer's regulariser summed over the constructions; the first pair's norms and cosine
+    /// go into `out`.
+    fn value(
+        &mut self,
+        s: &[Tensor],
+        pairs: Vec<(Vec<Tensor>, Vec<usize>)>,
+        unlabeled: &[Batch],
+        forwards: &[Forward],
+        out: &mut MetaRecord,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let align = self
+            .estimator
+            .align
+            .ok_or_else(|| crate::Error::Msg("estimator has no alignment".into()))?;
+        let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
+        for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
+            let g_down = (self.estimator.feedback)(g_down)?;
+            // c = designer(inputs(B_u)) with grad enabled for φ
+            let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();
+            let states: Vec<&TensorMap> = idx.iter().map(|&k| &forwards[k].state).collect();
+            let constructions = idx
+                .iter()
+                .map(|&k| self.designer.construct(&forwards[k].design_inputs))
+                .collect::<vpt_sdk::Result<Vec<_>>>()?;
+            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true (the task is told: Twice)
+            let l_pre = pretrain_objective(
+                self.task,
+                &batches,
+                &states,
+                &constructions,
+                Differentiation::Twice,
+            )?;
+            let g_pre = grad(&l_pre, s, true)?;
+            // V = Align(g_down, g_pre)
+            values.push(align(&g_down, &g_pre)?);
+            if i == 0 {
+                out.g_down_norm = global_norm(&g_down)?;
+                out.g_pre_norm = global_norm(&g_pre)?;
+                out.cos = cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
+            }
+            for c in &constructions {
+                if let Some(r) = self.designer.regularizer(c)? {
+                    let r = r.f_to_kind(Kind::Double)?;
+                    reg = Some(match reg {
+                        Some(acc) => acc + r,
+                        None => r,
+                    });
+                }
+            }
+        }
+
+        let v = Tensor::f_stack(&values, 0)?.f_mean(Kind::Double)?;
+        Ok((v, reg))
     }
 
     /// Each batch and forward cut to the meta batch (as they are when it is the whole batch).
