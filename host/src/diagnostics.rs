@@ -52,15 +52,17 @@ fn free_tensor(kind: &str) -> Result<(&'static str, Param)> {
 
 /// One mirror-ascent step: x* = param(x0 moved by `step`·a/rms(a) in log/logit space).
 fn mirror_step(x0: &Tensor, a: &Tensor, param: Param, step: f64) -> Result<Tensor> {
-    let x0 = x0.f_to_kind(Kind::Double).op("oracle x0")?;
-    let a = a.f_to_kind(Kind::Double).op("oracle a")?;
-    let nonzero = a.f_ne(0.0).op("oracle nz")?.f_sum(Kind::Double).op("nz")?;
-    let rms = (a.f_square().op("a²")?.f_sum(Kind::Double).op("Σa²")? / nonzero.f_clamp_min(1.0)?)
-        .f_sqrt()
-        .op("rms")?
-        .f_double_value(&[])
-        .op("rms")?;
-    let delta = a.f_mul_scalar(step / rms.max(1e-300)).op("oracle step")?;
+    mirror(x0, a, param, step).op("oracle mirror step")
+}
+
+fn mirror(x0: &Tensor, a: &Tensor, param: Param, step: f64) -> tch::Result<Tensor> {
+    let x0 = x0.f_to_kind(Kind::Double)?;
+    let a = a.f_to_kind(Kind::Double)?;
+    let nonzero = a.f_ne(0.0)?.f_sum(Kind::Double)?;
+    let rms = (a.f_square()?.f_sum(Kind::Double)? / nonzero.f_clamp_min(1.0)?)
+        .f_sqrt()?
+        .f_double_value(&[])?;
+    let delta = a.f_mul_scalar(step / rms.max(1e-300))?;
     let x = match param {
         Param::Simplex => x0
             .f_clamp_min(1e-12)?
@@ -78,9 +80,8 @@ fn mirror_step(x0: &Tensor, a: &Tensor, param: Param, step: f64) -> Result<Tenso
             .f_add(&delta)?
             .f_softmax(0, Kind::Double)?
             .f_mul_scalar(x0.size()[0] as f64),
-    }
-    .op("oracle mirror step")?;
-    x.f_to_kind(a.kind()).op("oracle kind")
+    }?;
+    x.f_to_kind(a.kind())
 }
 
 /// The oracle diagnostic: at every learner step it draws g_down, takes ∂V/∂c of

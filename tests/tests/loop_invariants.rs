@@ -7,8 +7,9 @@
 use tch::{Kind, Tensor};
 use vpt_host::{
     config::{apply_overrides, RunConfig},
+    grads::grad,
     loader::{Plugins, SearchPath},
-    meta::{grad, pretrain_objective},
+    meta::pretrain_objective,
     train::Session,
 };
 use vpt_integration::tiny_plugin;
