@@ -8,10 +8,10 @@
 //! input embeddings (`topk_soft` only), `loss_mask` (B,T) — and returns `cand_ids` unchanged,
 //! `probs` (B,T,K) = (1−α)·onehot(0) + α·r with rows summing to 1, and `loss_mask`.
 
-use crate::data::SplitMix;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
     TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
@@ -307,7 +307,7 @@ impl Norm {
 /// Builds φ's variables from a private seeded RNG (torch's shared RNG is never touched).
 struct Init<'a> {
     vs: &'a nn::VarStore,
-    rng: SplitMix,
+    rng: SplitMix64,
 }
 
 impl Init<'_> {
@@ -482,7 +482,7 @@ impl TopKSoft {
         let in_std = 1.0 / (d as f64).sqrt();
         let mut init = Init {
             vs: &vs,
-            rng: SplitMix::new(ctx.seed, 0xD35_1637),
+            rng: SplitMix64::stream(ctx.seed, 0xD35_1637),
         };
         let in_proj = init.lin("in_proj", d, w, true, in_std)?;
         let tok_proj = init.lin("tok_proj", d, w, false, in_std)?;
