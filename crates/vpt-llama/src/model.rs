@@ -36,14 +36,8 @@ use crate::lora::{layer_of, LoraSpec, Scope};
 use tch::{nn, Device, Kind, Tensor};
 use vpt_sdk::{Error, Result, TchContext};
 
-/// Which attention kernel a forward pass uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attention {
-    /// `scaled_dot_product_attention` (fast; CPU has no double backward).
-    Fused,
-    /// Explicit matmul + softmax + causal mask: safe for `create_graph` double backward.
-    Math,
-}
+pub use vpt_nn::Attention;
+use vpt_nn::RmsNorm;
 
 /// Gets `name` under `p` if the store already holds it (checking its shape), else creates it.
 fn param(p: &nn::Path, name: &str, dims: &[i64], init: nn::Init) -> Result<Tensor> {
@@ -69,11 +63,11 @@ const INIT_W: nn::Init = nn::Init::Randn {
     stdev: 0.02,
 };
 
-/// A linear layer `y = x Wᵀ + b (+ scale · x Aᵀ Bᵀ)`.
+/// A linear layer `y = x Wᵀ + b (+ scale · x Aᵀ Bᵀ)`: a [`vpt_nn::Linear`] and an optional LoRA
+/// adapter (A, B, scale).
 #[derive(Debug)]
 struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
+    base: vpt_nn::Linear,
     lora: Option<(Tensor, Tensor, f64)>,
 }
 
@@ -113,46 +107,30 @@ impl Linear {
                 Some((a, b, scale))
             }
         };
-        Ok(Linear { w, b, lora })
+        Ok(Linear {
+            base: vpt_nn::Linear::from_parts(w, b),
+            lora,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.f_linear(&self.w, self.b.as_ref()).op("linear")?;
+        let y = self.base.forward(x)?;
         match &self.lora {
             None => Ok(y),
             Some((a, b, scale)) => {
-                let delta = x
-                    .f_linear::<Tensor>(a, None)
-                    .op("lora A")?
-                    .f_linear::<Tensor>(b, None)
-                    .op("lora B")?;
-                y.f_add(&delta.f_mul_scalar(*scale)?).op("lora add")
+                let delta = x.f_linear::<Tensor>(a, None)?.f_linear::<Tensor>(b, None)?;
+                Ok(y.f_add(&delta.f_mul_scalar(*scale)?)?)
             }
         }
     }
 }
 
-/// Root-mean-square layer norm with a learned gain.
-#[derive(Debug)]
-struct RmsNorm {
-    w: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn new(cfg: &Config, p: nn::Path) -> Result<Self> {
-        Ok(RmsNorm {
-            w: param(&p, "weight", &[cfg.hidden_size], nn::Init::Const(1.0))?,
-            eps: cfg.rms_eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // (…, d) → mean of squares over d, keepdim
-        let ms = x.f_square()?.f_mean_dim(-1, true, None::<Kind>)?;
-        let inv = ms.f_add_scalar(self.eps)?.f_rsqrt()?;
-        x.f_mul(&inv)?.f_mul(&self.w).op("rms_norm")
-    }
+/// The RMSNorm of width d under `p` (gain `weight`, ones when new).
+fn rms_norm(cfg: &Config, p: nn::Path) -> Result<RmsNorm> {
+    Ok(RmsNorm {
+        w: param(&p, "weight", &[cfg.hidden_size], nn::Init::Const(1.0))?,
+        eps: cfg.rms_eps,
+    })
 }
 
 /// Rotary position embedding tables (HF "rotate half" layout), kept in f64.
@@ -316,33 +294,15 @@ impl SelfAttention {
             *slot = Some((k.shallow_clone(), v.shallow_clone()));
         }
         let scale = 1.0 / (self.hd as f64).sqrt();
-        let y = match attn {
-            Attention::Math => {
-                // Repeat each KV head for its group of query heads: (B, nkv, S, hd) → (B, nh, S, hd).
-                let rep = self.nh / self.nkv;
-                let k = k.f_repeat_interleave_self_int(rep, 1, None)?;
-                let v = v.f_repeat_interleave_self_int(rep, 1, None)?;
-                let scores = q.f_matmul(&k.f_transpose(-2, -1)?)?.f_mul_scalar(scale)?; // (B, nh, T, S)
-                let scores = scores.f_masked_fill(&mask.blocked, f64::NEG_INFINITY)?;
-                scores
-                    .f_softmax(-1, None::<Kind>)?
-                    .f_matmul(&v)
-                    .op("math attention")?
-            }
-            Attention::Fused => {
-                let (m, causal) = if mask.padded {
-                    (Some(mask.blocked.f_logical_not()?), false)
-                } else if mask.offset == 0 {
-                    (None, true)
-                } else if mask.t == 1 {
-                    (None, false)
-                } else {
-                    (Some(mask.blocked.f_logical_not()?), false)
-                };
-                Tensor::f_scaled_dot_product_attention(&q, &k, &v, m, 0.0, causal, scale, true)
-                    .op("fused attention")?
-            }
+        // The math kernel always applies the mask; the fused one gets the cheapest equivalent.
+        let (blocked, causal) = match attn {
+            Attention::Math => (Some(&mask.blocked), false),
+            Attention::Fused if mask.padded => (Some(&mask.blocked), false),
+            Attention::Fused if mask.offset == 0 => (None, true),
+            Attention::Fused if mask.t == 1 => (None, false),
+            Attention::Fused => (Some(&mask.blocked), false),
         };
+        let y = vpt_nn::attention(&q, &k, &v, blocked, causal, scale, attn)?;
         // (B, nh, T, hd) → (B, T, nh*hd)
         let y = y
             .f_transpose(1, 2)?
@@ -388,9 +348,9 @@ struct Block {
 impl Block {
     fn new(cfg: &Config, p: nn::Path, lora: Option<LoraSpec>) -> Result<Self> {
         Ok(Block {
-            attn_norm: RmsNorm::new(cfg, &p / "input_layernorm")?,
+            attn_norm: rms_norm(cfg, &p / "input_layernorm")?,
             attn: SelfAttention::new(cfg, &p / "self_attn", lora)?,
-            mlp_norm: RmsNorm::new(cfg, &p / "post_attention_layernorm")?,
+            mlp_norm: rms_norm(cfg, &p / "post_attention_layernorm")?,
             mlp: Mlp::new(cfg, &p / "mlp")?,
         })
     }
@@ -460,7 +420,7 @@ impl Llama {
             let lora = plan.filter(|(from, _)| i >= *from).map(|(_, spec)| spec);
             layers.push(Block::new(cfg, &m / "layers" / i, lora)?);
         }
-        let norm = RmsNorm::new(cfg, &m / "norm")?;
+        let norm = rms_norm(cfg, &m / "norm")?;
         let lm_head = if cfg.tie_embeddings {
             None
         } else {

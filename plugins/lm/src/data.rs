@@ -531,21 +531,19 @@ pub fn rows_to_tensors(rows: &[Row], device: Device) -> Result<vpt_sdk::TensorMa
     let cat_i = |f: fn(&Row) -> &Vec<i64>| -> Result<Tensor> {
         let flat: Vec<i64> = rows.iter().flat_map(|r| f(r).iter().copied()).collect();
         Tensor::from_slice(&flat)
-            .f_reshape([b, t])
-            .op("batch ids")?
+            .f_reshape([b, t])?
             .f_to(device)
             .op("batch to device")
     };
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
     let mask = Tensor::from_slice(&flat)
-        .f_reshape([b, t])
-        .op("batch mask")?
+        .f_reshape([b, t])?
         .f_to(device)
         .op("mask to device")?;
     Ok(vpt_sdk::TensorMap::new()
         .with("ids", cat_i(|r| &r.ids)?)
         .with("targets", cat_i(|r| &r.targets)?)
-        .with("mask", mask.f_to_kind(Kind::Float).op("mask kind")?))
+        .with("mask", mask.f_to_kind(Kind::Float)?))
 }
 
 /// The teacher-forced row of `continuation` after the chat-formatted `prompt`: prompt (no loss)

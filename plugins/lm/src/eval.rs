@@ -20,10 +20,8 @@ pub fn row_nlls(model: &Llama, rows: &[Row], batch: usize, pad: i64) -> Result<V
             let hidden = model.forward_hidden(ids, Attention::Fused)?;
             let lp = model
                 .logits(&hidden)?
-                .f_log_softmax(-1, Kind::Float)
-                .op("log_softmax")?
-                .f_gather(-1, &targets.f_unsqueeze(-1)?, false)
-                .op("gather targets")?
+                .f_log_softmax(-1, Kind::Float)?
+                .f_gather(-1, &targets.f_unsqueeze(-1)?, false)?
                 .f_squeeze_dim(-1)?; // (B, T)
             let mask = mask.f_to_kind(Kind::Double)?;
             let sum = lp

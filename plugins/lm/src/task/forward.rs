@@ -8,8 +8,7 @@ use crate::loss::{soft_ce_logits, soft_ce_twice, LossRows};
 use tch::{Kind, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
-    Batch, Construction, Differentiation, Error, Metrics, Result, TchContext, TensorMap,
-    KIND_LM_SOFT_TARGETS,
+    Batch, Construction, Differentiation, Error, Metrics, Result, TensorMap, KIND_LM_SOFT_TARGETS,
 };
 
 impl CausalLm {
@@ -69,8 +68,8 @@ impl CausalLm {
         let targets = batch.tensors.require("targets")?;
         if construction.is_baseline() {
             // One-hot CE is the soft CE with the true token as the only candidate.
-            let cand = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
-            let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device)).op("one-hot")?;
+            let cand = targets.f_unsqueeze(-1)?; // (B,T,1)
+            let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device))?;
             return Ok((cand, q));
         }
         if construction.kind != KIND_LM_SOFT_TARGETS {
@@ -105,26 +104,22 @@ impl CausalLm {
             batch.tensors.require("targets")?,
             batch.tensors.require("mask")?,
         );
-        let true_idx = targets.f_unsqueeze(-1).op("targets")?; // (B,T,1)
-                                                               // The learner's top K−1 among the tokens other than the true one: the true token's
-                                                               // logit is pushed below every other before topk (no vocabulary-sized copy).
-        let (_, top) = logits.f_topk(self.cfg.top_k, -1, true, true).op("topk")?; // (B,T,K): the top K, which may include the true token
-        let is_true = top.f_eq_tensor(&true_idx).op("true among top")?; // (B,T,K)
-                                                                        // Keep the first K−1 that are not the true token: stable sort of (is_true) moves the
-                                                                        // true token (if present) to the end.
+        let true_idx = targets.f_unsqueeze(-1)?; // (B,T,1)
+                                                 // The learner's top K−1 among the tokens other than the true one: the true token's
+                                                 // logit is pushed below every other before topk (no vocabulary-sized copy).
+        let (_, top) = logits.f_topk(self.cfg.top_k, -1, true, true)?; // (B,T,K): the top K, which may include the true token
+        let is_true = top.f_eq_tensor(&true_idx)?; // (B,T,K)
+                                                   // Keep the first K−1 that are not the true token: stable sort of (is_true) moves the
+                                                   // true token (if present) to the end.
         let order = is_true
             .f_to_kind(Kind::Int64)?
-            .f_argsort_stable(true, -1, false)
-            .op("order")?;
+            .f_argsort_stable(true, -1, false)?;
         let others = top
             .f_gather(-1, &order, false)?
             .f_narrow(-1, 0, self.cfg.top_k - 1)?; // (B,T,K−1)
-        let cand = Tensor::f_cat(&[&true_idx, &others], -1).op("candidates")?; // (B,T,K)
-        let lse = logits.f_logsumexp(-1i64, true).op("logsumexp")?; // (B,T,1)
-        let cand_lp = logits
-            .f_gather(-1, &cand, false)
-            .op("candidate log p")?
-            .f_sub(&lse)?;
+        let cand = Tensor::f_cat(&[&true_idx, &others], -1)?; // (B,T,K)
+        let lse = logits.f_logsumexp(-1i64, true)?; // (B,T,1)
+        let cand_lp = logits.f_gather(-1, &cand, false)?.f_sub(&lse)?;
         // Per-example summary for modality-agnostic designers: masked mean of the hidden
         // states (B,d) ⊕ mean NLL of the true tokens (B,1).
         let m = mask.f_to_kind(hidden.kind())?; // (B,T)
@@ -135,7 +130,7 @@ impl CausalLm {
             (hidden * m.f_unsqueeze(-1)?).f_sum_dim_intlist(1, false, hidden.kind())? / &count;
         let nll =
             (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())? / &count;
-        let example_features = Tensor::f_cat(&[pooled, nll], 1).op("example features")?; // (B,d+1)
+        let example_features = Tensor::f_cat(&[pooled, nll], 1)?; // (B,d+1)
         let cand_embeddings = self.model.embed_tokens(&cand)?.detach(); // (B,T,K,d)
         Ok(TensorMap::new()
             .with("example_features", example_features)

@@ -216,7 +216,7 @@ impl Task for CausalLm {
             let mut out = vpt_sdk::narrow_rows(map, size.rows as i64)?;
             for name in timed {
                 if let Some(x) = out.remove(name) {
-                    out.insert(*name, x.f_narrow(1, 0, len).op("meta positions")?);
+                    out.insert(*name, x.f_narrow(1, 0, len)?);
                 }
             }
             Ok(out)
@@ -254,11 +254,11 @@ impl Task for CausalLm {
         };
         let rows = LossRows::new(mask)?;
         let logits = self.model.logits(&rows.select(&hidden)?)?; // (N,V)
-        let lp = logits
-            .f_log_softmax(-1, logits.kind())
-            .op("log_softmax")?
-            .f_gather(-1, &rows.select(&targets.f_unsqueeze(-1)?)?, false)
-            .op("gather")?; // (N,1)
+        let lp = logits.f_log_softmax(-1, logits.kind())?.f_gather(
+            -1,
+            &rows.select(&targets.f_unsqueeze(-1)?)?,
+            false,
+        )?; // (N,1)
         lp.f_mean(lp.kind())?.f_neg().op("mean NLL")
     }
 
