@@ -1,6 +1,8 @@
 //! Step and wall-clock budgets. Charged time covers learner and meta steps (so the V arm pays
 //! for its meta steps); evaluation and checkpointing are not charged.
 
+use vpt_sdk::rng::{mix64, GOLDEN_GAMMA};
+
 /// A run's budget.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
@@ -32,10 +34,8 @@ pub fn is_meta_step(step: u64, burn_in: u64, period: u64) -> bool {
 /// The torch seed of learner step `step`: a pure function of (seed, step), so a resumed run
 /// draws exactly what the uninterrupted run drew.
 pub fn step_seed(seed: u64, step: u64) -> i64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 1) as i64
+    let z = seed ^ step.wrapping_mul(GOLDEN_GAMMA) ^ 0xD1B5_4A32_D192_ED03;
+    (mix64(z) >> 1) as i64
 }
 
 #[cfg(test)]

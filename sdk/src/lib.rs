@@ -38,6 +38,7 @@ pub mod ffi;
 pub mod foreign;
 pub mod objective;
 pub mod registry;
+pub mod rng;
 pub mod tensor_file;
 pub mod testing;
 pub mod traits;

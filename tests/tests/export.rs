@@ -7,9 +7,9 @@ use std::process::Command;
 use tch::{Device, Tensor};
 use vpt_host::checkpoint;
 use vpt_integration::{cdylib, scratch_dir, vpt_command};
-use vpt_lm::gguf::{load_gguf, Gguf, Value};
-use vpt_lm::hf::load_hf;
-use vpt_lm::model::{Attention, Llama};
+use vpt_llama::gguf::{load_gguf, Gguf, Value};
+use vpt_llama::hf::load_hf;
+use vpt_llama::{Attention, Llama};
 use vpt_lm::task::{CausalLm, CausalLmConfig};
 use vpt_sdk::{BuildContext, ExportRequest, Task};
 
@@ -87,7 +87,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn loaded(vs_cfg: (vpt_lm::model::Config, tch::nn::VarStore)) -> (Llama, tch::nn::VarStore) {
+fn loaded(vs_cfg: (vpt_llama::Config, tch::nn::VarStore)) -> (Llama, tch::nn::VarStore) {
     let (cfg, vs) = vs_cfg;
     (Llama::new(&vs.root(), &cfg), vs)
 }
@@ -153,7 +153,7 @@ fn lora_run_exports_merged_weights_and_the_peft_adapter() {
     );
 
     let reference = restored_task(&run);
-    let tok = vpt_lm::tokenizer::Tokenizer::tiny();
+    let tok = vpt_llama::Tokenizer::tiny();
     let ids = tok.encode("the cat sat on 12 mats", false).unwrap();
     let want = logits(reference.model(), &ids);
     let (m_hf, vs_hf) = loaded({
@@ -284,7 +284,7 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
     let cfg = reference.model().config().clone();
     let trained = format!("model.layers.{}.mlp.down_proj.weight", cfg.num_layers - 1);
     let in_source = src
-        .tensor(&vpt_lm::gguf::gguf_name(&trained).unwrap())
+        .tensor(&vpt_llama::gguf::gguf_name(&trained).unwrap())
         .unwrap();
     assert!(max_diff(&vs_hf.variables()[&trained], &in_source) > 0.0);
     let m_hf = Llama::new(&vs_hf.root(), &cfg);
@@ -329,10 +329,10 @@ fn smollm2_export_round_trips_and_loads_in_transformers_gguf_and_tensorboard() {
             "path": path,
             "dtype": dtype,
             "tensors": g.tensors.iter().map(|t| {
-                let ty = match vpt_lm::gguf::GgmlType::from_id(t.type_id).unwrap() {
-                    vpt_lm::gguf::GgmlType::F32 => "F32",
-                    vpt_lm::gguf::GgmlType::F16 => "F16",
-                    vpt_lm::gguf::GgmlType::Q8_0 => "Q8_0",
+                let ty = match vpt_llama::gguf::GgmlType::from_id(t.type_id).unwrap() {
+                    vpt_llama::gguf::GgmlType::F32 => "F32",
+                    vpt_llama::gguf::GgmlType::F16 => "F16",
+                    vpt_llama::gguf::GgmlType::Q8_0 => "Q8_0",
                     other => panic!("unexpected type {other:?}"),
                 };
                 (t.name.clone(), serde_json::json!([t.shape(), ty]))

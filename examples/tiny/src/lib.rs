@@ -8,7 +8,6 @@
 //! random-feedback control cannot know.
 
 pub mod designer;
-pub mod rng;
 pub mod task;
 
 vpt_sdk::export_plugin! {

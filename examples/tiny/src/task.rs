@@ -1,9 +1,9 @@
 //! The `tiny` task: an MLP classifier trained on pretext labels that are wrong in one region.
 
-use crate::rng::SplitMix;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Differentiation, Error, FeedbackSetInfo,
     Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap,
@@ -312,7 +312,7 @@ fn mean_ce(logits: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// N(0,1) tensor of `shape` as a pure function of (seed, stream).
 pub fn gaussian(seed: u64, stream: u64, shape: &[i64], device: Device) -> Tensor {
     let n: i64 = shape.iter().product();
-    let mut rng = SplitMix::new(seed, stream);
+    let mut rng = SplitMix64::stream(seed, stream);
     let v: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
     Tensor::from_slice(&v).reshape(shape).to_device(device)
 }

@@ -2,59 +2,14 @@
 //! field names), a seeded shuffling cursor, token packing with loss masks and batch tensors.
 //!
 //! Every reader reports a malformed line as `file:line: message` ([`vpt_sdk::Error::data`]).
-//! Randomness is counter-based ([`SplitMix`]), so a cursor's few integers are the whole state
+//! Randomness is counter-based ([`SplitMix64`] streams), so a cursor's few integers are the whole state
 //! needed for exact resume.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{Error, Result, TchContext};
-
-/// A counter-based generator (splitmix64): a stream is a pure function of `(seed, stream)`.
-#[derive(Debug, Clone)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// A stream for `seed` mixed with `stream` (e.g. an index or an epoch).
-    pub fn new(seed: u64, stream: u64) -> Self {
-        let mut s = SplitMix(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        s.next_u64();
-        s
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-    /// Uniform integer in `lo..=hi` (`hi >= lo`).
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next_u64() % ((hi - lo + 1) as u64)) as i64
-    }
-    /// A uniformly chosen element of a non-empty slice.
-    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[(self.next_u64() % xs.len() as u64) as usize]
-    }
-}
-
-/// 64-bit FNV-1a hash (stable across runs and platforms; used for splits and seeds).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
-}
 
 /// What the task needs from a tokenizer; implemented by the GGUF/HF tokenizer and by
 /// [`ByteCodec`] (tests and the tiny random model).
@@ -378,7 +333,7 @@ impl Cursor {
         c
     }
     fn reshuffle(&mut self) {
-        let mut rng = SplitMix::new(self.seed, self.epoch);
+        let mut rng = SplitMix64::stream(self.seed, self.epoch);
         self.perm = (0..self.n).collect();
         for i in (1..self.n).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -576,21 +531,19 @@ pub fn rows_to_tensors(rows: &[Row], device: Device) -> Result<vpt_sdk::TensorMa
     let cat_i = |f: fn(&Row) -> &Vec<i64>| -> Result<Tensor> {
         let flat: Vec<i64> = rows.iter().flat_map(|r| f(r).iter().copied()).collect();
         Tensor::from_slice(&flat)
-            .f_reshape([b, t])
-            .op("batch ids")?
+            .f_reshape([b, t])?
             .f_to(device)
             .op("batch to device")
     };
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
     let mask = Tensor::from_slice(&flat)
-        .f_reshape([b, t])
-        .op("batch mask")?
+        .f_reshape([b, t])?
         .f_to(device)
         .op("mask to device")?;
     Ok(vpt_sdk::TensorMap::new()
         .with("ids", cat_i(|r| &r.ids)?)
         .with("targets", cat_i(|r| &r.targets)?)
-        .with("mask", mask.f_to_kind(Kind::Float).op("mask kind")?))
+        .with("mask", mask.f_to_kind(Kind::Float)?))
 }
 
 /// The teacher-forced row of `continuation` after the chat-formatted `prompt`: prompt (no loss)

@@ -8,10 +8,11 @@
 //! input embeddings (`topk_soft` only), `loss_mask` (B,T) — and returns `cand_ids` unchanged,
 //! `probs` (B,T,K) = (1−α)·onehot(0) + α·r with rows summing to 1, and `loss_mask`.
 
-use crate::data::SplitMix;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
+use vpt_nn::{attention, Attention, LayerNorm, Linear};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
     TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
@@ -50,22 +51,14 @@ fn check_alpha(field: &str, a: f64) -> Result<()> {
 /// q = (1−α)·onehot(index 0) + α·r; `alpha` (B,T), `r` (B,T,K) → (B,T,K).
 pub fn mix_with_true(alpha: &Tensor, r: &Tensor) -> Result<Tensor> {
     let k = r.size()[2];
-    let onehot = Tensor::f_zeros([k], (r.kind(), r.device()))
-        .op("onehot")?
-        .f_index_fill_(
-            0,
-            &Tensor::from_slice(&[0i64])
-                .f_to(r.device())
-                .op("onehot index")?,
-            1.0,
-        )
-        .op("onehot fill")?; // (K)
-    let a = alpha.f_unsqueeze(-1).op("alpha unsqueeze")?; // (B,T,1)
-    let keep = a.f_neg().op("1-alpha")?.f_add_scalar(1.0).op("1-alpha")?;
-    keep.f_mul(&onehot)
-        .op("mix true")?
-        .f_add(&a.f_mul(r).op("mix r")?)
-        .op("mix")
+    let onehot = Tensor::f_zeros([k], (r.kind(), r.device()))?.f_index_fill_(
+        0,
+        &Tensor::from_slice(&[0i64]).f_to(r.device())?,
+        1.0,
+    )?; // (K)
+    let a = alpha.f_unsqueeze(-1)?; // (B,T,1)
+    let keep = a.f_neg()?.f_add_scalar(1.0)?;
+    keep.f_mul(&onehot)?.f_add(&a.f_mul(r)?).op("mix")
 }
 
 /// The construction: `cand_ids`, `probs`, and the task's `loss_mask` (B,T) when it gave one, so
@@ -87,23 +80,14 @@ fn soft_targets(inputs: &TensorMap, probs: Tensor) -> Result<Construction> {
 /// when the construction has none): the probability mass moved off the true token where it
 /// changes the learner's loss. Prompt and padding positions do not count.
 pub fn off_target_mass(c: &Construction) -> Result<Tensor> {
-    let q0 = c.tensors.require("probs")?.f_select(-1, 0).op("q_true")?; // (B,T)
-    let off = q0.f_neg().op("R")?.f_add_scalar(1.0).op("R")?;
+    let q0 = c.tensors.require("probs")?.f_select(-1, 0)?; // (B,T)
+    let off = q0.f_neg()?.f_add_scalar(1.0)?;
     match c.tensors.get("loss_mask") {
         None => off.f_mean(None).op("R mean"),
         Some(m) => {
-            let m = m.f_to_kind(off.kind()).op("mask kind")?;
-            let count = m
-                .f_sum(off.kind())
-                .op("mask count")?
-                .f_clamp_min(1.0)
-                .op("clamp")?;
-            off.f_mul(&m)
-                .op("R mask")?
-                .f_sum(off.kind())
-                .op("R sum")?
-                .f_div(&count)
-                .op("R mean")
+            let m = m.f_to_kind(off.kind())?;
+            let count = m.f_sum(off.kind())?.f_clamp_min(1.0)?;
+            off.f_mul(&m)?.f_sum(off.kind())?.f_div(&count).op("R mean")
         }
     }
 }
@@ -198,11 +182,7 @@ impl Designer for UniformTopK {
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let lp = inputs.require("cand_logprobs")?;
         let k = lp.size()[2];
-        let r = lp
-            .f_zeros_like()
-            .op("uniform")?
-            .f_add_scalar(1.0 / k as f64)
-            .op("uniform")?;
+        let r = lp.f_zeros_like()?.f_add_scalar(1.0 / k as f64)?;
         soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
@@ -221,7 +201,7 @@ impl Designer for SelfTopK {
     }
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let lp = inputs.require("cand_logprobs")?;
-        let r = lp.f_softmax(-1, lp.kind()).op("renormalised top-K")?;
+        let r = lp.f_softmax(-1, lp.kind())?;
         soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
@@ -278,36 +258,10 @@ impl Default for TopKSoftConfig {
     }
 }
 
-/// A linear map `x Wᵀ + b`.
-struct Lin {
-    w: Tensor,
-    b: Option<Tensor>,
-}
-
-impl Lin {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_linear(&self.w, self.b.as_ref()).op("designer linear")
-    }
-}
-
-/// LayerNorm with gain and bias.
-struct Norm {
-    g: Tensor,
-    b: Tensor,
-}
-
-impl Norm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.g.size()[0];
-        x.f_layer_norm([w], Some(&self.g), Some(&self.b), 1e-5, false)
-            .op("designer layer_norm")
-    }
-}
-
 /// Builds φ's variables from a private seeded RNG (torch's shared RNG is never touched).
 struct Init<'a> {
     vs: &'a nn::VarStore,
-    rng: SplitMix,
+    rng: SplitMix64,
 }
 
 impl Init<'_> {
@@ -328,19 +282,20 @@ impl Init<'_> {
         }
         path.f_var_copy(leaf, &t).op("designer var")
     }
-    fn lin(&mut self, name: &str, i: i64, o: i64, bias: bool, std: f64) -> Result<Lin> {
+    fn lin(&mut self, name: &str, i: i64, o: i64, bias: bool, std: f64) -> Result<Linear> {
         let w = self.tensor(&format!("{name}.weight"), &[o, i], std, 0.0)?;
         let b = if bias {
             Some(self.tensor(&format!("{name}.bias"), &[o], 0.0, 0.0)?)
         } else {
             None
         };
-        Ok(Lin { w, b })
+        Ok(Linear::from_parts(w, b))
     }
-    fn norm(&mut self, name: &str, w: i64) -> Result<Norm> {
-        Ok(Norm {
-            g: self.tensor(&format!("{name}.weight"), &[w], 0.0, 1.0)?,
+    fn norm(&mut self, name: &str, w: i64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            w: self.tensor(&format!("{name}.weight"), &[w], 0.0, 1.0)?,
             b: self.tensor(&format!("{name}.bias"), &[w], 0.0, 0.0)?,
+            eps: 1e-5,
         })
     }
 }
@@ -348,48 +303,29 @@ impl Init<'_> {
 /// A pre-norm causal transformer block with explicit matmul + softmax attention (double
 /// backward must work through it on CPU).
 struct Block {
-    ln1: Norm,
-    qkv: Lin,
-    proj: Lin,
-    ln2: Norm,
-    fc1: Lin,
-    fc2: Lin,
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, heads: i64, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, heads: i64) -> Result<Tensor> {
         let s = x.size();
         let (b, t, w) = (s[0], s[1], s[2]);
         let hd = w / heads;
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?; // (B,T,3w)
         let qkv = qkv
-            .f_reshape([b, t, 3, heads, hd])
-            .op("qkv split")?
-            .f_permute([2, 0, 3, 1, 4])
-            .op("qkv perm")?; // (3,B,H,T,hd)
+            .f_reshape([b, t, 3, heads, hd])?
+            .f_permute([2, 0, 3, 1, 4])?; // (3,B,H,T,hd)
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let att = q
-            .f_matmul(&k.f_transpose(-2, -1).op("kT")?)
-            .op("qk")?
-            .f_div_scalar((hd as f64).sqrt())
-            .op("scale")?; // (B,H,T,T)
-        let att = att
-            .f_add(mask)
-            .op("causal mask")?
-            .f_softmax(-1, att.kind())
-            .op("attn softmax")?;
-        let y = att.f_matmul(&v).op("attn v")?; // (B,H,T,hd)
-        let y = y
-            .f_transpose(1, 2)
-            .op("merge heads")?
-            .f_reshape([b, t, w])
-            .op("merge heads")?; // (B,T,w)
-        let x = x.f_add(&self.proj.forward(&y)?).op("residual")?;
-        let h = self
-            .fc1
-            .forward(&self.ln2.forward(&x)?)?
-            .f_gelu("none")
-            .op("gelu")?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = attention(&q, &k, &v, None, true, scale, Attention::Math)?; // (B,H,T,hd)
+        let y = y.f_transpose(1, 2)?.f_reshape([b, t, w])?; // (B,T,w)
+        let x = x.f_add(&self.proj.forward(&y)?)?;
+        let h = self.fc1.forward(&self.ln2.forward(&x)?)?.f_gelu("none")?;
         x.f_add(&self.fc2.forward(&h)?).op("residual")
     }
 }
@@ -414,16 +350,16 @@ pub struct TopKSoft {
     cfg: TopKSoftConfig,
     d_model: i64,
     k: i64,
-    in_proj: Lin,
-    tok_proj: Lin,
-    stat_proj: Lin,
+    in_proj: Linear,
+    tok_proj: Linear,
+    stat_proj: Linear,
     blocks: Vec<Block>,
-    ln_f: Norm,
-    score: Lin,
-    emb_key: Lin,
+    ln_f: LayerNorm,
+    score: Linear,
+    emb_key: Linear,
     slot: Tensor,
-    cand: Lin,
-    gate: Lin,
+    cand: Linear,
+    gate: Linear,
 }
 
 impl DesignerFactory for TopKSoft {
@@ -482,7 +418,7 @@ impl TopKSoft {
         let in_std = 1.0 / (d as f64).sqrt();
         let mut init = Init {
             vs: &vs,
-            rng: SplitMix::new(ctx.seed, 0xD35_1637),
+            rng: SplitMix64::stream(ctx.seed, 0xD35_1637),
         };
         let in_proj = init.lin("in_proj", d, w, true, in_std)?;
         let tok_proj = init.lin("tok_proj", d, w, false, in_std)?;
@@ -541,82 +477,49 @@ impl TopKSoft {
     ) -> Result<(Tensor, Tensor)> {
         let kind = self.slot.kind();
         let (f, lp, emb) = (
-            features.f_to_kind(kind).op("features kind")?,
-            lp.f_to_kind(kind).op("lp kind")?,
-            emb.f_to_kind(kind).op("embeddings kind")?,
+            features.f_to_kind(kind)?,
+            lp.f_to_kind(kind)?,
+            emb.f_to_kind(kind)?,
         );
         check_shape("features", &f, &[-1, -1, self.d_model])?;
         let (b, t) = (f.size()[0], f.size()[1]);
         check_shape("cand_logprobs", &lp, &[b, t, self.k])?;
         check_shape("cand_embeddings", &emb, &[b, t, self.k, self.d_model])?;
         let w = self.cfg.width;
-        let lp_true = lp.f_narrow(-1, 0, 1).op("lp_true")?; // (B,T,1)
-        let best_other = lp
-            .f_narrow(-1, 1, self.k - 1)
-            .op("others")?
-            .f_amax(-1i64, true)
-            .op("best other")?; // (B,T,1)
-        let lse = lp.f_logsumexp([-1], true).op("mass")?; // (B,T,1)
-        let stats = Tensor::f_cat(&[&lp_true, &best_other, &lse], -1).op("stats")?; // (B,T,3)
-        let e_true = emb.f_select(2, 0).op("e_true")?; // (B,T,d)
+        let lp_true = lp.f_narrow(-1, 0, 1)?; // (B,T,1)
+        let best_other = lp.f_narrow(-1, 1, self.k - 1)?.f_amax(-1i64, true)?; // (B,T,1)
+        let lse = lp.f_logsumexp([-1], true)?; // (B,T,1)
+        let stats = Tensor::f_cat(&[&lp_true, &best_other, &lse], -1)?; // (B,T,3)
+        let e_true = emb.f_select(2, 0)?; // (B,T,d)
         let mut x = self
             .in_proj
             .forward(&f)?
-            .f_add(&self.tok_proj.forward(&e_true)?)
-            .op("token sum")?
-            .f_add(&self.stat_proj.forward(&stats)?)
-            .op("input sum")?; // (B,T,w)
-                               // Causal additive mask (T,T): a large negative instead of −inf keeps softmax NaN-free.
-        let mask = Tensor::f_ones([t, t], (kind, f.device()))
-            .op("mask")?
-            .f_triu(1)
-            .op("triu")?
-            .f_mul_scalar(-1e9)
-            .op("mask")?;
+            .f_add(&self.tok_proj.forward(&e_true)?)?
+            .f_add(&self.stat_proj.forward(&stats)?)?; // (B,T,w)
         for blk in &self.blocks {
-            x = blk.forward(&x, self.cfg.heads, &mask)?;
+            x = blk.forward(&x, self.cfg.heads)?;
         }
         let h = self.ln_f.forward(&x)?; // (B,T,w)
         let u = self.score.forward(&h)?; // (B,T,w)
                                          // u·W_e e_k = (u W_e)·e_k: project the query to d once instead of the B·T·K keys to w
-        let ue = u.f_matmul(&self.emb_key.w).op("query to d")?; // (B,T,d)
-        let emb_scores = emb
-            .f_matmul(&ue.f_unsqueeze(-1).op("ue")?)
-            .op("embedding scores")?
-            .f_squeeze_dim(-1)
-            .op("squeeze")?; // (B,T,K)
-        let slot_scores = u
-            .f_matmul(&self.slot.f_tr().op("slotT")?)
-            .op("slot scores")?; // (B,T,K)
-        let rel = lp.f_sub(&lp_true).op("rel lp")?;
-        let cf = Tensor::f_stack(&[&lp, &rel], -1).op("cand feats")?; // (B,T,K,2)
-        let coef = u
-            .f_matmul(&self.cand.w)
-            .op("cand coef")?
-            .f_unsqueeze(-1)
-            .op("coef")?; // (B,T,2,1)
-        let cand_scores = cf
-            .f_matmul(&coef)
-            .op("cand")?
-            .f_squeeze_dim(-1)
-            .op("cand squeeze")?; // (B,T,K)
+        let ue = u.f_matmul(&self.emb_key.w)?; // (B,T,d)
+        let emb_scores = emb.f_matmul(&ue.f_unsqueeze(-1)?)?.f_squeeze_dim(-1)?; // (B,T,K)
+        let slot_scores = u.f_matmul(&self.slot.f_tr()?)?; // (B,T,K)
+        let rel = lp.f_sub(&lp_true)?;
+        let cf = Tensor::f_stack(&[&lp, &rel], -1)?; // (B,T,K,2)
+        let coef = u.f_matmul(&self.cand.w)?.f_unsqueeze(-1)?; // (B,T,2,1)
+        let cand_scores = cf.f_matmul(&coef)?.f_squeeze_dim(-1)?; // (B,T,K)
         let scores = emb_scores
-            .f_add(&slot_scores)
-            .op("scores")?
-            .f_add(&cand_scores)
-            .op("scores")?
-            .f_div_scalar((w as f64).sqrt())
-            .op("scale")?;
-        let r = scores.f_softmax(-1, kind).op("r")?;
+            .f_add(&slot_scores)?
+            .f_add(&cand_scores)?
+            .f_div_scalar((w as f64).sqrt())?;
+        let r = scores.f_softmax(-1, kind)?;
         let alpha = self
             .gate
             .forward(&h)?
-            .f_squeeze_dim(-1)
-            .op("gate")?
-            .f_sigmoid()
-            .op("sigmoid")?
-            .f_mul_scalar(self.cfg.alpha_max)
-            .op("alpha")?; // (B,T)
+            .f_squeeze_dim(-1)?
+            .f_sigmoid()?
+            .f_mul_scalar(self.cfg.alpha_max)?; // (B,T)
         Ok((r, alpha))
     }
 }
@@ -649,262 +552,4 @@ impl Designer for TopKSoft {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::Kind;
-
-    fn inputs(b: i64, t: i64, d: i64, k: i64) -> TensorMap {
-        tch::manual_seed(0);
-        let lp = Tensor::randn([b, t, 300], (Kind::Float, tch::Device::Cpu))
-            .log_softmax(-1, Kind::Float)
-            .narrow(-1, 0, k);
-        TensorMap::new()
-            .with(
-                "features",
-                Tensor::randn([b, t, d], (Kind::Float, tch::Device::Cpu)),
-            )
-            .with(
-                "cand_ids",
-                Tensor::arange(k, (Kind::Int64, tch::Device::Cpu))
-                    .expand([b, t, k], false)
-                    .contiguous(),
-            )
-            .with("cand_logprobs", lp)
-            .with(
-                "loss_mask",
-                Tensor::ones([b, t], (Kind::Float, tch::Device::Cpu)),
-            )
-            .with(
-                "cand_embeddings",
-                Tensor::randn([b, t, k, d], (Kind::Float, tch::Device::Cpu)),
-            )
-    }
-
-    fn ctx() -> BuildContext {
-        BuildContext {
-            seed: 1,
-            device: "cpu".into(),
-        }
-    }
-
-    fn check_rows(c: &Construction, alpha_max: f64) {
-        assert_eq!(c.kind, KIND_LM_SOFT_TARGETS);
-        let q = c.tensors.require("probs").unwrap();
-        assert_eq!(q.size(), vec![2, 5, 8]);
-        let sums = q.sum_dim_intlist(-1i64, false, Kind::Double);
-        assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5);
-        assert!(q.min().double_value(&[]) >= 0.0);
-        let q0_min = q.select(-1, 0).min().double_value(&[]);
-        assert!(q0_min >= 1.0 - alpha_max - 1e-6, "true-token mass {q0_min}");
-        assert_eq!(c.tensors.require("cand_ids").unwrap().size(), vec![2, 5, 8]);
-    }
-
-    #[test]
-    fn topk_soft_rows_are_distributions_within_the_gate() {
-        let tc = LmDesignContext {
-            d_model: 16,
-            k: 8,
-            feature_dim: 17,
-        };
-        let cfg = TopKSoftConfig {
-            layers: 2,
-            width: 32,
-            heads: 4,
-            alpha_max: 0.3,
-            gate_init: 3.0,
-        };
-        let mut d = TopKSoft::new(cfg, &tc, &ctx()).unwrap();
-        let inp = inputs(2, 5, 16, 8);
-        let c = d.construct(&inp).unwrap();
-        check_rows(&c, 0.3);
-        let (_, alpha) = d
-            .scores_and_gate(
-                inp.require("features").unwrap(),
-                inp.require("cand_logprobs").unwrap(),
-                inp.require("cand_embeddings").unwrap(),
-            )
-            .unwrap();
-        let (lo, hi) = (alpha.min().double_value(&[]), alpha.max().double_value(&[]));
-        assert!(lo >= 0.0 && hi <= 0.3 && hi > 0.25, "alpha in [{lo}, {hi}]");
-        // R is differentiable in φ.
-        let r = d.regularizer(&c).unwrap().unwrap();
-        let params = d.parameters().unwrap();
-        let g = Tensor::run_backward(&[r], &params.tensors().collect::<Vec<_>>(), false, false);
-        assert!(g
-            .iter()
-            .any(|g| g.abs().sum(Kind::Double).double_value(&[]) > 0.0));
-        assert!(params.names().contains(&"blocks.1.qkv.weight"));
-        // Causal: changing the last position's features leaves earlier positions unchanged.
-        let mut inp2 = inputs(2, 5, 16, 8);
-        let f = inp2.require("features").unwrap().copy();
-        let _ = f.narrow(1, 4, 1).fill_(3.0);
-        inp2.insert("features", f);
-        let c2 = d.construct(&inp2).unwrap();
-        let (a, b) = (
-            c.tensors.require("probs").unwrap().narrow(1, 0, 4),
-            c2.tensors.require("probs").unwrap().narrow(1, 0, 4),
-        );
-        assert!((a - b).abs().max().double_value(&[]) < 1e-6);
-        // Deterministic by seed, distinct across seeds.
-        let d2 = TopKSoft::new(
-            TopKSoftConfig {
-                layers: 2,
-                width: 32,
-                heads: 4,
-                ..Default::default()
-            },
-            &tc,
-            &ctx(),
-        )
-        .unwrap();
-        let d3 = TopKSoft::new(
-            TopKSoftConfig {
-                layers: 2,
-                width: 32,
-                heads: 4,
-                ..Default::default()
-            },
-            &tc,
-            &BuildContext {
-                seed: 2,
-                device: "cpu".into(),
-            },
-        )
-        .unwrap();
-        let w = |d: &TopKSoft| d.parameters().unwrap().require("slot").unwrap().copy();
-        assert!(w(&d).equal(&w(&d2)));
-        assert!(!w(&d).equal(&w(&d3)));
-    }
-
-    fn small(gate_init: f64) -> TopKSoft {
-        let tc = LmDesignContext {
-            d_model: 16,
-            k: 8,
-            feature_dim: 17,
-        };
-        let cfg = TopKSoftConfig {
-            layers: 1,
-            width: 32,
-            heads: 4,
-            alpha_max: 0.5,
-            gate_init,
-        };
-        TopKSoft::new(cfg, &tc, &ctx()).unwrap()
-    }
-
-    #[test]
-    fn topk_soft_starts_uniform_at_the_gate_init() {
-        let mut d = small(-1.0);
-        let c = d.construct(&inputs(2, 5, 16, 8)).unwrap();
-        let q = c.tensors.require("probs").unwrap();
-        let alpha = 0.5 / (1.0 + 1f64.exp()); // α_max · sigmoid(−1)
-        let want_true = 1.0 - alpha + alpha / 8.0;
-        let q0 = q.select(-1, 0);
-        assert!((q0 - want_true).abs().max().double_value(&[]) < 1e-6);
-        let others = q.narrow(-1, 1, 7);
-        assert!((others - alpha / 8.0).abs().max().double_value(&[]) < 1e-6);
-    }
-
-    #[test]
-    fn topk_soft_reads_candidate_embeddings() {
-        let d = small(0.0);
-        // Leave the zero start: give the query layer weights, as a meta step would.
-        tch::no_grad(|| {
-            d.score
-                .w
-                .shallow_clone()
-                .copy_(&(d.score.w.randn_like() * 0.5));
-        });
-        let inp = inputs(2, 5, 16, 8);
-        let (f, lp, e) = (
-            inp.require("features").unwrap(),
-            inp.require("cand_logprobs").unwrap(),
-            inp.require("cand_embeddings").unwrap(),
-        );
-        let (r, _) = d.scores_and_gate(f, lp, e).unwrap();
-        // Another embedding for candidate 3 at (0, 2) changes r there and nowhere else.
-        let e2 = e.copy();
-        e2.get(0)
-            .get(2)
-            .get(3)
-            .copy_(&(e.get(0).get(2).get(3) * -3.0 + 1.0));
-        let (r2, _) = d.scores_and_gate(f, lp, &e2).unwrap();
-        let diff = (&r2 - &r).abs();
-        assert!(diff.get(0).get(2).max().double_value(&[]) > 1e-4);
-        let _ = diff.get(0).get(2).zero_();
-        assert!(diff.max().double_value(&[]) < 1e-7);
-        // A wrong shape is refused by name.
-        let bad = e.narrow(-1, 0, 4);
-        let err = d.scores_and_gate(f, lp, &bad).unwrap_err().to_string();
-        assert!(err.contains("cand_embeddings"), "{err}");
-    }
-
-    #[test]
-    fn off_target_mass_counts_only_loss_positions() {
-        let mut u = UniformTopK::build(
-            UniformTopKConfig { alpha: 0.4 },
-            &serde_json::json!({"d_model": 16, "k": 8}),
-            &ctx(),
-        )
-        .unwrap();
-        let mut inp = inputs(2, 5, 16, 8);
-        let c = u.construct(&inp).unwrap();
-        let full = off_target_mass(&c).unwrap().double_value(&[]);
-        assert!((full - 0.35).abs() < 1e-6, "{full}"); // α·(1 − 1/K)
-                                                       // Prompt/padding positions carry a one-hot target here: they must not dilute R.
-        let mask = Tensor::from_slice(&[0.0f32, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
-            .reshape([2, 5]);
-        inp.insert("loss_mask", mask.shallow_clone());
-        let c = u.construct(&inp).unwrap();
-        let mut c2 = Construction {
-            kind: c.kind.clone(),
-            tensors: c.tensors.detached(),
-        };
-        let q = c2.tensors.require("probs").unwrap().copy();
-        let onehot = Tensor::zeros([8], (Kind::Float, tch::Device::Cpu)).index_fill(
-            0,
-            &Tensor::from_slice(&[0i64]),
-            1.0,
-        );
-        let m = mask.unsqueeze(-1);
-        let q = &q * &m + onehot * (1.0 - &m);
-        c2.tensors.insert("probs", q);
-        let masked = off_target_mass(&c2).unwrap().double_value(&[]);
-        assert!((masked - 0.35).abs() < 1e-6, "{masked}");
-        c2.tensors.remove("loss_mask");
-        let unmasked = off_target_mass(&c2).unwrap().double_value(&[]);
-        assert!((unmasked - 0.35 * 3.0 / 10.0).abs() < 1e-6, "{unmasked}");
-    }
-
-    #[test]
-    fn controls_mix_fixed_alpha() {
-        let tc = serde_json::json!({"d_model": 16, "k": 8});
-        let inp = inputs(2, 5, 16, 8);
-        let mut u = UniformTopK::build(UniformTopKConfig { alpha: 0.4 }, &tc, &ctx()).unwrap();
-        let c = u.construct(&inp).unwrap();
-        check_rows(&c, 0.4);
-        let q = c.tensors.require("probs").unwrap();
-        assert!((q.double_value(&[0, 0, 0]) - (0.6 + 0.05)).abs() < 1e-6);
-        assert!((q.double_value(&[1, 3, 5]) - 0.05).abs() < 1e-6);
-        let mut s = SelfTopK::build(SelfTopKConfig { alpha: 0.4 }, &tc, &ctx()).unwrap();
-        let c = s.construct(&inp).unwrap();
-        check_rows(&c, 0.4);
-        let lp = inp.require("cand_logprobs").unwrap();
-        let r = lp.softmax(-1, Kind::Float);
-        let q = c.tensors.require("probs").unwrap();
-        assert!((q.double_value(&[1, 2, 3]) - 0.4 * r.double_value(&[1, 2, 3])).abs() < 1e-6);
-        assert!(u.parameters().unwrap().is_empty() && s.parameters().unwrap().is_empty());
-        let r = s.regularizer(&c).unwrap().unwrap().double_value(&[]);
-        let expect = (q.select(-1, 0).neg() + 1.0)
-            .mean(Kind::Double)
-            .double_value(&[]);
-        assert!((r - expect).abs() < 1e-6);
-        assert!(UniformTopK::build(UniformTopKConfig { alpha: 1.5 }, &tc, &ctx()).is_err());
-        assert!(UniformTopK::build(
-            UniformTopKConfig { alpha: 0.1 },
-            &serde_json::json!({}),
-            &ctx()
-        )
-        .is_err());
-    }
-}
+mod tests;

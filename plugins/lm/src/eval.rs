@@ -2,10 +2,11 @@
 //! paper eq. 38), test scores by batched greedy decoding (exact / numeric scorers) or by
 //! option log-likelihood (multiple choice), pass@k by sampling, and seeded bootstrap intervals.
 
-use crate::data::{self, Codec, Example, Row, SplitMix};
-use crate::model::{Attention, Llama, Sampling};
+use crate::data::{self, Codec, Example, Row};
 use crate::scorer::Scorer;
 use tch::{Device, Kind};
+use vpt_llama::{Attention, Llama, Sampling};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{Error, Result, TchContext};
 
 /// Token-mean NLL of each row's masked targets, in batches of `batch` rows (no grad, fused
@@ -19,10 +20,8 @@ pub fn row_nlls(model: &Llama, rows: &[Row], batch: usize, pad: i64) -> Result<V
             let hidden = model.forward_hidden(ids, Attention::Fused)?;
             let lp = model
                 .logits(&hidden)?
-                .f_log_softmax(-1, Kind::Float)
-                .op("log_softmax")?
-                .f_gather(-1, &targets.f_unsqueeze(-1)?, false)
-                .op("gather targets")?
+                .f_log_softmax(-1, Kind::Float)?
+                .f_gather(-1, &targets.f_unsqueeze(-1)?, false)?
                 .f_squeeze_dim(-1)?; // (B, T)
             let mask = mask.f_to_kind(Kind::Double)?;
             let sum = lp
@@ -133,7 +132,7 @@ pub fn pass_at_k(
         let prompt = codec.encode(&codec.chat_prompt(&ex.prompt))?;
         let mut any = false;
         for j in 0..s.k {
-            let seed = SplitMix::new(s.seed ^ 0x9A55, (i * 1000 + j) as u64).next_u64();
+            let seed = SplitMix64::stream(s.seed ^ 0x9A55, (i * 1000 + j) as u64).next_u64();
             let sampling = Sampling::Temperature {
                 t: s.temperature,
                 seed,
@@ -173,7 +172,7 @@ pub fn bootstrap_ci(groups: &[Vec<f64>], seed: u64, resamples: usize) -> (f64, f
     }
     let mut stats: Vec<f64> = (0..resamples as u64)
         .map(|r| {
-            let mut rng = SplitMix::new(seed ^ 0xB007_57A9, r);
+            let mut rng = SplitMix64::stream(seed ^ 0xB007_57A9, r);
             let means: Vec<f64> = groups
                 .iter()
                 .map(|g| {
@@ -196,9 +195,9 @@ pub fn bootstrap_ci(groups: &[Vec<f64>], seed: u64, resamples: usize) -> (f64, f
 mod tests {
     use super::*;
     use crate::data::ByteCodec;
-    use crate::model::Config;
     use crate::scorer::ScorerConfig;
     use tch::nn;
+    use vpt_llama::Config;
 
     #[test]
     fn bootstrap_is_seeded_and_brackets_the_mean() {
@@ -291,7 +290,7 @@ mod tests {
             return;
         };
         tch::set_num_threads(2);
-        let (cfg, vs, tok) = crate::gguf::load_gguf(&path, Device::Cpu).unwrap();
+        let (cfg, vs, tok) = vpt_llama::gguf::load_gguf(&path, Device::Cpu).unwrap();
         let m = Llama::new(&vs.root(), &cfg);
         let test = crate::labeled::read_set(
             crate::labeled::SetKind::Gsm8kJsonl,

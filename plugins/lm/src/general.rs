@@ -2,8 +2,8 @@
 //! `python3.11-doc` reST sources, split into train and held-out parts by a hash of each file's
 //! relative path (a whole file is on one side).
 
-use crate::data::fnv1a;
 use std::path::{Path, PathBuf};
+use vpt_sdk::rng::fnv1a;
 use vpt_sdk::{Error, Result};
 
 /// Where Debian's `python3.11-doc` installs the reST sources.

@@ -7,15 +7,11 @@ pub mod designer;
 pub mod eval;
 pub mod export;
 pub mod general;
-pub mod gguf;
-pub mod hf;
 pub mod labeled;
 pub mod loss;
 pub mod mathgen;
-pub mod model;
 pub mod scorer;
 pub mod task;
-pub mod tokenizer;
 
 vpt_sdk::export_plugin! {
     name: "lm",

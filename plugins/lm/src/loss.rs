@@ -25,14 +25,12 @@ impl LossRows {
     /// The positions where `mask` (B, T) is non-zero.
     pub fn new(mask: &Tensor) -> Result<Self> {
         let (b, t) = (mask.size()[0], mask.size()[1]);
-        let flat = mask.f_reshape([b * t]).op("mask")?.f_ne(0).op("mask")?;
-        let idx = flat.f_nonzero().op("mask")?.f_squeeze_dim(-1).op("mask")?; // (N,)
+        let flat = mask.f_reshape([b * t])?.f_ne(0)?;
+        let idx = flat.f_nonzero()?.f_squeeze_dim(-1)?; // (N,)
         let count = mask
             .f_ne(0)?
-            .f_sum_dim_intlist(-1i64, false, Kind::Double)
-            .op("count")?
-            .f_clamp_min(1.0)
-            .op("count")?; // (B,)
+            .f_sum_dim_intlist(-1i64, false, Kind::Double)?
+            .f_clamp_min(1.0)?; // (B,)
         Ok(LossRows { idx, b, t, count })
     }
 
@@ -40,8 +38,7 @@ impl LossRows {
     pub fn select(&self, x: &Tensor) -> Result<Tensor> {
         let mut shape = vec![self.b * self.t];
         shape.extend_from_slice(&x.size()[2..]);
-        x.f_reshape(shape.as_slice())
-            .op("positions")?
+        x.f_reshape(shape.as_slice())?
             .f_index_select(0, &self.idx)
             .op("positions")
     }
@@ -49,27 +46,19 @@ impl LossRows {
     /// Per-example mean over the loss-bearing positions of per-position losses (N,): (B,).
     pub fn per_example(&self, per: &Tensor) -> Result<Tensor> {
         let sums = Tensor::f_zeros([self.b * self.t], (per.kind(), per.device()))?
-            .f_index_add(0, &self.idx, per)
-            .op("scatter positions")?
+            .f_index_add(0, &self.idx, per)?
             .f_reshape([self.b, self.t])?
-            .f_sum_dim_intlist(-1i64, false, per.kind())
-            .op("sum T")?;
+            .f_sum_dim_intlist(-1i64, false, per.kind())?;
         sums.f_div(&self.count.f_to_kind(per.kind())?).op("mean")
     }
 }
 
 /// −Σ_k q_k log softmax(z)_{c_k} of logits z (…, V), candidates (…, K), weights q (…, K): (…).
 pub fn soft_ce_logits(logits: &Tensor, cand: &Tensor, q: &Tensor) -> Result<Tensor> {
-    let lse = logits.f_logsumexp(-1i64, true).op("logsumexp")?; // (…,1)
-    let lp = logits
-        .f_gather(-1, cand, false)
-        .op("gather candidates")?
-        .f_sub(&lse)
-        .op("log p")?; // (…,K)
-    lp.f_mul(&q.f_to_kind(lp.kind())?)
-        .op("q log p")?
-        .f_sum_dim_intlist(-1i64, false, lp.kind())
-        .op("sum K")?
+    let lse = logits.f_logsumexp(-1i64, true)?; // (…,1)
+    let lp = logits.f_gather(-1, cand, false)?.f_sub(&lse)?; // (…,K)
+    lp.f_mul(&q.f_to_kind(lp.kind())?)?
+        .f_sum_dim_intlist(-1i64, false, lp.kind())?
         .f_neg()
         .op("neg")
 }
@@ -90,20 +79,16 @@ pub fn soft_ce_twice(
     let q = q.f_to_kind(h.kind())?;
     // candidate logits with a graph: z_c = W[c] · h, (N,K)
     let w_c = w
-        .f_index_select(0, &cand.f_reshape([n * k])?)
-        .op("candidate rows")?
+        .f_index_select(0, &cand.f_reshape([n * k])?)?
         .f_reshape([n, k, d])?; // (N,K,d)
-    let z_c = w_c
-        .f_matmul(&h.f_unsqueeze(-1)?)
-        .op("candidate logits")?
-        .f_squeeze_dim(-1)?; // (N,K)
-                             // lse, p and μ = Wᵀp without a graph: one vocabulary-sized pass
+    let z_c = w_c.f_matmul(&h.f_unsqueeze(-1)?)?.f_squeeze_dim(-1)?; // (N,K)
+                                                                     // lse, p and μ = Wᵀp without a graph: one vocabulary-sized pass
     let (h0, w0) = (h.f_detach()?, w.f_detach()?);
     let (lse, p, mu) = tch::no_grad(|| -> Result<(Tensor, Tensor, Tensor)> {
-        let z = h0.f_matmul(&w0.f_tr()?).op("logits")?; // (N,V)
-        let lse = z.f_logsumexp(-1i64, true).op("logsumexp")?; // (N,1)
-        let p = z.f_sub(&lse)?.f_exp().op("softmax")?; // (N,V)
-        let mu = p.f_matmul(&w0).op("expected embedding")?; // (N,d)
+        let z = h0.f_matmul(&w0.f_tr()?)?; // (N,V)
+        let lse = z.f_logsumexp(-1i64, true)?; // (N,1)
+        let p = z.f_sub(&lse)?.f_exp()?; // (N,V)
+        let mu = p.f_matmul(&w0)?; // (N,d)
         Ok((lse.f_squeeze_dim(-1)?, p, mu))
     })?;
     // s · lse(z) with the gradients of lse: μ through h, p ⊗ h through W
@@ -113,7 +98,7 @@ pub fn soft_ce_twice(
         h.kind(),
     )?)?;
     if w_in_graph {
-        let dz = h0.f_matmul(&w.f_sub(&w0)?.f_tr()?).op("W term")?; // (N,V), value 0
+        let dz = h0.f_matmul(&w.f_sub(&w0)?.f_tr()?)?; // (N,V), value 0
         lse_term = lse_term.f_add(&dz.f_mul(&p)?.f_sum_dim_intlist(-1i64, false, h.kind())?)?;
     }
     let s = q.f_sum_dim_intlist(-1i64, false, h.kind())?; // (N,)

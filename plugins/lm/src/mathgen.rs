@@ -5,8 +5,9 @@
 //!
 //! Solutions use GSM8K's calculator annotations: `3 * 4 = <<3*4=12>>12`.
 
-use crate::data::{fnv1a, Example, SplitMix};
+use crate::data::Example;
 use std::collections::HashSet;
+use vpt_sdk::rng::{fnv1a, SplitMix64};
 
 /// The lowest and highest difficulty level.
 pub const LEVELS: std::ops::RangeInclusive<u8> = 1..=3;
@@ -54,9 +55,9 @@ impl Problem {
     }
     /// As a multiple-choice example: the question with four numeric options (the answer and
     /// three near misses: off by a small step, doubled or halved, off by ten), in a seeded order.
-    pub fn to_choice(&self, rng: &mut SplitMix) -> Example {
+    pub fn to_choice(&self, rng: &mut SplitMix64) -> Example {
         let v = self.value;
-        let step = rng.range(1, 3);
+        let step = rng.int_range(1, 3);
         let mut options = vec![v];
         for d in [v + step, v - step, v * 2, v / 2, v + 10, v - 10] {
             if d > 0 && !options.contains(&d) && options.len() < 4 {
@@ -133,12 +134,12 @@ fn mag(level: u8) -> (i64, i64) {
     }
 }
 
-type Template = fn(&mut SplitMix, u8) -> (String, String, i64);
+type Template = fn(&mut SplitMix64, u8) -> (String, String, i64);
 
-fn shopping(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn shopping(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (lo, hi) = mag(level);
     let (n, item, item2) = (r.pick(NAMES), r.pick(ITEMS), r.pick(ITEMS));
-    let (a, p) = (r.range(2, 9), r.range(lo, hi));
+    let (a, p) = (r.int_range(2, 9), r.int_range(lo, hi));
     let mut s = Solution { lines: vec![] };
     let c1 = s.step(
         &format!("The {item}s cost "),
@@ -147,7 +148,7 @@ fn shopping(r: &mut SplitMix, level: u8) -> (String, String, i64) {
         " dollars",
     );
     if level == 1 {
-        let q = r.range(lo, hi);
+        let q = r.int_range(lo, hi);
         let total = s.step(
             "In total she spends ",
             format!("{c1}+{q}"),
@@ -157,7 +158,7 @@ fn shopping(r: &mut SplitMix, level: u8) -> (String, String, i64) {
         let qn = format!("{n} buys {a} {item}s at ${p} each and one {item2} for ${q}. How many dollars does {n} spend?");
         return (qn, s.finish(total), total);
     }
-    let (b, q) = (r.range(2, 9), r.range(lo, hi));
+    let (b, q) = (r.int_range(2, 9), r.int_range(lo, hi));
     let c2 = s.step(
         &format!("The {item2}s cost "),
         format!("{b}*{q}"),
@@ -175,7 +176,7 @@ fn shopping(r: &mut SplitMix, level: u8) -> (String, String, i64) {
         qn.push_str(&format!(" How many dollars does {n} spend?"));
         return (qn, s.finish(total), total);
     }
-    let bill = (total / 100 + 1 + r.range(0, 2)) * 100;
+    let bill = (total / 100 + 1 + r.int_range(0, 2)) * 100;
     let change = s.step(
         "Her change is ",
         format!("{bill}-{total}"),
@@ -188,10 +189,10 @@ fn shopping(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     (qn, s.finish(change), change)
 }
 
-fn reading(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn reading(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (lo, hi) = mag(level);
     let n = r.pick(NAMES);
-    let (rate, h1) = (r.range(lo, hi), r.range(2, 6));
+    let (rate, h1) = (r.int_range(lo, hi), r.int_range(2, 6));
     let mut s = Solution { lines: vec![] };
     let p1 = s.step(
         "On Monday she reads ",
@@ -200,14 +201,14 @@ fn reading(r: &mut SplitMix, level: u8) -> (String, String, i64) {
         " pages",
     );
     if level == 1 {
-        let book = p1 + r.range(lo, hi * 3);
+        let book = p1 + r.int_range(lo, hi * 3);
         let left = s.step("Pages left: ", format!("{book}-{p1}"), book - p1, "");
         let qn = format!(
             "{n} reads {rate} pages per hour. She reads for {h1} hours on Monday. Her book has {book} pages. How many pages are left?"
         );
         return (qn, s.finish(left), left);
     }
-    let h2 = r.range(2, 6);
+    let h2 = r.int_range(2, 6);
     let p2 = s.step(
         "On Tuesday she reads ",
         format!("{rate}*{h2}"),
@@ -228,7 +229,7 @@ fn reading(r: &mut SplitMix, level: u8) -> (String, String, i64) {
             both,
         );
     }
-    let book = both + r.range(lo, hi * 3);
+    let book = both + r.int_range(lo, hi * 3);
     let left = s.step("Pages left: ", format!("{book}-{both}"), book - both, "");
     (
         format!("{base} Her book has {book} pages. How many pages are left?"),
@@ -237,22 +238,22 @@ fn reading(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     )
 }
 
-fn sharing(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn sharing(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (lo, hi) = mag(level);
     let (n, what) = (r.pick(NAMES), r.pick(SWEETS));
-    let (k, share) = (r.range(2, 8), r.range(lo, hi));
+    let (k, share) = (r.int_range(2, 8), r.int_range(lo, hi));
     let total = k * share; // level 1 only
     let mut s = Solution { lines: vec![] };
     let (qn_get, got) = if level == 1 {
-        let b = r.range(1, total - 1);
+        let b = r.int_range(1, total - 1);
         let a = total - b;
         let t = s.step("She has ", format!("{a}+{b}"), total, &format!(" {what}"));
         (format!("{n} has {a} {what} and gets {b} more."), t)
     } else {
-        let (c, packs) = (r.range(2, 6), r.range(2, 5));
+        let (c, packs) = (r.int_range(2, 6), r.int_range(2, 5));
         let bought = packs * c;
         // Raise her own count until the total divides evenly (and gives each friend ≥ 2).
-        let mut a = r.range(lo, hi).max(2 * k);
+        let mut a = r.int_range(lo, hi).max(2 * k);
         a += (k - (a + bought) % k) % k;
         let x = s.step(
             "She buys ",
@@ -280,7 +281,7 @@ fn sharing(r: &mut SplitMix, level: u8) -> (String, String, i64) {
             each,
         );
     }
-    let e = r.range(1, each - 1);
+    let e = r.int_range(1, each - 1);
     let left = s.step(
         "Each friend has ",
         format!("{each}-{e}"),
@@ -296,14 +297,14 @@ fn sharing(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     )
 }
 
-fn ages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn ages(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (n1, n2, n3) = (
         r.pick(&NAMES[..8]),
         r.pick(&NAMES[8..16]),
         r.pick(&NAMES[16..]),
     );
-    let a = r.range(3, 5 + 4 * i64::from(level));
-    let m = r.range(2, 4);
+    let a = r.int_range(3, 5 + 4 * i64::from(level));
+    let m = r.int_range(2, 4);
     let mut s = Solution { lines: vec![] };
     let b = s.step(
         &format!("{n2} is "),
@@ -313,7 +314,7 @@ fn ages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     );
     let base = format!("{n1} is {a} years old. {n2} is {m} times as old as {n1}.");
     if level == 1 {
-        let y = r.range(2, 15);
+        let y = r.int_range(2, 15);
         let later = s.step(
             &format!("In {y} years {n2} will be "),
             format!("{b}+{y}"),
@@ -326,7 +327,7 @@ fn ages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
             later,
         );
     }
-    let d = r.range(1, b - 1);
+    let d = r.int_range(1, b - 1);
     let c = s.step(
         &format!("{n3} is "),
         format!("{b}-{d}"),
@@ -347,7 +348,7 @@ fn ages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
             sum,
         );
     }
-    let y = r.range(2, 20);
+    let y = r.int_range(2, 20);
     let later = s.step(
         &format!("In {y} years the sum will be "),
         format!("{sum}+3*{y}"),
@@ -361,10 +362,10 @@ fn ages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     )
 }
 
-fn wages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn wages(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (lo, hi) = mag(level);
     let (n, job) = (r.pick(NAMES), r.pick(JOBS));
-    let (w, h, d) = (r.range(lo, hi), r.range(2, 8), r.range(2, 6));
+    let (w, h, d) = (r.int_range(lo, hi), r.int_range(2, 8), r.int_range(2, 6));
     let mut s = Solution { lines: vec![] };
     let day = s.step("Each day she earns ", format!("{w}*{h}"), w * h, " dollars");
     let all = s.step(
@@ -381,7 +382,7 @@ fn wages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
             all,
         );
     }
-    let mut spend = r.range(1, all - 1);
+    let mut spend = r.int_range(1, all - 1);
     if level == 3 && (all - spend) % 2 == 1 {
         spend -= 1;
     }
@@ -408,21 +409,21 @@ fn wages(r: &mut SplitMix, level: u8) -> (String, String, i64) {
     )
 }
 
-fn travel(r: &mut SplitMix, level: u8) -> (String, String, i64) {
+fn travel(r: &mut SplitMix64, level: u8) -> (String, String, i64) {
     let (lo, hi) = mag(level);
     let (n, v) = (r.pick(NAMES), r.pick(VEHICLES));
     let mut s = Solution { lines: vec![] };
-    let (s1, t1) = (r.range(lo, hi) + 10, r.range(2, 5));
+    let (s1, t1) = (r.int_range(lo, hi) + 10, r.int_range(2, 5));
     let d1 = s.step("First she drives ", format!("{s1}*{t1}"), s1 * t1, " miles");
     if level == 1 {
-        let trip = d1 + r.range(lo, hi * 4);
+        let trip = d1 + r.int_range(lo, hi * 4);
         let left = s.step("Miles left: ", format!("{trip}-{d1}"), trip - d1, "");
         let qn = format!(
             "{n}'s trip is {trip} miles. She drives her {v} at {s1} miles per hour for {t1} hours. How many miles are left?"
         );
         return (qn, s.finish(left), left);
     }
-    let (s2, t2) = (r.range(lo, hi) + 10, r.range(2, 5));
+    let (s2, t2) = (r.int_range(lo, hi) + 10, r.int_range(2, 5));
     let d2 = s.step("Then she drives ", format!("{s2}*{t2}"), s2 * t2, " miles");
     let total = s.step(
         "In total she drives ",
@@ -478,7 +479,7 @@ const TEMPLATES: &[(&str, Template)] = &[
 
 /// The problem at `index` of `split` for `seed`, with a level drawn from `levels` (each in 1..=3).
 pub fn problem(seed: u64, split: Split, levels: &[u8], index: u64) -> Problem {
-    let mut r = SplitMix::new(seed ^ split.tag(), index);
+    let mut r = SplitMix64::stream(seed ^ split.tag(), index);
     let level = (*r.pick(levels)).clamp(*LEVELS.start(), *LEVELS.end());
     let (template, f) = *r.pick(TEMPLATES);
     let (question, answer, value) = f(&mut r, level);
@@ -584,7 +585,7 @@ pub fn choice_jsonl(
         ps.iter()
             .enumerate()
             .map(|(i, p)| {
-                let ex = p.to_choice(&mut SplitMix::new(seed ^ tag, i as u64));
+                let ex = p.to_choice(&mut SplitMix64::stream(seed ^ tag, i as u64));
                 serde_json::to_string(&ex).expect("examples serialise") + "\n"
             })
             .collect()

@@ -2,8 +2,8 @@
 //! are drawn from a [`SplitMix64`] stream, so crops are a pure function of (seed, cursor) and do
 //! not consume (or depend on) the torch RNG.
 
-use crate::rng::SplitMix64;
 use tch::Tensor;
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{Result, TchContext};
 
 /// How the crops of one batch are drawn.

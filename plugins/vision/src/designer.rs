@@ -4,11 +4,11 @@
 //!
 //! The task turns a mask μ into the student's view `μ⊙v + (1−μ)⊙blur(v)`.
 
-use crate::rng::SplitMix64;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
     TchContext, TensorMap, KIND_VISION_VIEW_MASK,
@@ -402,7 +402,8 @@ impl Designer for RandomMask {
     }
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let (x, s) = global_views(inputs)?;
-        let mut rng = SplitMix64::stream(self.seed, 0x7261_6e64 ^ self.calls);
+        let mut rng =
+            SplitMix64::stream_keyed(self.seed, 0x7261_6e64 ^ self.calls, 0xD1B5_4A32_D192_ED03);
         self.calls += 1;
         let m = random_smooth_masks(
             &mut rng,

@@ -12,7 +12,6 @@ pub mod designer;
 pub mod dino;
 pub mod export;
 pub mod probe;
-pub mod rng;
 pub mod scenes;
 pub mod stage0;
 pub mod task;

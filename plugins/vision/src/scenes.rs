@@ -5,9 +5,9 @@
 //! cursor. Splits draw their items from disjoint partitions of the source images.
 
 use crate::data::{FashionMnist, CLASSES, SIDE};
-use crate::rng::SplitMix64;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{Result, TchContext};
 
 /// Side of a scene canvas.
@@ -194,7 +194,8 @@ impl SceneGen {
 
     /// Scene `index` of `split`: a pure function of (seed, split, index).
     pub fn scene(&self, split: Split, index: u64) -> Scene {
-        let mut rng = SplitMix64::stream(self.seed, split.id() << 48 ^ index);
+        let mut rng =
+            SplitMix64::stream_keyed(self.seed, split.id() << 48 ^ index, 0xD1B5_4A32_D192_ED03);
         let pool = self.sources(split);
         let n = self.items.0 + rng.below(self.items.1 - self.items.0 + 1);
         let mut items: Vec<Item> = (0..n)

@@ -5,12 +5,12 @@
 //! cache path is printed to stderr); otherwise `stage0_steps > 0` finds or makes it under
 //! `cache_dir` (`$VPT_CACHE/vision`, else `~/.cache/vpt/vision`).
 
-use crate::rng::fnv1a;
 use crate::scenes::Split;
 use crate::task::DinoDenseTask;
 use std::path::{Path, PathBuf};
 use tch::nn::OptimizerConfig;
 use tch::Kind;
+use vpt_sdk::rng::fnv1a;
 use vpt_sdk::{tensor_file, Error, Result, TchContext};
 
 /// Version of the stage-0 recipe; bump when it changes so stale caches are not reused.

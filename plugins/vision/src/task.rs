@@ -10,12 +10,12 @@ use crate::config::DinoDenseConfig;
 use crate::designer::{MaskContext, INPUT_GLOBAL, MASK};
 use crate::dino::{dino_loss, ema_update, momentum_at, updated_center, zero_center, Model};
 use crate::probe::{fit_ridge, fit_softmax, iou_counts, miou, LinearHead};
-use crate::rng::SplitMix64;
 use crate::scenes::{
     pixels_to_tensor, to_tensors, PartitionSizes, SceneGen, Split, CANVAS, SEG_CLASSES,
 };
 use crate::stage0;
 use tch::{Device, Kind, Tensor};
+use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
     FeedbackSetInfo, Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext,
@@ -155,7 +155,11 @@ impl DinoDenseTask {
             .map(|i| self.gen.scene(split, i))
             .collect();
         let (images, _, _) = to_tensors(&scenes, self.device)?;
-        let mut rng = SplitMix64::stream(self.seed ^ (split as u64) << 56, CROP_STREAM ^ start);
+        let mut rng = SplitMix64::stream_keyed(
+            self.seed ^ (split as u64) << 56,
+            CROP_STREAM ^ start,
+            0xD1B5_4A32_D192_ED03,
+        );
         let (global, local) =
             multi_crop(&images, &mut rng, &self.cfg.crops.spec(self.cfg.vit.image))?;
         let index = Tensor::f_arange_start(

@@ -97,59 +97,11 @@ impl VitConfig {
     }
 }
 
-/// A linear layer `x Wᵀ + b`.
-#[derive(Debug)]
-pub struct Linear {
-    w: Tensor,
-    b: Option<Tensor>,
-}
+pub use vpt_nn::{LayerNorm, Linear};
 
-impl Linear {
-    /// `fan_in → fan_out`, weights N(0, 0.02²), zero bias.
-    pub fn new(p: Path, fan_in: i64, fan_out: i64, bias: bool) -> Result<Self> {
-        let w = p.f_var(
-            "weight",
-            &[fan_out, fan_in],
-            Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        )?;
-        let b = if bias {
-            Some(p.f_var("bias", &[fan_out], Init::Const(0.0))?)
-        } else {
-            None
-        };
-        Ok(Linear { w, b })
-    }
-    /// Applies the layer to the last dim.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_linear(&self.w, self.b.as_ref()).op("linear")
-    }
-}
-
-/// Layer normalisation over the last dim.
-#[derive(Debug)]
-pub struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
-    dim: i64,
-}
-
-impl LayerNorm {
-    /// Unit weight, zero bias.
-    pub fn new(p: Path, dim: i64) -> Result<Self> {
-        Ok(LayerNorm {
-            w: p.f_var("weight", &[dim], Init::Const(1.0))?,
-            b: p.f_var("bias", &[dim], Init::Const(0.0))?,
-            dim,
-        })
-    }
-    /// Normalises the last dim.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.f_layer_norm([self.dim], Some(&self.w), Some(&self.b), 1e-6, false)
-            .op("layer_norm")
-    }
+/// The ViT's layer norm of width `dim` under `p` (ε = 1e-6).
+fn layer_norm(p: Path, dim: i64) -> Result<LayerNorm> {
+    LayerNorm::new(&p, dim, 1e-6)
 }
 
 /// Multi-head self-attention with explicit matmul+softmax (double-backward safe on CPU).
@@ -176,13 +128,10 @@ impl Attention {
             qkv.f_select(0, 1)?,
             qkv.f_select(0, 2)?,
         );
-        // (N,h,T,T) attention weights
-        let att = q
-            .f_matmul(&k.f_transpose(-2, -1)?)?
-            .f_mul_scalar(1.0 / (hd as f64).sqrt())?;
-        let att = att.f_softmax(-1, att.kind()).op("attention softmax")?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = vpt_nn::attention(&q, &k, &v, None, false, scale, vpt_nn::Attention::Math)?;
         // (N,h,T,hd) → (N,T,h,hd) → (N,T,d)
-        let out = att.f_matmul(&v)?.f_transpose(1, 2)?.f_reshape([n, t, d])?;
+        let out = att.f_transpose(1, 2)?.f_reshape([n, t, d])?;
         self.proj.forward(&out)
     }
 }
@@ -201,13 +150,13 @@ impl Block {
     fn new(p: Path, c: &VitConfig) -> Result<Self> {
         let d = c.dim;
         Ok(Block {
-            norm1: LayerNorm::new(&p / "norm1", d)?,
+            norm1: layer_norm(&p / "norm1", d)?,
             attn: Attention {
                 qkv: Linear::new(&p / "attn" / "qkv", d, 3 * d, true)?,
                 proj: Linear::new(&p / "attn" / "proj", d, d, true)?,
                 heads: c.heads,
             },
-            norm2: LayerNorm::new(&p / "norm2", d)?,
+            norm2: layer_norm(&p / "norm2", d)?,
             fc1: Linear::new(&p / "mlp" / "fc1", d, c.mlp_ratio * d, true)?,
             fc2: Linear::new(&p / "mlp" / "fc2", c.mlp_ratio * d, d, true)?,
         })
@@ -258,7 +207,7 @@ impl Vit {
             blocks: (0..config.depth)
                 .map(|i| Block::new(&p / "blocks" / i, config))
                 .collect::<Result<_>>()?,
-            norm: LayerNorm::new(&p / "norm", d)?,
+            norm: layer_norm(&p / "norm", d)?,
             config: config.clone(),
         })
     }

@@ -2,6 +2,7 @@
 //! designers, each sound or broken in one known way.
 
 use super::*;
+use crate::rng::{SplitMix64, GOLDEN_GAMMA};
 use crate::{
     Batch, BatchSource, Construction, Designer, Differentiation, FeedbackSetInfo, Forward, Metrics,
     State, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
@@ -25,15 +26,9 @@ enum Fault {
 }
 
 fn uniform(stream: u64, i: u64) -> f64 {
-    // splitmix64 → [−1, 1)
-    let mut z = stream
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(i)
-        .wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    // One splitmix64 draw → [−1, 1)
+    let state = stream.wrapping_mul(GOLDEN_GAMMA).wrapping_add(i);
+    SplitMix64::new(state).uniform() * 2.0 - 1.0
 }
 
 fn inputs(stream: u64, cursor: u64) -> Tensor {

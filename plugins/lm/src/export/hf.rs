@@ -4,12 +4,12 @@
 //! adapter alone in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`).
 
 use super::TokenizerSource;
-use crate::gguf::set_var;
-use crate::model::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Tensor};
+use vpt_llama::store::set_var;
+use vpt_llama::Config;
 use vpt_sdk::{Error, Result};
 
 fn write_json(path: &Path, v: &Value) -> Result<PathBuf> {
@@ -29,7 +29,7 @@ pub fn write_hf(
     for (name, t) in weights {
         set_var(&vs, name, t)?;
     }
-    crate::hf::save_hf(dir, cfg, &vs, Some(&tok.tokenizer), None)?;
+    vpt_llama::hf::save_hf(dir, cfg, &vs, Some(&tok.tokenizer), None)?;
     let mut tc = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_bos_token": tok.add_bos(),
@@ -90,7 +90,7 @@ pub fn write_peft_adapter(
         {
             layers.insert(i);
         }
-        let (shape, bytes) = crate::hf::f32_le_bytes(t, name)?;
+        let (shape, bytes) = vpt_llama::hf::f32_le_bytes(t, name)?;
         data.push((format!("base_model.model.{name}"), shape, bytes));
     }
     if data.is_empty() {

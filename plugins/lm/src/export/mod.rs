@@ -1,23 +1,21 @@
 //! `vpt export` for the causal LM: θ as trained (LoRA merged into the base weights) written as
-//! a Hugging Face directory ([`hf`]) or a llama.cpp GGUF file ([`gguf_writer`]), optionally
+//! a Hugging Face directory ([`hf`]) or a llama.cpp GGUF file ([`vpt_llama::gguf::writer`]), optionally
 //! with the LoRA adapter alone in PEFT's layout.
 //!
 //! The tokenizer travels with the weights: from a GGUF source its `tokenizer.*` metadata is
 //! copied as the source had it; from an HF source or the tiny model it is derived from the
 //! tokenizer vpt uses ([`TokenizerSource::open`]).
 
-pub mod gguf_writer;
 pub mod hf;
 
-use crate::gguf::{self, permute_rows, GgmlType, Gguf, Value};
-use crate::model::{Config, Scope};
-use crate::task::ModelSource;
-use crate::tokenizer::Tokenizer;
-use gguf_writer::GgufWriter;
+use crate::task::config::ModelSource;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
+use vpt_llama::gguf::{self, permute_rows, GgmlType, Gguf, GgufWriter, Value};
+use vpt_llama::Tokenizer;
+use vpt_llama::{Config, Scope};
 use vpt_sdk::{Error, ExportRequest, Result, TchContext};
 
 /// Formats and element types this task writes: (format, dtypes).

@@ -1,16 +1,18 @@
-//! GGUF v3 writer (little-endian, 32-byte alignment): metadata of every [`Value`] type, the
-//! tensor directory, aligned data; and the F16 / Q8_0 encoders. The reader is [`crate::gguf`];
+//! GGUF v3 writer (little-endian, 32-byte alignment unless set): metadata of every [`Value`]
+//! type, the tensor directory, aligned data; and the F16 / Q8_0 encoders. The reader is
+//! [`super::reader`];
 //! block layouts follow ggml's `quantize_row_q8_0_ref` (32 values, f16 scale d = max|x|/127,
 //! q = round(x/d)).
 
-use crate::gguf::{GgmlType, Value};
+use super::dequant::GgmlType;
+use super::reader::Value;
 use half::f16;
 use std::io::Write;
 use std::path::Path;
 use vpt_sdk::{Error, Result};
 
-/// Data-section alignment (GGUF's default, so `general.alignment` is not written).
-const ALIGN: usize = 32;
+/// GGUF's default data-section alignment (`general.alignment` is written only for others).
+const DEFAULT_ALIGN: usize = 32;
 
 /// One tensor to write: GGUF name, torch shape (slowest axis first), type and encoded bytes.
 struct Entry {
@@ -21,16 +23,42 @@ struct Entry {
 }
 
 /// A GGUF file being assembled in memory, written by [`GgufWriter::write`].
-#[derive(Default)]
 pub struct GgufWriter {
     metadata: Vec<(String, Value)>,
     tensors: Vec<Entry>,
+    align: usize,
+}
+
+impl Default for GgufWriter {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl GgufWriter {
-    /// An empty file.
+    /// An empty file with the default 32-byte alignment.
     pub fn new() -> Self {
-        Self::default()
+        GgufWriter {
+            metadata: Vec::new(),
+            tensors: Vec::new(),
+            align: DEFAULT_ALIGN,
+        }
+    }
+
+    /// An empty file whose data section is `align`-byte aligned (recorded as
+    /// `general.alignment` when not the default).
+    pub fn with_alignment(align: usize) -> Result<Self> {
+        if align == 0 || !align.is_multiple_of(8) {
+            return Err(Error::msg(format!(
+                "GGUF alignment must be a positive multiple of 8, got {align}"
+            )));
+        }
+        let mut w = Self::new();
+        w.align = align;
+        if align != DEFAULT_ALIGN {
+            w.set("general.alignment", Value::U32(align as u32));
+        }
+        Ok(w)
     }
 
     /// Adds (or replaces) metadata `key`.
@@ -57,27 +85,7 @@ impl GgufWriter {
                 values.len()
             )));
         }
-        let bytes = match ty {
-            GgmlType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            GgmlType::F16 => values
-                .iter()
-                .flat_map(|x| f16::from_f32(*x).to_le_bytes())
-                .collect(),
-            GgmlType::Q8_0 => {
-                let row = shape.last().copied().unwrap_or(1);
-                if row % 32 != 0 {
-                    return Err(Error::msg(format!(
-                        "GGUF tensor `{name}`: row length {row} is not a multiple of 32 (Q8_0)"
-                    )));
-                }
-                quantize_q8_0(values)
-            }
-            other => {
-                return Err(Error::msg(format!(
-                    "GGUF tensor `{name}`: writing {other:?} is not supported (F32, F16, Q8_0)"
-                )))
-            }
-        };
+        let bytes = encode(name, shape, ty, values)?;
         self.tensors.push(Entry {
             name: name.to_string(),
             shape: shape.to_vec(),
@@ -110,14 +118,14 @@ impl GgufWriter {
             }
             head.extend(t.ty.id().to_le_bytes());
             head.extend((offset as u64).to_le_bytes());
-            offset = (offset + t.bytes.len()).next_multiple_of(ALIGN);
+            offset = (offset + t.bytes.len()).next_multiple_of(self.align);
         }
-        head.resize(head.len().next_multiple_of(ALIGN), 0);
+        head.resize(head.len().next_multiple_of(self.align), 0);
         f.write_all(&head).map_err(io)?;
         for t in &self.tensors {
             f.write_all(&t.bytes).map_err(io)?;
-            let pad = t.bytes.len().next_multiple_of(ALIGN) - t.bytes.len();
-            f.write_all(&[0u8; ALIGN][..pad]).map_err(io)?;
+            let pad = t.bytes.len().next_multiple_of(self.align) - t.bytes.len();
+            f.write_all(&vec![0u8; pad]).map_err(io)?;
         }
         f.into_inner()
             .map_err(|e| io(e.into_error()))?
@@ -125,6 +133,32 @@ impl GgufWriter {
             .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
     }
+}
+
+/// The bytes of f32 `values` of torch `shape` encoded as `ty` (F32, F16 or Q8_0; Q8_0 needs a
+/// row length divisible by 32); errors name tensor `name`.
+pub fn encode(name: &str, shape: &[i64], ty: GgmlType, values: &[f32]) -> Result<Vec<u8>> {
+    Ok(match ty {
+        GgmlType::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        GgmlType::Q8_0 => {
+            let row = shape.last().copied().unwrap_or(1);
+            if row % 32 != 0 {
+                return Err(Error::msg(format!(
+                    "GGUF tensor `{name}`: row length {row} is not a multiple of 32 (Q8_0)"
+                )));
+            }
+            quantize_q8_0(values)
+        }
+        other => {
+            return Err(Error::msg(format!(
+                "GGUF tensor `{name}`: writing {other:?} is not supported (F32, F16, Q8_0)"
+            )))
+        }
+    })
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -190,8 +224,9 @@ pub fn quantize_q8_0(v: &[f32]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::dequant::dequantize;
+    use super::super::reader::Gguf;
     use super::*;
-    use crate::gguf::{dequantize, Gguf};
 
     #[test]
     fn written_file_reads_back_with_metadata_shapes_and_values() {

@@ -4,7 +4,7 @@
 //!
 //! Supported `model_type`s: `llama`, `qwen2` (q/k/v bias). RoPE scaling is refused.
 
-use crate::model::Config;
+use crate::config::Config;
 use crate::tokenizer::Tokenizer;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
@@ -168,7 +168,7 @@ pub fn load_weights(dir: &Path, cfg: &Config, vs: &nn::VarStore) -> Result<()> {
                 )));
             }
             let t = to_tensor(&path, &name, &view)?;
-            crate::gguf::set_var(vs, &name, &t)
+            crate::store::set_var(vs, &name, &t)
                 .map_err(|e| Error::msg(format!("{}: {e}", path.display())))?;
             seen.insert(name);
         }
