@@ -6,6 +6,9 @@ use std::path::Path;
 
 const TEMPLATE_CARGO: &str = include_str!("../../examples/designer-template/Cargo.toml");
 const TEMPLATE_LIB: &str = include_str!("../../examples/designer-template/src/lib.rs");
+/// The template's lock file: the scaffold builds with the versions the fast build path was tested
+/// with (no fresh resolution against the registry).
+const TEMPLATE_LOCK: &str = include_str!("../../examples/designer-template/Cargo.lock");
 const TEMPLATE_README: &str = include_str!("../../examples/designer-template/README.md");
 /// The template's own name, replaced by the new plugin's name.
 const TEMPLATE_NAME: &str = "designer_template";
@@ -38,12 +41,18 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
     };
     let sdk = sdk.canonicalize().map_err(|e| Error::io(&sdk, e))?;
+    let package = name.replace('_', "-");
     let cargo = TEMPLATE_CARGO
         .replace(TEMPLATE_NAME, name)
-        .replace("designer-template", &name.replace('_', "-"))
+        .replace("designer-template", &package)
         .replace("../../sdk", &sdk.display().to_string());
+    let lock = TEMPLATE_LOCK.replace(
+        "name = \"designer-template\"",
+        &format!("name = \"{package}\""),
+    );
     let files = [
         ("Cargo.toml", cargo),
+        ("Cargo.lock", lock),
         ("src/lib.rs", TEMPLATE_LIB.replace(TEMPLATE_NAME, name)),
         ("README.md", TEMPLATE_README.replace(TEMPLATE_NAME, name)),
         (

@@ -172,6 +172,12 @@ fn new_plugin_scaffolds_the_template_with_the_name_replaced() {
             "{file}"
         );
     }
+    assert_eq!(
+        read(&dir.join("Cargo.lock")),
+        read(&template.join("Cargo.lock"))
+            .replace("name = \"designer-template\"", "name = \"my-weights\""),
+        "the scaffold must carry the template's lock file, its package renamed"
+    );
     let new: toml::Value = toml::from_str(&read(&dir.join("Cargo.toml"))).unwrap();
     let old: toml::Value = toml::from_str(&read(&template.join("Cargo.toml"))).unwrap();
     assert_eq!(new["package"]["name"].as_str(), Some("my-weights"));
