@@ -328,6 +328,9 @@ pub struct RandomMaskConfig {
     /// Ignored (no parameters, so no regulariser); accepted like `width`.
     #[serde(default)]
     pub tv_weight: Option<f64>,
+    /// Ignored (no parameters to initialise); accepted like `width`.
+    #[serde(default)]
+    pub init_keep: Option<f64>,
 }
 fn d_grid() -> i64 {
     8
