@@ -104,18 +104,22 @@ pub struct UnetMaskConfig {
     /// Weight of the total-variation penalty.
     #[serde(default = "d_tv_w")]
     pub tv_weight: f64,
+    /// Mean keep of the initial masks (default κ). A value other than κ starts φ away from
+    /// the keep penalty's minimum, so the regulariser and the feedback both move it.
+    #[serde(default)]
+    pub init_keep: Option<f64>,
 }
 fn d_width() -> i64 {
-    8
+    16
 }
 fn d_kappa() -> f64 {
     0.7
 }
 fn d_keep_w() -> f64 {
-    1.0
+    0.25
 }
 fn d_tv_w() -> f64 {
-    0.05
+    0.01
 }
 
 fn check_kappa(k: f64) -> Result<()> {
@@ -242,6 +246,13 @@ impl UnetMask {
         ctx: &BuildContext,
     ) -> Result<UnetMask> {
         check_kappa(cfg.keep_ratio)?;
+        let init = cfg.init_keep.unwrap_or(cfg.keep_ratio);
+        if !(0.0 < init && init < 1.0) {
+            return Err(Error::config(
+                "designer.config.init_keep",
+                format!("{init} must lie in (0, 1)"),
+            ));
+        }
         if cfg.width < 1 {
             return Err(Error::config("designer.config.width", "must be ≥ 1"));
         }
@@ -254,7 +265,7 @@ impl UnetMask {
         }
         tch::manual_seed(ctx.seed as i64 ^ 0x6d61_736b);
         let vs = VarStore::new(ctx.device());
-        let logit = (cfg.keep_ratio / (1.0 - cfg.keep_ratio)).ln();
+        let logit = (init / (1.0 - init)).ln();
         let net = UNet::new(vs.root() / "unet", mc.channels, cfg.width, logit)?;
         Ok(UnetMask { vs, net, cfg })
     }
@@ -317,6 +328,9 @@ pub struct RandomMaskConfig {
     /// Ignored (no parameters, so no regulariser); accepted like `width`.
     #[serde(default)]
     pub tv_weight: Option<f64>,
+    /// Ignored (no parameters to initialise); accepted like `width`.
+    #[serde(default)]
+    pub init_keep: Option<f64>,
 }
 fn d_grid() -> i64 {
     8
@@ -457,6 +471,21 @@ mod tests {
             INPUT_GLOBAL,
             Tensor::rand([3, 2, 1, 32, 32], (Kind::Float, Device::Cpu)),
         )
+    }
+
+    #[test]
+    fn unet_init_keep_starts_away_from_the_keep_minimum() {
+        let (tc, bc) = ctx();
+        let cfg: UnetMaskConfig = serde_json::from_str(r#"{"init_keep": 0.9}"#).unwrap();
+        let mut d = UnetMask::build(cfg, &tc, &bc).unwrap();
+        let c = d.construct(&inputs()).unwrap();
+        let m = c.tensors.require(MASK).unwrap();
+        assert!((m.mean(Kind::Float).double_value(&[]) - 0.9).abs() < 0.1);
+        let r = d.regularizer(&c).unwrap().unwrap().double_value(&[]);
+        assert!(r > 0.25 * 0.01, "regulariser {r} should be off its minimum");
+        let bad: UnetMaskConfig = serde_json::from_str(r#"{"init_keep": 1.0}"#).unwrap();
+        let err = UnetMask::build(bad, &tc, &bc).err().unwrap().to_string();
+        assert!(err.contains("init_keep"), "{err}");
     }
 
     #[test]
