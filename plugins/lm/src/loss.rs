@@ -34,6 +34,11 @@ impl LossRows {
         Ok(LossRows { idx, b, t, count })
     }
 
+    /// The flat indices (N,) of the loss-bearing positions in the (B·T) positions.
+    pub fn positions(&self) -> &Tensor {
+        &self.idx
+    }
+
     /// The rows of x (B, T, …) at the loss-bearing positions: (N, …).
     pub fn select(&self, x: &Tensor) -> Result<Tensor> {
         let mut shape = vec![self.b * self.t];
