@@ -125,8 +125,7 @@ pub fn loss_lengths(mask: &Tensor) -> Result<Vec<i64>> {
     // position index + 1 where the mask is on, 0 elsewhere; the row maximum is the length
     let pos = Tensor::f_arange_start(1, t + 1, (Kind::Int64, mask.device()))?;
     let on = mask.f_ne(0.0)?.f_to_kind(Kind::Int64)?;
-    let lens = (on * pos.f_unsqueeze(0)?)
-        .f_amax(-1i64, false)?;
+    let lens = (on * pos.f_unsqueeze(0)?).f_amax(-1i64, false)?;
     Vec::<i64>::try_from(&lens).map_err(|e| vpt_sdk::Error::msg(format!("loss lengths: {e}")))
 }
 

@@ -2,11 +2,11 @@
 
 use super::config::{CausalLmConfig, ModelSource};
 use super::{CausalLm, FeedbackSet, Stream};
-use crate::prefix_cache::PrefixCache;
 use crate::data::{self, Codec, Cursor, Example, Fields, Packer, Record};
 use crate::general::{self, GeneralText};
 use crate::labeled::{self, SetKind};
 use crate::mathgen::MathSplits;
+use crate::prefix_cache::PrefixCache;
 use crate::scorer::Scorer;
 use std::collections::HashSet;
 use std::path::Path;

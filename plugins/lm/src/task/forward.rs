@@ -2,6 +2,7 @@
 //! them, soft-target CE, the construction's targets, design inputs and feedback rows.
 
 use super::CausalLm;
+use crate::candidates::LossPositions;
 use crate::data::{self, Example, Row};
 use crate::eval::{self as ev};
 use crate::loss::{soft_ce_logits, soft_ce_twice, LossRows};
@@ -96,9 +97,21 @@ impl CausalLm {
         Ok((cand.shallow_clone(), q.shallow_clone()))
     }
 
+    /// The head at the loss-bearing positions of final hidden states (B,T,d) of `batch`: their
+    /// log-probabilities (in the graph when `hidden` is) and every position's candidates.
+    pub(super) fn loss_positions(&self, batch: &Batch, hidden: &Tensor) -> Result<LossPositions> {
+        LossPositions::new(
+            hidden,
+            batch.tensors.require("mask")?,
+            batch.tensors.require("targets")?,
+            self.cfg.top_k,
+            |h| self.model.logits(h),
+        )
+    }
+
     /// What the designer sees, from the final hidden states (B,T,d) of a forward and the
-    /// candidates (B,T,K) of [`top_candidates`](crate::candidates::top_candidates) with their
-    /// log-probabilities (all detached; run under no_grad).
+    /// candidates (B,T,K) of [`LossPositions`] with their log-probabilities (all detached; run
+    /// under no_grad).
     pub(super) fn design_inputs_of(
         &self,
         batch: &Batch,

@@ -21,11 +21,10 @@ mod tests;
 pub use config::*;
 use stream::{expect_source, FeedbackSet, SavedState, Stream};
 
-use crate::candidates::{top_candidates, SplitLogits};
 use crate::data::{self, Codec, Cursor, Example, Row};
 use crate::designer::LmDesignContext;
 use crate::eval::{self as ev, PassAt};
-use crate::loss::{soft_ce_logits, LossRows};
+use crate::loss::{soft_ce_logp, LossRows};
 use crate::prefix_cache::PrefixCache;
 use crate::scorer::Scorer;
 use tch::{nn, Device, Tensor};
@@ -145,10 +144,8 @@ impl Task for CausalLm {
         let ids = batch.tensors.require("ids")?;
         tch::no_grad(|| {
             let hidden = self.model.forward_hidden(ids, Attention::Fused)?; // (B,T,d)
-            let logits = self.model.logits(&hidden)?; // (B,T,V)
-            let targets = batch.tensors.require("targets")?;
-            let (cand, cand_lp) = top_candidates(&logits, targets, self.cfg.top_k)?;
-            self.design_inputs_of(batch, &hidden, cand, cand_lp)
+            let at_loss = self.loss_positions(batch, &hidden)?;
+            self.design_inputs_of(batch, &hidden, at_loss.cand, at_loss.cand_lp)
         })
     }
 
@@ -159,24 +156,13 @@ impl Task for CausalLm {
         // lets the meta step's Twice pass start at S (θ does not change in between).
         let split = self.s_start.unwrap_or(0);
         let (s_in, hidden) = self.model.forward_split(ids, Attention::Fused, split)?;
-        // The head with a graph only where the loss is (the backward then matches the
-        // baseline's), without one elsewhere (the design inputs need every position).
-        let split_logits = SplitLogits::new(
-            &hidden,
-            batch.tensors.require("mask")?,
-            batch.tensors.require("targets")?,
-            self.cfg.top_k,
-            |h| self.model.logits(h),
-        )?;
+        // The head (with a graph) only where the loss is, as the baseline's; the candidates
+        // from the same log-probabilities.
+        let at_loss = self.loss_positions(batch, &hidden)?;
         let design_inputs = tch::no_grad(|| {
-            self.design_inputs_of(
-                batch,
-                &hidden.f_detach()?,
-                split_logits.cand,
-                split_logits.cand_lp,
-            )
+            self.design_inputs_of(batch, &hidden.f_detach()?, at_loss.cand, at_loss.cand_lp)
         })?;
-        let mut state = TensorMap::new().with("loss_logits", split_logits.loss_logits);
+        let mut state = TensorMap::new().with("loss_logp", at_loss.logp);
         if self.s_start.is_some() {
             state.insert("s_input", s_in.f_detach()?);
         }
@@ -210,14 +196,14 @@ impl Task for CausalLm {
         let mask = batch.tensors.require("mask")?;
         match (
             diff,
-            state.get("loss_logits"),
+            state.get("loss_logp"),
             state.get("s_input"),
             self.s_start,
         ) {
-            // the learner step: the forward's own logits (N,V) at the loss-bearing positions
-            (Differentiation::Once, Some(logits), _, _) => {
+            // the learner step: the forward's own log p (N,V) at the loss-bearing positions
+            (Differentiation::Once, Some(logp), _, _) => {
                 let rows = LossRows::new(mask)?;
-                let per = soft_ce_logits(logits, &rows.select(&cand)?, &rows.select(&q)?)?; // (N,)
+                let per = soft_ce_logp(logp, &rows.select(&cand)?, &rows.select(&q)?)?; // (N,)
                 rows.per_example(&per)
             }
             // the meta step: S from its detached input, math attention, no vocabulary graph
@@ -253,10 +239,10 @@ impl Task for CausalLm {
             tensors: cut(&batch.tensors, &["ids", "targets", "mask"])?,
         };
         let inputs = ["features", "cand_ids", "cand_logprobs", "loss_mask"];
-        // the loss logits are (N,V) by loss-bearing position, not by row: the meta step's
+        // the loss log p are (N,V) by loss-bearing position, not by row: the meta step's
         // Twice pass starts from `s_input` and never reads them
         let mut state = cut(&forward.state, &["s_input"])?;
-        state.remove("loss_logits");
+        state.remove("loss_logp");
         Ok((
             sliced,
             Forward {
