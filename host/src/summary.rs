@@ -471,9 +471,7 @@ mod tests {
 
     #[test]
     fn diagnostic_estimators_and_task_switches_mark_a_run() {
-        let run = |estimator: &str, task: serde_json::Value| {
-            json!({"meta": {"estimator": estimator}, "task": {"config": task}})
-        };
+        let run = |estimator: &str, task: serde_json::Value| json!({"meta": {"estimator": estimator}, "task": {"config": task}});
         assert!(!diagnostic_config(&run("none", json!({"batch_size": 4}))));
         assert!(!diagnostic_config(&run("exact", json!({}))));
         assert!(diagnostic_config(&run("oracle", json!({}))));
