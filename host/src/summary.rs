@@ -192,14 +192,27 @@ impl ArmReport {
     }
 }
 
-/// Whether the run in `dir` used a diagnostic estimator (read from its `config.json`).
+/// Whether the run in `dir` is a diagnostic (read from its `config.json`): it used a diagnostic
+/// estimator, or switched on a task-level diagnostic, a `task.config.diagnostic_*` field set to
+/// `true` (the vision task's supervised upper bound).
 fn is_diagnostic_run(dir: &Path) -> bool {
     fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["meta"]["estimator"].as_str().map(String::from))
-        .and_then(|name| crate::estimators::lookup(&name).ok())
-        .is_some_and(|e| e.diagnostic.is_some())
+        .is_some_and(|v| diagnostic_config(&v))
+}
+
+/// Whether a resolved run config (JSON) describes a diagnostic run; see [`is_diagnostic_run`].
+fn diagnostic_config(v: &Value) -> bool {
+    let estimator = v["meta"]["estimator"]
+        .as_str()
+        .and_then(|name| crate::estimators::lookup(name).ok())
+        .is_some_and(|e| e.diagnostic.is_some());
+    let task_switch = v["task"]["config"].as_object().is_some_and(|c| {
+        c.iter()
+            .any(|(k, x)| k.starts_with("diagnostic_") && x.as_bool() == Some(true))
+    });
+    estimator || task_switch
 }
 
 /// A compare report: every arm, in the order the runs were given.
@@ -448,5 +461,28 @@ impl Report {
             arms.insert(arm.name.clone(), Value::Object(obj));
         }
         json!({ "arms": arms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::diagnostic_config;
+    use serde_json::json;
+
+    #[test]
+    fn diagnostic_estimators_and_task_switches_mark_a_run() {
+        let run = |estimator: &str, task: serde_json::Value| json!({"meta": {"estimator": estimator}, "task": {"config": task}});
+        assert!(!diagnostic_config(&run("none", json!({"batch_size": 4}))));
+        assert!(!diagnostic_config(&run("exact", json!({}))));
+        assert!(diagnostic_config(&run("oracle", json!({}))));
+        assert!(diagnostic_config(&run(
+            "none",
+            json!({"diagnostic_supervised": true})
+        )));
+        // a switch that is off, or a field that is not a switch, does not count
+        assert!(!diagnostic_config(&run(
+            "none",
+            json!({"diagnostic_supervised": false, "diagnostics": true})
+        )));
     }
 }

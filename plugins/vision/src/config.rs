@@ -235,6 +235,11 @@ pub struct DinoDenseConfig {
     /// Where stage-0 checkpoints are cached (default `$VPT_CACHE/vision` or `~/.cache/vpt/vision`).
     #[serde(default)]
     pub cache_dir: Option<String>,
+    /// Diagnostic, never a method (the headroom study's supervised upper bound; reports label
+    /// such runs "(diagnostic)"): the learner fine-tunes the last `align_blocks` blocks and the
+    /// linear heads directly on feedback labels instead of the DINO loss (see `supervised.rs`).
+    #[serde(default)]
+    pub diagnostic_supervised: bool,
 }
 fn d_dir() -> String {
     crate::data::DEFAULT_DIR.into()

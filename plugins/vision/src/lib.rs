@@ -14,6 +14,7 @@ pub mod export;
 pub mod probe;
 pub mod scenes;
 pub mod stage0;
+pub mod supervised;
 pub mod task;
 pub mod testkit;
 pub mod vit;

@@ -14,6 +14,7 @@ use crate::scenes::{
     pixels_to_tensor, to_tensors, PartitionSizes, SceneGen, Split, CANVAS, SEG_CLASSES,
 };
 use crate::stage0;
+use crate::supervised::{freeze_outside, SupervisedHeads};
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
@@ -54,6 +55,8 @@ pub struct DinoDenseTask {
     /// Fixed feedback-train scenes: images (N,1,64,64), labels (N,64,64), depth (N,1,64,64).
     fb_train: (Tensor, Tensor, Tensor),
     align: Vec<String>,
+    /// The supervised diagnostic's heads (`task.config.diagnostic_supervised`; see supervised.rs).
+    supervised: Option<SupervisedHeads>,
 }
 
 impl TaskFactory for DinoDense {
@@ -144,8 +147,19 @@ impl DinoDenseTask {
             dep_head: None,
             fb_train,
             align,
+            supervised: None,
         };
         stage0::prepare_base(&mut task)?;
+        if task.cfg.diagnostic_supervised {
+            let (seg, dep) = task.fit_heads(None, task.cfg.feedback.head_steps)?;
+            freeze_outside(&task.student, &task.align);
+            task.supervised = Some(SupervisedHeads::new(&seg, &dep));
+            eprintln!(
+                "[vpt-vision] DIAGNOSTIC (supervised upper bound, not a method): the learner \
+                 fine-tunes the last {} blocks + linear heads on feedback labels, not DINO",
+                task.cfg.align_blocks
+            );
+        }
         Ok(task)
     }
 
@@ -339,7 +353,8 @@ impl DinoDenseTask {
         Ok((seg, dep))
     }
 
-    /// (seg CE, depth L1) of heads on scenes, differentiable in θ when grad mode is on.
+    /// Per-example (seg CE, depth L1), each (B,) and averaged over pixels, of heads on scenes,
+    /// differentiable in θ when grad mode is on.
     fn dense_losses(
         &self,
         images: &Tensor,
@@ -354,12 +369,16 @@ impl DinoDenseTask {
         let logits = seg
             .forward_map(&maps)?
             .f_upsample_bilinear2d([c, c], false, None, None)?; // (B,11,64,64)
-        let ce =
-            logits.f_cross_entropy_loss(labels, None::<Tensor>, tch::Reduction::Mean, -100, 0.0)?;
+        let ce = logits
+            .f_cross_entropy_loss(labels, None::<Tensor>, tch::Reduction::None, -100, 0.0)?
+            .f_mean_dim([1i64, 2].as_slice(), false, logits.kind())?; // (B,)
         let pd = dep
             .forward_map(&maps)?
             .f_upsample_bilinear2d([c, c], false, None, None)?; // (B,1,64,64)
-        let l1 = pd.f_sub(depth)?.f_abs()?.f_mean(pd.kind())?;
+        let l1 = pd
+            .f_sub(depth)?
+            .f_abs()?
+            .f_mean_dim([1i64, 2, 3].as_slice(), false, pd.kind())?; // (B,)
         Ok((ce, l1))
     }
 
@@ -373,6 +392,43 @@ impl DinoDenseTask {
             .map(|i| self.gen.scene(split, i))
             .collect();
         to_tensors(&scenes, self.device)
+    }
+
+    /// α_seg·CE + α_dep·L1, per example.
+    fn dense_objective(&self, ce: &Tensor, l1: &Tensor) -> Result<Tensor> {
+        let f = &self.cfg.feedback;
+        ce.f_mul_scalar(f.alpha_seg)?
+            .f_add(&l1.f_mul_scalar(f.alpha_depth)?)
+            .op("dense objective")
+    }
+
+    /// The supervised diagnostic's learner loss (B,): the dense loss of the trainable heads on
+    /// the labelled feedback-meta scenes with the unlabeled batch's indices (its images and
+    /// the construction are not used; only the baseline construction is accepted).
+    fn supervised_loss(
+        &self,
+        batch: &Batch,
+        c: &Construction,
+        heads: &SupervisedHeads,
+    ) -> Result<Tensor> {
+        if !c.is_baseline() {
+            return Err(Error::config(
+                "task.config.diagnostic_supervised",
+                format!(
+                    "the supervised diagnostic trains on labels and ignores constructions; run \
+                     it without a designer (got construction kind `{}`)",
+                    c.kind
+                ),
+            ));
+        }
+        let index = batch.tensors.require("index")?;
+        let n = index.size()[0] as usize;
+        let start = index.f_int64_value(&[0])? as u64;
+        let (images, labels, depth) = self.feedback_scenes(Split::FeedbackMeta, start, n)?;
+        let images = images.f_to_kind(heads.seg.w.kind())?;
+        let depth = depth.f_to_kind(heads.seg.w.kind())?;
+        let (ce, l1) = self.dense_losses(&images, &labels, &depth, &heads.seg, &heads.dep)?;
+        self.dense_objective(&ce, &l1)
     }
 
     fn evaluate_inner(&mut self, limit: Option<u64>) -> Result<Metrics> {
@@ -416,7 +472,8 @@ impl DinoDenseTask {
         // Shared feedback_loss on the held-out feedback split, with the same fresh heads.
         let (fi, fl, fd) = self.feedback_scenes(Split::FeedbackEval, 0, cap(e.feedback_scenes))?;
         let (ce, l1) = tch::no_grad(|| self.dense_losses(&fi, &fl, &fd, &seg, &dep))?;
-        let (ce, l1) = (ce.f_double_value(&[])?, l1.f_double_value(&[])?);
+        let mean = |t: Tensor| t.f_mean(Kind::Double)?.f_double_value(&[]);
+        let (ce, l1) = (mean(ce)?, mean(l1)?);
         m.insert("seg_ce".into(), ce);
         m.insert("depth_l1".into(), l1);
         m.insert(
@@ -495,8 +552,16 @@ impl Task for DinoDenseTask {
         }
     }
 
+    /// θ: the student; under the supervised diagnostic only S and the two heads.
     fn parameters(&self) -> Result<TensorMap> {
-        Ok(self.student.named().into_iter().collect())
+        let heads = self.supervised.iter().flat_map(SupervisedHeads::named);
+        Ok(self
+            .student
+            .named()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .chain(heads)
+            .collect())
     }
 
     fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
@@ -553,6 +618,13 @@ impl Task for DinoDenseTask {
     /// The part of the learner step that does not depend on the construction: the teacher's
     /// outputs (reused by the meta step and the learner step), and the design inputs.
     fn pretrain_forward(&mut self, batch: &Batch) -> Result<Forward> {
+        if self.supervised.is_some() {
+            // the supervised diagnostic has no teacher in its loss
+            return Ok(Forward {
+                design_inputs: self.design_inputs(batch)?,
+                state: TensorMap::new(),
+            });
+        }
         let teacher = self.teacher_logits(&batch.tensors)?;
         let state = teacher
             .into_iter()
@@ -576,6 +648,9 @@ impl Task for DinoDenseTask {
             return Err(Error::msg(
                 "pretrain_loss: got a feedback batch; feedback never enters a learner batch",
             ));
+        }
+        if let Some(heads) = &self.supervised {
+            return self.supervised_loss(batch, c, heads);
         }
         let mask = if c.is_baseline() || c.kind == KIND_EXAMPLE_WEIGHTS {
             None
@@ -618,9 +693,8 @@ impl Task for DinoDenseTask {
             seg,
             dep,
         )?;
-        let f = &self.cfg.feedback;
-        ce.f_mul_scalar(f.alpha_seg)?
-            .f_add(&l1.f_mul_scalar(f.alpha_depth)?)
+        self.dense_objective(&ce, &l1)?
+            .f_mean(ce.kind())
             .op("feedback loss")
     }
 
@@ -638,6 +712,9 @@ impl Task for DinoDenseTask {
     }
 
     fn after_step(&mut self, step: u64) -> Result<()> {
+        if self.supervised.is_some() {
+            return Ok(()); // no DINO, no teacher to update
+        }
         let steps = self.cfg.dino.momentum_steps;
         self.ema_step(step, steps)
     }

@@ -430,3 +430,85 @@ fn example_config_parses_for_every_arm() {
         .iter()
         .any(|s| s.as_str() == Some("designer.name=random_mask")));
 }
+
+/// The supervised diagnostic (`diagnostic_supervised`): θ is S plus the two heads, a
+/// construction is refused naming the switch, its loss is the dense feedback loss on labelled
+/// scenes (not the batch's images), and gradient steps on it lower that loss and move every
+/// tensor of S and the heads.
+#[test]
+fn supervised_diagnostic_trains_s_and_heads_on_labels() {
+    tch::set_num_threads(2);
+    let mut cfg = tiny_config();
+    cfg["diagnostic_supervised"] = serde_json::json!(true);
+    let mut t = DinoDenseTask::new(vpt_sdk::parse_config(&cfg).unwrap(), &ctx(3)).unwrap();
+    let theta = t.parameters().unwrap();
+    let align = t.info().alignment;
+    let mut names: Vec<String> = theta.iter().map(|(n, _)| n.to_string()).collect();
+    names.sort();
+    let mut want = align.clone();
+    want.extend(
+        ["dep_head.b", "dep_head.w", "seg_head.b", "seg_head.w"]
+            .map(|h| format!("diagnostic_supervised.{h}")),
+    );
+    want.sort();
+    assert_eq!(names, want);
+    let all = tiny(3).parameters().unwrap();
+    assert!(all.len() > theta.len() && all.iter().all(|(n, _)| !n.starts_with("diagnostic")));
+
+    let bu = t.next_batch(UNLABELED).unwrap();
+    let mask = Tensor::ones([4, 2, 1, 64, 64], (Kind::Float, tch::Device::Cpu));
+    let c = Construction {
+        kind: vpt_sdk::KIND_VISION_VIEW_MASK.into(),
+        tensors: TensorMap::new().with(MASK, mask),
+    };
+    let err = t
+        .pretrain_loss(&bu, &c, Differentiation::Once)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("task.config.diagnostic_supervised"), "{err}");
+
+    // the loss reads labels, not the batch's images: blanking the images changes nothing
+    let loss = |t: &mut DinoDenseTask, b: &vpt_sdk::Batch| {
+        t.pretrain_loss(b, &Construction::baseline(), Differentiation::Once)
+            .unwrap()
+    };
+    let l0 = loss(&mut t, &bu);
+    assert_eq!(l0.size(), [4], "per-example loss");
+    let mut blank = vpt_sdk::Batch {
+        source: bu.source,
+        tensors: TensorMap::new(),
+    };
+    for (n, x) in bu.tensors.iter() {
+        let x = if n == "index" {
+            x.copy()
+        } else {
+            x.zeros_like()
+        };
+        blank.tensors.insert(n, x);
+    }
+    assert!(loss(&mut t, &blank).equal(&l0));
+
+    let params: Vec<Tensor> = theta.iter().map(|(_, p)| p.shallow_clone()).collect();
+    let start: Vec<Tensor> = params.iter().map(|p| p.copy()).collect();
+    for step in 0..20 {
+        let l = loss(&mut t, &bu).mean(Kind::Float);
+        let g = Tensor::run_backward(&[l], &params, false, false);
+        tch::no_grad(|| {
+            for (p, g) in params.iter().zip(&g) {
+                let _ = p.shallow_clone().f_sub_(&(g * 1e-3)).unwrap();
+            }
+        });
+        t.after_step(step).unwrap();
+    }
+    let l1 = loss(&mut t, &bu);
+    let (a, b) = (
+        l0.mean(Kind::Double).double_value(&[]),
+        l1.mean(Kind::Double).double_value(&[]),
+    );
+    assert!(b < 0.85 * a, "supervised loss {a} → {b}");
+    let moved = |i: usize| (&params[i] - &start[i]).abs().max().double_value(&[]) > 0.0;
+    assert!(
+        (0..params.len()).all(moved),
+        "every tensor of S and the heads moves"
+    );
+}
