@@ -179,7 +179,9 @@ pub fn render_markdown(report: &Report, plots: &[PathBuf]) -> String {
             "\nArms marked *(diagnostic)* are not methods: `frozen` never updates φ (it shows what \
              the learner alone does to the designer's output) and `oracle` sets the learner's \
              targets from the feedback gradient itself, breaking the information bottleneck on \
-             purpose (an upper bound: could any designer help here?). Neither is ranked best.\n",
+             purpose (an upper bound: could any designer help here?); a run with a \
+             `task.config.diagnostic_*` switch on (e.g. vision's `supervised_bound`, trained on the \
+             feedback labels directly) is an upper bound of the same kind. None is ranked best.\n",
         );
     }
     out.push_str(&render_intervals(report));

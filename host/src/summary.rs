@@ -224,13 +224,27 @@ pub struct Report {
     pub metrics: Vec<String>,
 }
 
-/// Whether a smaller value of `metric` is better: names containing `loss`, `error`, `nll`,
-/// `perplexity` or `ppl`; everything else (accuracy, pass@k, …) is higher-is-better.
+/// Whether a smaller value of `metric` is better: a word of its name (split at `_`, `.`, `/`,
+/// `@`, `-`) is a loss or an error (`loss`, `error`, `nll`, `perplexity`, `ppl`, `ce`, `mse`,
+/// `rmse`, `mae`, `l1`, `l2`); everything else (accuracy, mIoU, pass@k, …) is higher-is-better.
 pub fn lower_is_better(metric: &str) -> bool {
-    let m = metric.to_ascii_lowercase();
-    ["loss", "error", "nll", "perplexity", "ppl"]
-        .iter()
-        .any(|k| m.contains(k))
+    const LOWER: [&str; 11] = [
+        "loss",
+        "error",
+        "nll",
+        "perplexity",
+        "ppl",
+        "ce",
+        "mse",
+        "rmse",
+        "mae",
+        "l1",
+        "l2",
+    ];
+    metric
+        .to_ascii_lowercase()
+        .split(['_', '.', '/', '@', '-'])
+        .any(|word| LOWER.contains(&word))
 }
 
 /// Orders metric names: `feedback_loss`, `general_loss` (where present), then the rest sorted.
@@ -466,6 +480,25 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    /// Losses and errors rank lower-first, by whole words of the name (not substrings:
+    /// `choice_accuracy` contains "ce" inside a word).
+    #[test]
+    fn metric_direction_is_read_from_whole_words() {
+        for m in [
+            "feedback_loss",
+            "feedback_loss/gsm8k",
+            "general_ppl",
+            "seg_ce",
+            "depth_rmse",
+            "depth_l1",
+        ] {
+            assert!(super::lower_is_better(m), "{m}");
+        }
+        for m in ["miou", "pass@1", "choice_accuracy", "probe_acc"] {
+            assert!(!super::lower_is_better(m), "{m}");
+        }
+    }
+
     use super::diagnostic_config;
     use serde_json::json;
 
