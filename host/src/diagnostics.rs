@@ -6,16 +6,16 @@
 pub use crate::estimators::Diagnostic;
 use crate::{
     error::HostTchContext,
-    grads::{cosine, dot, global_norm, grad},
-    meta::{feedback_gradients, pretrain_objective, weighted_sum, FeedbackSlot},
+    meta::{feedback_gradients, feedback_weights, FeedbackSlot},
     parallel::DataParallel,
     records::MetaRecord,
     Error, Result,
 };
 use tch::{Kind, Tensor};
+use vpt_sdk::value::{cosine, global_norm, grad, value_at, weighted_sum, Align};
 use vpt_sdk::{
-    Batch, Construction, Designer, Differentiation, Task, TensorMap, KIND_EXAMPLE_WEIGHTS,
-    KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
+    Batch, Construction, Designer, Task, TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS,
+    KIND_VISION_VIEW_MASK,
 };
 
 /// The oracle's mirror-ascent step, in units of the RMS of ∂V/∂c over the entries that carry
@@ -112,7 +112,7 @@ impl Oracle<'_> {
     ) -> Result<(Vec<Construction>, MetaRecord)> {
         let g_down = weighted_sum(
             &feedback_gradients(self.task, self.s, self.feedback, self.dp)?,
-            self.feedback,
+            &feedback_weights(self.feedback),
         );
         // c with its free tensor as a leaf, so ∂V/∂c comes out of the double backward
         let mut leaves = Vec::with_capacity(constructions.len());
@@ -134,9 +134,15 @@ impl Oracle<'_> {
         // a fresh forward (no state), differentiated twice
         let none = TensorMap::new();
         let states = vec![&none; refs.len()];
-        let l_pre = pretrain_objective(self.task, &refs, &states, &live, Differentiation::Twice)?;
-        let g_pre = grad(&l_pre, self.s, true)?;
-        let v = dot(&g_down, &g_pre)?;
+        let (v, g_pre) = value_at(
+            self.task,
+            self.s,
+            &g_down,
+            &refs,
+            &states,
+            &live,
+            Align::Dot,
+        )?;
         let a = grad(&v, &leaves, false)?;
         let mut out = MetaRecord {
             value: v.f_double_value(&[]).op("oracle V")?,

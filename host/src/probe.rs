@@ -4,16 +4,10 @@
 //! measured on a fixed held-out set of feedback batches drawn before the first point, so it is
 //! independent of every g_down batch (the feedback cursor walks the set without replacement).
 
-use crate::{
-    error::HostTchContext,
-    grads::{dot, grad},
-    meta::pretrain_objective,
-    train::Session,
-    value::pearson,
-    Result,
-};
+use crate::{error::HostTchContext, train::Session, value::pearson, Result};
 use serde::Serialize;
 use tch::Tensor;
+use vpt_sdk::value::{dot, grad, mean_pretrain_objective};
 use vpt_sdk::{Batch, BatchSource, Differentiation, TensorMap};
 
 /// One probed batch.
@@ -94,7 +88,7 @@ pub fn probe(
         let refs: Vec<&Batch> = b_u.iter().collect();
         let none = TensorMap::new();
         let states = vec![&none; refs.len()];
-        let l_pre = pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
+        let l_pre = mean_pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
         let g_pre = grad(&l_pre, &s, false)?;
         let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[]).op("probe")?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly

@@ -20,10 +20,10 @@
 //! any other kind goes to `pretrain_loss`. Both checks consume batches from the task's streams
 //! and reseed torch's global RNG, as the host does at every step.
 
-use crate::{Result, Task};
+use crate::Result;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 mod hypergradient;
 mod invariants;
@@ -159,8 +159,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(non-string panic payload)".into())
 }
 
-use crate::objective::grad;
 pub use crate::objective::pretrain_objective;
+use crate::value::{alignment_subset, dot, grad};
 
 /// A detached copy with its own storage.
 fn copy(t: &Tensor) -> Result<Tensor> {
@@ -186,31 +186,6 @@ fn abs_max(ts: &[Tensor]) -> Result<f64> {
         }
     }
     Ok(m)
-}
-
-fn dot(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
-    let mut acc = Tensor::f_zeros(
-        [],
-        (Kind::Double, a.first().map_or(Device::Cpu, Tensor::device)),
-    )?;
-    for (x, y) in a.iter().zip(b) {
-        acc = acc.f_add(
-            &x.f_to_kind(Kind::Double)?
-                .f_mul(&y.f_to_kind(Kind::Double)?)?
-                .f_sum(Kind::Double)?,
-        )?;
-    }
-    Ok(acc)
-}
-
-fn alignment_subset(task: &dyn Task) -> Result<Vec<Tensor>> {
-    let info = task.info();
-    Ok(task
-        .parameters()?
-        .select(&info.alignment)?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect())
 }
 
 #[cfg(test)]
