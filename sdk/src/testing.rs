@@ -1,5 +1,6 @@
 //! Test harness for plugin authors: [`check_invariants`] (the Task/Designer contracts the host
-//! relies on) and [`check_hypergradient`] (∂V/∂φ against central finite differences).
+//! relies on), [`check_hypergradient`] (∂V/∂φ against central finite differences) and
+//! [`sgd_step`] (a reference learner step). V itself is [`crate::value`].
 //!
 //! Both take trait objects, so they run on a plugin's own types in-process (from its unit
 //! tests) or on a plugin loaded by the host loader (`vpt_host::loader`), and both return a
@@ -27,9 +28,11 @@ use tch::{Kind, Tensor};
 
 mod hypergradient;
 mod invariants;
+mod learner;
 
 pub use hypergradient::check_hypergradient;
 pub use invariants::{check_invariants, InvariantOptions};
+pub use learner::sgd_step;
 
 /// The torch seed set before every evaluation the harness compares.
 const SEED: i64 = 0x5EED;

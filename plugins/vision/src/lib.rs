@@ -15,7 +15,6 @@ pub mod probe;
 pub mod scenes;
 pub mod stage0;
 pub mod task;
-pub mod testkit;
 pub mod vit;
 
 vpt_sdk::export_plugin! {
