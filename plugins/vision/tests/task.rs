@@ -323,7 +323,7 @@ fn v_step_gradient_matches_finite_differences() {
         .require("unet.out.bias")
         .unwrap()
         .shallow_clone();
-    let mut v_at = |delta: f64, t: &mut DinoDenseTask, d: &mut UnetMask| {
+    let v_at = |delta: f64, t: &mut DinoDenseTask, d: &mut UnetMask| {
         let _ = tch::no_grad(|| bias.shallow_clone().f_add_scalar_(delta).unwrap());
         let v = v_of(t, d).double_value(&[]);
         let _ = tch::no_grad(|| bias.shallow_clone().f_sub_scalar_(delta).unwrap());
@@ -341,8 +341,8 @@ fn v_step_gradient_matches_finite_differences() {
 }
 
 /// The SDK's hypergradient check on the tiny ViT and the U-Net mask designer, through the
-/// host's path (forward, meta slice, designer, g_pre with create_graph): f32, so a loose ε and
-/// tolerance (the test above is the tight f64 one).
+/// host's path (forward, meta slice, designer, g_pre with create_graph). In f32, so ε = 1e-2
+/// and tolerance 5e-2 (worst error 6e-3 here); the test above is the tight f64 one.
 #[test]
 fn the_sdk_hypergradient_check_passes() {
     let mut t = tiny(7);
@@ -352,7 +352,7 @@ fn the_sdk_hypergradient_check_passes() {
         &ctx(7),
     )
     .unwrap();
-    let h = vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-3, 5e-2);
+    let h = vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-2, 5e-2);
     println!("{h}");
     h.assert_passed();
 }
