@@ -122,8 +122,7 @@ impl Oracle<'_> {
             let x = c
                 .tensors
                 .require(name)?
-                .f_detach_copy()
-                .op("oracle leaf")?
+                .f_detach_copy()?
                 .set_requires_grad(true);
             let mut c2 = c.detached();
             c2.tensors.insert(name, x.shallow_clone());
@@ -145,8 +144,8 @@ impl Oracle<'_> {
         )?;
         let a = grad(&v, &leaves, false)?;
         let mut out = MetaRecord {
-            value: v.f_double_value(&[]).op("oracle V")?,
-            cos: cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?,
+            value: v.f_double_value(&[])?,
+            cos: cosine(&g_down, &g_pre)?.f_double_value(&[])?,
             g_down_norm: global_norm(&g_down)?,
             g_pre_norm: global_norm(&g_pre)?,
             ..MetaRecord::default()
@@ -162,14 +161,12 @@ impl Oracle<'_> {
             let x = tch::no_grad(|| mirror_step(&x0.detach(), a, param, ORACLE_STEP))?;
             // V is linear in the free tensor: V(c*) = V(c) + Σ a·(x* − x0)
             out.value += (a * (&x - x0.detach()))
-                .f_sum(Kind::Double)
-                .op("oracle ΔV")?
-                .f_double_value(&[])
-                .op("oracle ΔV")?;
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
             let mut c = c;
             c.tensors.insert(name, x);
             if let Some(r) = self.designer.regularizer(&c)? {
-                reg += r.f_double_value(&[]).op("oracle R")?;
+                reg += r.f_double_value(&[])?;
             }
             result.push(c);
         }

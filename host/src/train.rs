@@ -324,7 +324,7 @@ impl Session {
             &constructions,
             Differentiation::Once,
         )?;
-        let loss_value = loss.f_double_value(&[]).op("pretrain loss")?;
+        let loss_value = loss.f_double_value(&[])?;
         self.mark("learner loss", t);
         // A NaN loss gives NaN gradients, which the all-reduce spreads to every rank, so all
         // ranks take the same skip decision.
@@ -560,7 +560,9 @@ fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
                     t.size()
                 )));
             }
-            t.shallow_clone().f_copy_(src).op("restore")?;
+            t.shallow_clone()
+                .f_copy_(src)
+                .op(&format!("restoring {what} tensor `{name}`"))?;
         }
         Ok(())
     })

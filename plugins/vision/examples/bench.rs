@@ -38,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         &ctx,
     )?;
     let reps = 5;
-    let s = alignment_subset(&task)?;
+    let theta_s = alignment_subset(&task)?;
     // Warm-up, then baseline learner steps.
     let bu = task.next_batch(UNLABELED)?;
     sgd_step(&mut task, &bu, &Construction::baseline(), 1e-3, 0)?;
@@ -62,9 +62,17 @@ fn main() -> anyhow::Result<()> {
         task.prepare_feedback()?;
         t_prep += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let gd = feedback_gradient(&mut task, &s, &fb)?;
+        let gd = feedback_gradient(&mut task, &theta_s, &fb)?;
         let f = task.pretrain_forward(&bu)?;
-        let v = value(&mut task, &mut designer, &s, &gd, &[&bu], &[&f], Align::Dot)?;
+        let v = value(
+            &mut task,
+            &mut designer,
+            &theta_s,
+            &gd,
+            &[&bu],
+            &[&f],
+            Align::Dot,
+        )?;
         let g = designer_gradient(&v.v, &designer.parameters()?)?;
         assert!(!g.is_empty());
         t_meta += t.elapsed().as_secs_f64();
