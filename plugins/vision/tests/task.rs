@@ -37,6 +37,16 @@ fn tiny(seed: u64) -> DinoDenseTask {
     DinoDenseTask::new(vpt_sdk::parse_config(&tiny_config()).unwrap(), &ctx(seed)).unwrap()
 }
 
+/// The U-Net mask designer with its default config, for task `t`.
+fn unet(t: &DinoDenseTask, seed: u64) -> UnetMask {
+    UnetMask::new(
+        serde_json::from_str("{}").unwrap(),
+        &t.info().designer_context,
+        &ctx(seed),
+    )
+    .unwrap()
+}
+
 fn registry() -> vpt_sdk::Registry {
     vpt_vision::vpt_registry()
 }
@@ -264,12 +274,7 @@ fn ema_teacher_moves_towards_the_student() {
 fn v_step_gradient_matches_finite_differences() {
     let mut t = tiny(5);
     t.set_kind(Kind::Double).unwrap();
-    let mut d = UnetMask::new(
-        serde_json::from_str("{}").unwrap(),
-        &t.info().designer_context,
-        &ctx(5),
-    )
-    .unwrap();
+    let mut d = unet(&t, 5);
     d.set_kind(Kind::Double);
     let mut bu = t.next_batch(UNLABELED).unwrap();
     let mut fb = t.next_batch(FEEDBACK).unwrap();
@@ -346,12 +351,7 @@ fn v_step_gradient_matches_finite_differences() {
 #[test]
 fn the_sdk_hypergradient_check_passes() {
     let mut t = tiny(7);
-    let mut d = UnetMask::new(
-        serde_json::from_str("{}").unwrap(),
-        &t.info().designer_context,
-        &ctx(7),
-    )
-    .unwrap();
+    let mut d = unet(&t, 7);
     let h = vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-2, 5e-2);
     println!("{h}");
     h.assert_passed();
