@@ -32,13 +32,24 @@ fn ctx(seed: u64) -> BuildContext {
     }
 }
 
+/// Torch's RNG is global to the process: building a task or a designer (a seeded init) and
+/// the hypergradient check (which reseeds before every evaluation of V) hold this lock, so
+/// tests running in parallel do not draw from each other's streams.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny(seed: u64) -> DinoDenseTask {
     tch::set_num_threads(2);
+    let _rng = torch_rng();
     DinoDenseTask::new(vpt_sdk::parse_config(&tiny_config()).unwrap(), &ctx(seed)).unwrap()
 }
 
 /// The U-Net mask designer with its default config, for task `t`.
 fn unet(t: &DinoDenseTask, seed: u64) -> UnetMask {
+    let _rng = torch_rng();
     UnetMask::new(
         serde_json::from_str("{}").unwrap(),
         &t.info().designer_context,
@@ -352,6 +363,7 @@ fn v_step_gradient_matches_finite_differences() {
 fn the_sdk_hypergradient_check_passes() {
     let mut t = tiny(7);
     let mut d = unet(&t, 7);
+    let _rng = torch_rng();
     let h = vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-2, 5e-2);
     println!("{h}");
     h.assert_passed();
