@@ -2,6 +2,7 @@
 //! model) continued-pretrained on GSM8K, generated math and Python-doc text, downstream tasks as
 //! data (labeled JSONL sets with exact / numeric / multiple-choice scorers), and top-K
 //! soft-target designers (`lm.soft_targets/v1`).
+pub mod candidates;
 pub mod data;
 pub mod designer;
 pub mod eval;
@@ -10,6 +11,7 @@ pub mod general;
 pub mod labeled;
 pub mod loss;
 pub mod mathgen;
+pub mod prefix_cache;
 pub mod scorer;
 pub mod task;
 

@@ -34,6 +34,11 @@ impl LossRows {
         Ok(LossRows { idx, b, t, count })
     }
 
+    /// The flat indices (N,) of the loss-bearing positions in the (B·T) positions.
+    pub fn positions(&self) -> &Tensor {
+        &self.idx
+    }
+
     /// The rows of x (B, T, …) at the loss-bearing positions: (N, …).
     pub fn select(&self, x: &Tensor) -> Result<Tensor> {
         let mut shape = vec![self.b * self.t];
@@ -55,12 +60,18 @@ impl LossRows {
 
 /// −Σ_k q_k log softmax(z)_{c_k} of logits z (…, V), candidates (…, K), weights q (…, K): (…).
 pub fn soft_ce_logits(logits: &Tensor, cand: &Tensor, q: &Tensor) -> Result<Tensor> {
-    let lse = logits.f_logsumexp(-1i64, true)?; // (…,1)
-    let lp = logits.f_gather(-1, cand, false)?.f_sub(&lse)?; // (…,K)
+    // log-softmax then gather: one vocabulary-sized pass each way (logsumexp + gather costs
+    // about 1.6× as much on CPU, forward and backward)
+    soft_ce_logp(&logits.f_log_softmax(-1, logits.kind())?, cand, q)
+}
+
+/// [`soft_ce_logits`] from log-probabilities (…, V) already computed.
+pub fn soft_ce_logp(logp: &Tensor, cand: &Tensor, q: &Tensor) -> Result<Tensor> {
+    let lp = logp.f_gather(-1, cand, false)?; // (…,K)
     lp.f_mul(&q.f_to_kind(lp.kind())?)?
         .f_sum_dim_intlist(-1i64, false, lp.kind())?
         .f_neg()
-        .op("neg")
+        .op("soft CE")
 }
 
 /// The same loss as [`soft_ce_logits`] of z = h Wᵀ, for h (N, d), W (V, d), candidates and

@@ -108,6 +108,14 @@ pub struct UnetMaskConfig {
     /// the keep penalty's minimum, so the regulariser and the feedback both move it.
     #[serde(default)]
     pub init_keep: Option<f64>,
+    /// Pixels per mask cell: φ runs on the crop average-pooled by this factor and its logit map
+    /// is upsampled bilinearly back (1 = pixel resolution; 2 = a quarter of the U-Net's cost,
+    /// still 16 cells per 8 × 8 ViT patch).
+    #[serde(default = "d_mask_stride")]
+    pub mask_stride: i64,
+}
+fn d_mask_stride() -> i64 {
+    2
 }
 fn d_width() -> i64 {
     16
@@ -257,10 +265,17 @@ impl UnetMask {
             return Err(Error::config("designer.config.width", "must be ≥ 1"));
         }
         let mc = MaskContext::parse(task_context)?;
-        if mc.height % 4 != 0 || mc.width % 4 != 0 {
+        if cfg.mask_stride < 1 {
+            return Err(Error::config("designer.config.mask_stride", "must be ≥ 1"));
+        }
+        let cell = 4 * cfg.mask_stride;
+        if mc.height % cell != 0 || mc.width % cell != 0 {
             return Err(Error::config(
-                "task.designer_context",
-                "view sides must be divisible by 4 for the U-Net",
+                "designer.config.mask_stride",
+                format!(
+                    "view sides {}×{} must be divisible by 4 × mask_stride = {cell} for the U-Net",
+                    mc.height, mc.width
+                ),
             ));
         }
         tch::manual_seed(ctx.seed as i64 ^ 0x6d61_736b);
@@ -290,7 +305,16 @@ impl Designer for UnetMask {
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let (x, s) = global_views(inputs)?;
         let x = x.f_to_kind(self.vs.kind())?;
-        let mu = self.net.forward(&x)?.f_sigmoid()?; // (B·V,1,H,W)
+        let (h, w, k) = (s[3], s[4], self.cfg.mask_stride);
+        let logit = if k == 1 {
+            self.net.forward(&x)? // (B·V,1,H,W)
+        } else {
+            let small = x.f_avg_pool2d([k, k], [k, k], [0, 0], false, true, None)?;
+            self.net
+                .forward(&small)? // (B·V,1,H/k,W/k)
+                .f_upsample_bilinear2d([h, w], false, None, None)?
+        };
+        let mu = logit.f_sigmoid()?; // (B·V,1,H,W)
         let mask = mu.f_reshape([s[0], s[1], 1, s[3], s[4]])?; // (B,V,1,H,W)
         Ok(Construction {
             kind: KIND_VISION_VIEW_MASK.into(),
@@ -331,6 +355,9 @@ pub struct RandomMaskConfig {
     /// Ignored (no parameters to initialise); accepted like `width`.
     #[serde(default)]
     pub init_keep: Option<f64>,
+    /// Ignored (the noise grid sets the resolution); accepted like `width`.
+    #[serde(default)]
+    pub mask_stride: Option<i64>,
 }
 fn d_grid() -> i64 {
     8
@@ -513,6 +540,39 @@ mod tests {
         assert!(g
             .iter()
             .any(|g| g.abs().sum(Kind::Float).double_value(&[]) > 0.0));
+    }
+
+    /// With mask_stride k the mask keeps the crop's size and differs from the stride-1 mask of
+    /// the same φ; a stride that does not divide the crop is refused naming the field.
+    #[test]
+    fn unet_mask_stride_keeps_the_crop_size_and_is_validated() {
+        let (tc, bc) = ctx();
+        let build = |json: &str| {
+            let cfg: UnetMaskConfig = serde_json::from_str(json).unwrap();
+            UnetMask::build(cfg, &tc, &bc)
+        };
+        let x = inputs();
+        let m1 = build(r#"{"mask_stride": 1}"#)
+            .unwrap()
+            .construct(&x)
+            .unwrap();
+        let m2 = build(r#"{"mask_stride": 2}"#)
+            .unwrap()
+            .construct(&x)
+            .unwrap();
+        let (m1, m2) = (
+            m1.tensors.require(MASK).unwrap(),
+            m2.tensors.require(MASK).unwrap(),
+        );
+        assert_eq!(m2.size(), m1.size());
+        assert!(
+            !m1.allclose(m2, 1e-6, 1e-6, false),
+            "same φ, different resolution"
+        );
+        for bad in [r#"{"mask_stride": 0}"#, r#"{"mask_stride": 3}"#] {
+            let err = build(bad).err().unwrap().to_string();
+            assert!(err.contains("designer.config.mask_stride"), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::data::{self, Codec, Cursor, Example, Fields, Packer, Record};
 use crate::general::{self, GeneralText};
 use crate::labeled::{self, SetKind};
 use crate::mathgen::MathSplits;
+use crate::prefix_cache::PrefixCache;
 use crate::scorer::Scorer;
 use std::collections::HashSet;
 use std::path::Path;
@@ -247,6 +248,15 @@ impl CausalLm {
             "lm_head.weight"
         };
         let head_in_s = alignment.iter().any(|n| n == head);
+        // S's input is a constant of each feedback example when nothing below S trains
+        let trainable_names: Vec<String> = trainable.iter().map(|(n, _)| n.clone()).collect();
+        let below_s_frozen = s_start.is_some_and(|s| {
+            model
+                .first_block_of(&trainable_names)
+                .is_some_and(|b| b >= s)
+        });
+        let prefix_cache = (below_s_frozen && cfg.feedback_cache_mib > 0)
+            .then(|| PrefixCache::new(cfg.feedback_cache_mib << 20));
         Ok(CausalLm {
             cfg,
             vs,
@@ -256,6 +266,7 @@ impl CausalLm {
             alignment,
             s_start,
             head_in_s,
+            prefix_cache,
             stream,
             feedback,
             test,

@@ -64,6 +64,10 @@ pub struct CausalLmConfig {
     /// Longest feedback row in tokens (prompt + answer); longer ones keep their tail.
     #[serde(default = "d_max_len")]
     pub feedback_max_len: usize,
+    /// MiB of feedback examples' S inputs kept for g_down when no parameter below S is trainable
+    /// (0: off); see [`crate::prefix_cache`].
+    #[serde(default = "d_feedback_cache_mib")]
+    pub feedback_cache_mib: usize,
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
@@ -242,6 +246,9 @@ fn d_feedback() -> Vec<FeedbackSetConfig> {
 }
 fn d_max_len() -> usize {
     320
+}
+fn d_feedback_cache_mib() -> usize {
+    256
 }
 fn d_feedback_size() -> usize {
     512

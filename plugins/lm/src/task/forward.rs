@@ -2,19 +2,24 @@
 //! them, soft-target CE, the construction's targets, design inputs and feedback rows.
 
 use super::CausalLm;
+use crate::candidates::LossPositions;
 use crate::data::{self, Example, Row};
 use crate::eval::{self as ev};
 use crate::loss::{soft_ce_logits, soft_ce_twice, LossRows};
 use tch::{Kind, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
-    Batch, Construction, Differentiation, Error, Metrics, Result, TensorMap, KIND_LM_SOFT_TARGETS,
+    Batch, BatchSource, Construction, Differentiation, Error, Metrics, Result, TensorMap,
+    KIND_LM_SOFT_TARGETS,
 };
 
 impl CausalLm {
     /// Converts θ to `kind` (f64 for finite-difference tests).
     pub fn set_kind(&mut self, kind: Kind) {
         self.vs.set_kind(kind);
+        if let Some(c) = self.prefix_cache.as_mut() {
+            c.clear();
+        }
     }
 
     /// The loaded model.
@@ -92,34 +97,29 @@ impl CausalLm {
         Ok((cand.shallow_clone(), q.shallow_clone()))
     }
 
-    /// What the designer sees, from the final hidden states (B,T,d) and logits (B,T,V) of a
-    /// forward (both detached; run under no_grad).
+    /// The head at the loss-bearing positions of final hidden states (B,T,d) of `batch`: their
+    /// log-probabilities (in the graph when `hidden` is) and every position's candidates.
+    pub(super) fn loss_positions(&self, batch: &Batch, hidden: &Tensor) -> Result<LossPositions> {
+        LossPositions::new(
+            hidden,
+            batch.tensors.require("mask")?,
+            batch.tensors.require("targets")?,
+            self.cfg.top_k,
+            |h| self.model.logits(h),
+        )
+    }
+
+    /// What the designer sees, from the final hidden states (B,T,d) of a forward and the
+    /// candidates (B,T,K) of [`LossPositions`] with their log-probabilities (all detached; run
+    /// under no_grad).
     pub(super) fn design_inputs_of(
         &self,
         batch: &Batch,
         hidden: &Tensor,
-        logits: &Tensor,
+        cand: Tensor,
+        cand_lp: Tensor,
     ) -> Result<TensorMap> {
-        let (targets, mask) = (
-            batch.tensors.require("targets")?,
-            batch.tensors.require("mask")?,
-        );
-        let true_idx = targets.f_unsqueeze(-1)?; // (B,T,1)
-                                                 // The learner's top K−1 among the tokens other than the true one: the true token's
-                                                 // logit is pushed below every other before topk (no vocabulary-sized copy).
-        let (_, top) = logits.f_topk(self.cfg.top_k, -1, true, true)?; // (B,T,K): the top K, which may include the true token
-        let is_true = top.f_eq_tensor(&true_idx)?; // (B,T,K)
-                                                   // Keep the first K−1 that are not the true token: stable sort of (is_true) moves the
-                                                   // true token (if present) to the end.
-        let order = is_true
-            .f_to_kind(Kind::Int64)?
-            .f_argsort_stable(true, -1, false)?;
-        let others = top
-            .f_gather(-1, &order, false)?
-            .f_narrow(-1, 0, self.cfg.top_k - 1)?; // (B,T,K−1)
-        let cand = Tensor::f_cat(&[&true_idx, &others], -1)?; // (B,T,K)
-        let lse = logits.f_logsumexp(-1i64, true)?; // (B,T,1)
-        let cand_lp = logits.f_gather(-1, &cand, false)?.f_sub(&lse)?;
+        let mask = batch.tensors.require("mask")?;
         // Per-example summary for modality-agnostic designers: masked mean of the hidden
         // states (B,d) ⊕ mean NLL of the true tokens (B,1).
         let m = mask.f_to_kind(hidden.kind())?; // (B,T)
@@ -140,6 +140,31 @@ impl CausalLm {
             .with("loss_mask", mask.shallow_clone())
             // token identity: the learner's input embeddings of the candidates, detached
             .with("cand_embeddings", cand_embeddings))
+    }
+
+    /// The detached input of S (B,T,d) of a feedback batch: from the prefix cache when it is on
+    /// and the batch names its examples, else the blocks below S without grad.
+    pub(super) fn feedback_s_input(&mut self, batch: &Batch, start: usize) -> Result<Tensor> {
+        let ids = batch.tensors.require("ids")?;
+        let prefix =
+            |ids: &Tensor| tch::no_grad(|| self.model.forward_prefix(ids, start, Attention::Fused));
+        let (Some(cache), Some(example), BatchSource::Feedback { set }) = (
+            self.prefix_cache.as_mut(),
+            batch.tensors.get("example"),
+            batch.source,
+        ) else {
+            return prefix(ids);
+        };
+        let keys: Vec<(u32, i64)> = Vec::<i64>::try_from(example)
+            .map_err(|e| Error::msg(format!("feedback batch `example`: {e}")))?
+            .into_iter()
+            .map(|i| (set, i))
+            .collect();
+        let lens = crate::prefix_cache::loss_lengths(batch.tensors.require("mask")?)?;
+        cache.s_input(&keys, &lens, ids.size()[1], |rows| {
+            let sel = Tensor::f_from_slice(rows)?.f_to(ids.device())?;
+            prefix(&ids.f_index_select(0, &sel)?)
+        })
     }
 
     pub(super) fn feedback_rows(&self, examples: &[Example]) -> Result<Vec<Row>> {

@@ -24,7 +24,8 @@ use stream::{expect_source, FeedbackSet, SavedState, Stream};
 use crate::data::{self, Codec, Cursor, Example, Row};
 use crate::designer::LmDesignContext;
 use crate::eval::{self as ev, PassAt};
-use crate::loss::{soft_ce_logits, LossRows};
+use crate::loss::{soft_ce_logp, LossRows};
+use crate::prefix_cache::PrefixCache;
 use crate::scorer::Scorer;
 use tch::{nn, Device, Tensor};
 use vpt_llama::{Attention, Llama};
@@ -47,6 +48,8 @@ pub struct CausalLm {
     s_start: Option<usize>,
     /// Whether the output embedding is in S (its gradient is wanted on the `Twice` pass).
     head_in_s: bool,
+    /// Feedback examples' inputs of S, when every parameter below S is frozen.
+    prefix_cache: Option<PrefixCache>,
     stream: Stream,
     feedback: Vec<FeedbackSet>,
     test: Vec<Example>,
@@ -111,10 +114,18 @@ impl Task for CausalLm {
                         self.cfg.feedback.len()
                     ))
                 })?;
-                let picks: Vec<Example> = (0..self.cfg.feedback_batch_size)
-                    .map(|_| fs.train[fs.cursor.next_index()].clone())
+                let index: Vec<i64> = (0..self.cfg.feedback_batch_size)
+                    .map(|_| fs.cursor.next_index() as i64)
                     .collect();
-                data::pad_rows(self.feedback_rows(&picks)?, self.codec.eos_id())
+                let picks: Vec<Example> = index
+                    .iter()
+                    .map(|&i| fs.train[i as usize].clone())
+                    .collect();
+                let rows = data::pad_rows(self.feedback_rows(&picks)?, self.codec.eos_id());
+                // `example`: each row's index in its set's training split (the prefix cache key)
+                let tensors = data::rows_to_tensors(&rows, self.device)?
+                    .with("example", Tensor::f_from_slice(&index)?.f_to(self.device)?);
+                return Ok(Batch { source, tensors });
             }
             s => {
                 return Err(Error::msg(format!(
@@ -133,8 +144,8 @@ impl Task for CausalLm {
         let ids = batch.tensors.require("ids")?;
         tch::no_grad(|| {
             let hidden = self.model.forward_hidden(ids, Attention::Fused)?; // (B,T,d)
-            let logits = self.model.logits(&hidden)?; // (B,T,V)
-            self.design_inputs_of(batch, &hidden, &logits)
+            let at_loss = self.loss_positions(batch, &hidden)?;
+            self.design_inputs_of(batch, &hidden, at_loss.cand, at_loss.cand_lp)
         })
     }
 
@@ -145,11 +156,13 @@ impl Task for CausalLm {
         // lets the meta step's Twice pass start at S (θ does not change in between).
         let split = self.s_start.unwrap_or(0);
         let (s_in, hidden) = self.model.forward_split(ids, Attention::Fused, split)?;
-        let logits = self.model.logits(&hidden)?; // (B,T,V), attached
+        // The head (with a graph) only where the loss is, as the baseline's; the candidates
+        // from the same log-probabilities.
+        let at_loss = self.loss_positions(batch, &hidden)?;
         let design_inputs = tch::no_grad(|| {
-            self.design_inputs_of(batch, &hidden.f_detach()?, &logits.f_detach()?)
+            self.design_inputs_of(batch, &hidden.f_detach()?, at_loss.cand, at_loss.cand_lp)
         })?;
-        let mut state = TensorMap::new().with("logits", logits);
+        let mut state = TensorMap::new().with("loss_logp", at_loss.logp);
         if self.s_start.is_some() {
             state.insert("s_input", s_in.f_detach()?);
         }
@@ -183,15 +196,15 @@ impl Task for CausalLm {
         let mask = batch.tensors.require("mask")?;
         match (
             diff,
-            state.get("logits"),
+            state.get("loss_logp"),
             state.get("s_input"),
             self.s_start,
         ) {
-            // the learner step: the forward's own logits
-            (Differentiation::Once, Some(logits), _, _) => {
-                let per_pos = soft_ce_logits(logits, &cand, &q)?; // (B,T)
+            // the learner step: the forward's own log p (N,V) at the loss-bearing positions
+            (Differentiation::Once, Some(logp), _, _) => {
                 let rows = LossRows::new(mask)?;
-                rows.per_example(&rows.select(&per_pos.f_unsqueeze(-1)?)?.f_squeeze_dim(-1)?)
+                let per = soft_ce_logp(logp, &rows.select(&cand)?, &rows.select(&q)?)?; // (N,)
+                rows.per_example(&per)
             }
             // the meta step: S from its detached input, math attention, no vocabulary graph
             (Differentiation::Twice, _, Some(s_in), Some(start)) => {
@@ -226,11 +239,15 @@ impl Task for CausalLm {
             tensors: cut(&batch.tensors, &["ids", "targets", "mask"])?,
         };
         let inputs = ["features", "cand_ids", "cand_logprobs", "loss_mask"];
+        // the loss log p are (N,V) by loss-bearing position, not by row: the meta step's
+        // Twice pass starts from `s_input` and never reads them
+        let mut state = cut(&forward.state, &["s_input"])?;
+        state.remove("loss_logp");
         Ok((
             sliced,
             Forward {
                 design_inputs: cut(&forward.design_inputs, &inputs)?,
-                state: cut(&forward.state, &["logits", "s_input"])?,
+                state,
             },
         ))
     }
@@ -246,8 +263,7 @@ impl Task for CausalLm {
         // fused kernel everywhere, the head only at the answer tokens.
         let hidden = match self.s_start {
             Some(start) => {
-                let s_in =
-                    tch::no_grad(|| self.model.forward_prefix(ids, start, Attention::Fused))?;
+                let s_in = self.feedback_s_input(batch, start)?;
                 self.model.forward_from(&s_in, start, Attention::Fused)?
             }
             None => self.model.forward_hidden(ids, Attention::Fused)?,
@@ -373,6 +389,9 @@ impl Task for CausalLm {
         }
         for (f, st) in self.feedback.iter_mut().zip(s.feedback) {
             f.cursor.restore(st);
+        }
+        if let Some(c) = self.prefix_cache.as_mut() {
+            c.clear(); // θ is restored too: start from it
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use crate::labeled::{self, JsonlSource, SetKind};
 use crate::scorer::ScorerConfig;
 use std::collections::HashSet;
 use tch::Kind;
+use vpt_llama::Scope;
 use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, Align};
 use vpt_sdk::{Designer, Forward};
 
@@ -479,4 +480,60 @@ fn the_sdk_harness_passes_through_the_shared_forward_and_the_meta_slice() {
     };
     vpt_sdk::testing::check_invariants(&mut t, Some(&mut d), &opts).assert_passed();
     vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-6, 1e-5).assert_passed();
+}
+
+/// g_down through the prefix cache (filling it, then hitting it, also under extra padding)
+/// equals g_down through the blocks below S, in f64; the cache is off whenever a parameter
+/// below S is trainable.
+#[test]
+fn the_feedback_prefix_cache_is_exact_and_only_on_when_below_s_is_frozen() {
+    let mut cfg = CausalLmConfig::tiny();
+    cfg.alignment_layers = Some(1);
+    assert!(CausalLm::new(cfg.clone(), &ctx())
+        .unwrap()
+        .prefix_cache
+        .is_none());
+    cfg.trainable = Scope::All;
+    assert!(CausalLm::new(cfg.clone(), &ctx())
+        .unwrap()
+        .prefix_cache
+        .is_none());
+    cfg.trainable = Scope::LastN(1);
+    let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+    assert_eq!(t.s_start, Some(1));
+    t.set_kind(Kind::Double);
+    let s: Vec<Tensor> = t.trainable.iter().map(|(_, p)| p.shallow_clone()).collect();
+    let b = t.next_batch(BatchSource::Feedback { set: 0 }).unwrap();
+    let mut padded = vpt_sdk::narrow_rows(&b.tensors, i64::MAX).unwrap();
+    for (name, value) in [("ids", 0.0), ("targets", 0.0), ("mask", 0.0)] {
+        let x = b.tensors.require(name).unwrap();
+        let pad = x.narrow(1, 0, 5).full_like(value);
+        padded.insert(name, Tensor::cat(&[x, &pad], 1));
+    }
+    let padded = Batch {
+        source: b.source,
+        tensors: padded,
+    };
+    let g_down = |t: &mut CausalLm, batch: &Batch| -> Vec<Tensor> {
+        feedback_gradient(t, &s, batch).unwrap()
+    };
+    let cache = t.prefix_cache.take();
+    let reference = g_down(&mut t, &b);
+    t.prefix_cache = cache;
+    let runs = [
+        g_down(&mut t, &b),
+        g_down(&mut t, &b),
+        g_down(&mut t, &padded),
+    ];
+    let c = t.prefix_cache.as_ref().unwrap();
+    let rows = b.tensors.require("ids").unwrap().size()[0] as u64;
+    assert_eq!(c.counts(), (2 * rows, rows), "filled once, then hit");
+    assert!(c.bytes() > 0);
+    for g in &runs {
+        for (a, r) in g.iter().zip(&reference) {
+            let err = (a - r).abs().max().double_value(&[]);
+            let scale = r.abs().max().double_value(&[]);
+            assert!(scale > 0.0 && err <= 1e-6 * scale, "{err} vs {scale}");
+        }
+    }
 }
