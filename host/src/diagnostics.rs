@@ -6,16 +6,16 @@
 pub use crate::estimators::Diagnostic;
 use crate::{
     error::HostTchContext,
-    grads::{cosine, dot, global_norm, grad},
-    meta::{feedback_gradients, pretrain_objective, weighted_sum, FeedbackSlot},
+    meta::{feedback_gradients, feedback_weights, FeedbackSlot},
     parallel::DataParallel,
     records::MetaRecord,
     Error, Result,
 };
 use tch::{Kind, Tensor};
+use vpt_sdk::value::{cosine, global_norm, grad, value_at, weighted_sum, Align};
 use vpt_sdk::{
-    Batch, Construction, Designer, Differentiation, Task, TensorMap, KIND_EXAMPLE_WEIGHTS,
-    KIND_LM_SOFT_TARGETS, KIND_VISION_VIEW_MASK,
+    Batch, Construction, Designer, Task, TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_LM_SOFT_TARGETS,
+    KIND_VISION_VIEW_MASK,
 };
 
 /// The oracle's mirror-ascent step, in units of the RMS of ∂V/∂c over the entries that carry
@@ -112,7 +112,7 @@ impl Oracle<'_> {
     ) -> Result<(Vec<Construction>, MetaRecord)> {
         let g_down = weighted_sum(
             &feedback_gradients(self.task, self.s, self.feedback, self.dp)?,
-            self.feedback,
+            &feedback_weights(self.feedback),
         );
         // c with its free tensor as a leaf, so ∂V/∂c comes out of the double backward
         let mut leaves = Vec::with_capacity(constructions.len());
@@ -122,8 +122,7 @@ impl Oracle<'_> {
             let x = c
                 .tensors
                 .require(name)?
-                .f_detach_copy()
-                .op("oracle leaf")?
+                .f_detach_copy()?
                 .set_requires_grad(true);
             let mut c2 = c.detached();
             c2.tensors.insert(name, x.shallow_clone());
@@ -134,13 +133,19 @@ impl Oracle<'_> {
         // a fresh forward (no state), differentiated twice
         let none = TensorMap::new();
         let states = vec![&none; refs.len()];
-        let l_pre = pretrain_objective(self.task, &refs, &states, &live, Differentiation::Twice)?;
-        let g_pre = grad(&l_pre, self.s, true)?;
-        let v = dot(&g_down, &g_pre)?;
+        let (v, g_pre) = value_at(
+            self.task,
+            self.s,
+            &g_down,
+            &refs,
+            &states,
+            &live,
+            Align::Dot,
+        )?;
         let a = grad(&v, &leaves, false)?;
         let mut out = MetaRecord {
-            value: v.f_double_value(&[]).op("oracle V")?,
-            cos: cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?,
+            value: v.f_double_value(&[])?,
+            cos: cosine(&g_down, &g_pre)?.f_double_value(&[])?,
             g_down_norm: global_norm(&g_down)?,
             g_pre_norm: global_norm(&g_pre)?,
             ..MetaRecord::default()
@@ -156,14 +161,12 @@ impl Oracle<'_> {
             let x = tch::no_grad(|| mirror_step(&x0.detach(), a, param, ORACLE_STEP))?;
             // V is linear in the free tensor: V(c*) = V(c) + Σ a·(x* − x0)
             out.value += (a * (&x - x0.detach()))
-                .f_sum(Kind::Double)
-                .op("oracle ΔV")?
-                .f_double_value(&[])
-                .op("oracle ΔV")?;
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
             let mut c = c;
             c.tensors.insert(name, x);
             if let Some(r) = self.designer.regularizer(&c)? {
-                reg += r.f_double_value(&[]).op("oracle R")?;
+                reg += r.f_double_value(&[])?;
             }
             result.push(c);
         }

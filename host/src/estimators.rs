@@ -1,8 +1,8 @@
 //! Value estimators (DESIGN §1), registered with `inventory`: how g_down and g_pre become V.
 
-use crate::grads::{cosine, dot, random_like_with_norm};
-use crate::Result;
 use tch::Tensor;
+use vpt_sdk::value::{random_like_with_norm, Align};
+use vpt_sdk::Result;
 
 /// What a diagnostic estimator changes in the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,9 +12,6 @@ pub enum Diagnostic {
     /// No meta step; every learner step's construction is moved along ∂V/∂c (see [`Oracle`]).
     Oracle,
 }
-
-/// Align(g_down, g_pre) → V.
-pub type AlignFn = fn(&[Tensor], &[Tensor]) -> Result<Tensor>;
 
 /// A built-in value estimator.
 pub struct EstimatorEntry {
@@ -26,7 +23,7 @@ pub struct EstimatorEntry {
     /// the random-feedback control).
     pub feedback: fn(Vec<Tensor>) -> Result<Vec<Tensor>>,
     /// Align(g_down, g_pre) → V; `None` means no meta step (the baseline).
-    pub align: Option<AlignFn>,
+    pub align: Option<Align>,
     /// `Some` for the diagnostic arms (never defaults; reports label them as diagnostics).
     pub diagnostic: Option<Diagnostic>,
 }
@@ -55,7 +52,7 @@ inventory::submit! {
         name: "exact",
         description: "V = g_down · g_pre (the paper's one-step value)",
         feedback: identity,
-        align: Some(dot),
+        align: Some(Align::Dot),
         diagnostic: None,
     }
 }
@@ -65,7 +62,7 @@ inventory::submit! {
         name: "cosine",
         description: "V = cos(g_down, g_pre)",
         feedback: identity,
-        align: Some(cosine),
+        align: Some(Align::Cosine),
         diagnostic: None,
     }
 }
@@ -75,7 +72,7 @@ inventory::submit! {
         name: "random_feedback",
         description: "control: g_down replaced by a random vector of the same norm",
         feedback: random_like_with_norm,
-        align: Some(dot),
+        align: Some(Align::Dot),
         diagnostic: None,
     }
 }
@@ -95,7 +92,7 @@ inventory::submit! {
         name: "frozen",
         description: "diagnostic: the meta step measures V = g_down · g_pre and R, but phi is never updated",
         feedback: identity,
-        align: Some(dot),
+        align: Some(Align::Dot),
         diagnostic: Some(Diagnostic::Frozen),
     }
 }

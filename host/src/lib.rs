@@ -12,7 +12,6 @@ pub mod error;
 pub mod estimators;
 pub mod export;
 pub mod fileio;
-pub mod grads;
 pub mod interrupt;
 pub mod intervals;
 pub mod loader;

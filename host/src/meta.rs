@@ -2,9 +2,7 @@
 //! gradient with the pretraining gradient. θ is never touched here.
 
 use crate::{
-    error::HostTchContext,
     estimators::{Diagnostic, EstimatorEntry},
-    grads::{clip_global_norm, cosine, global_norm, grad},
     optim::Optimizer,
     parallel::{mean_across, DataParallel},
     phases::Phases,
@@ -13,10 +11,11 @@ use crate::{
 };
 use std::time::Instant;
 use tch::{Kind, Tensor};
-use vpt_sdk::{
-    Batch, BatchSource, Construction, Designer, Differentiation, Forward, MetaBatch, Task,
-    TensorMap,
+use vpt_sdk::value::{
+    clip_global_norm, cosine, designer_gradient, feedback_gradient, global_norm, value,
+    weighted_sum,
 };
+use vpt_sdk::{Batch, BatchSource, Designer, Forward, MetaBatch, Task, TensorMap};
 
 /// One feedback set in use: its index in the task, ω_j, and the domain it pairs with.
 #[derive(Debug, Clone, Copy)]
@@ -106,8 +105,7 @@ impl MetaStep<'_> {
 
         // ∇_φ L_meta: the second backward, through g_pre's graph
         let started = Instant::now();
-        let phi: Vec<Tensor> = self.phi.tensors().map(Tensor::shallow_clone).collect();
-        let mut g_phi = grad(&l_meta, &phi, false)?;
+        let mut g_phi = designer_gradient(&l_meta, self.phi)?;
         mean_across(self.dp, &mut g_phi)?; // ∇φ of the global V is the mean of the local ones
         out.phi_grad_norm = clip_global_norm(&mut g_phi, self.clip)?;
         self.mark("meta backward", started);
@@ -138,7 +136,7 @@ impl MetaStep<'_> {
                 .collect()
         } else {
             vec![(
-                weighted_sum(&g_sets, self.feedback),
+                weighted_sum(&g_sets, &feedback_weights(self.feedback)),
                 (0..unlabeled.len()).collect(),
             )]
         }
@@ -162,30 +160,17 @@ impl MetaStep<'_> {
         let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
         for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
             let g_down = (self.estimator.feedback)(g_down)?;
-            // c = designer(inputs(B_u)) with grad enabled for φ
+            // V = Align(g_down, g_pre), g_pre = ∇_S L_pre(θ; B_u, designer_φ(B_u)) built with
+            // create_graph (the task is told: Twice)
             let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();
-            let states: Vec<&TensorMap> = idx.iter().map(|&k| &forwards[k].state).collect();
-            let constructions = idx
-                .iter()
-                .map(|&k| self.designer.construct(&forwards[k].design_inputs))
-                .collect::<vpt_sdk::Result<Vec<_>>>()?;
-            // g_pre = ∇_S L_pre(θ; B_u, c) with create_graph = true (the task is told: Twice)
-            let l_pre = pretrain_objective(
-                self.task,
-                &batches,
-                &states,
-                &constructions,
-                Differentiation::Twice,
-            )?;
-            let g_pre = grad(&l_pre, s, true)?;
-            // V = Align(g_down, g_pre)
-            values.push(align(&g_down, &g_pre)?);
+            let fwds: Vec<&Forward> = idx.iter().map(|&k| &forwards[k]).collect();
+            let v = value(self.task, self.designer, s, &g_down, &batches, &fwds, align)?;
             if i == 0 {
                 out.g_down_norm = global_norm(&g_down)?;
-                out.g_pre_norm = global_norm(&g_pre)?;
-                out.cos = cosine(&g_down, &g_pre)?.f_double_value(&[]).op("cos")?;
+                out.g_pre_norm = global_norm(&v.g_pre)?;
+                out.cos = cosine(&g_down, &v.g_pre)?.f_double_value(&[])?;
             }
-            for c in &constructions {
+            for c in &v.constructions {
                 if let Some(r) = self.designer.regularizer(c)? {
                     let r = r.f_to_kind(Kind::Double)?;
                     reg = Some(match reg {
@@ -194,6 +179,7 @@ impl MetaStep<'_> {
                     });
                 }
             }
+            values.push(v.v);
         }
 
         let v = Tensor::f_stack(&values, 0)?.f_mean(Kind::Double)?;
@@ -241,38 +227,9 @@ fn batch_rows(b: &Batch) -> u64 {
         .unwrap_or(0) as u64
 }
 
-/// L_pre(θ; B_u, c) over the batches of one step, from their forwards' states (`states[i]`
-/// belongs to `batches[i]`; empty maps when no forward ran), to be differentiated as `diff`
-/// says: the mean of each batch's objective ([`vpt_sdk::objective::pretrain_objective`], which
-/// also refuses feedback batches).
-pub fn pretrain_objective(
-    task: &mut dyn Task,
-    batches: &[&Batch],
-    states: &[&TensorMap],
-    constructions: &[Construction],
-    diff: Differentiation,
-) -> Result<Tensor> {
-    let mut total: Option<Tensor> = None;
-    for ((b, state), c) in batches.iter().zip(states).zip(constructions) {
-        let loss = vpt_sdk::objective::pretrain_objective(task, b, state, c, diff)?;
-        total = Some(match total {
-            Some(t) => t + loss,
-            None => loss,
-        });
-    }
-    let total = total.ok_or_else(|| crate::Error::Msg("no unlabeled batch".into()))?;
-    Ok(total / batches.len() as f64)
-}
-
-/// Σ_j ω_j g_j.
-pub fn weighted_sum(g_sets: &[Vec<Tensor>], slots: &[FeedbackSlot]) -> Vec<Tensor> {
-    let mut acc: Vec<Tensor> = g_sets[0].iter().map(|g| g * slots[0].weight).collect();
-    for (g, f) in g_sets.iter().zip(slots).skip(1) {
-        for (a, x) in acc.iter_mut().zip(g) {
-            *a = &*a + x * f.weight;
-        }
-    }
-    acc
+/// ω_j of each feedback slot.
+pub fn feedback_weights(slots: &[FeedbackSlot]) -> Vec<f64> {
+    slots.iter().map(|f| f.weight).collect()
 }
 
 /// g_down per feedback set: detach(∇_S L_down(θ; B_f^j)), each B_f^j a fresh feedback batch
@@ -287,11 +244,7 @@ pub fn feedback_gradients(
     let mut g_sets = Vec::with_capacity(feedback.len());
     for f in feedback {
         let b_f = task.next_batch(BatchSource::Feedback { set: f.set })?;
-        let l_down = task.feedback_loss(&b_f)?;
-        let mut g: Vec<Tensor> = grad(&l_down, s, false)?
-            .into_iter()
-            .map(|g| g.detach())
-            .collect();
+        let mut g = feedback_gradient(task, s, &b_f)?;
         mean_across(dp, &mut g)?; // the one all-reduce of g_down
         g_sets.push(g);
     }

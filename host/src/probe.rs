@@ -4,16 +4,10 @@
 //! measured on a fixed held-out set of feedback batches drawn before the first point, so it is
 //! independent of every g_down batch (the feedback cursor walks the set without replacement).
 
-use crate::{
-    error::HostTchContext,
-    grads::{dot, grad},
-    meta::pretrain_objective,
-    train::Session,
-    value::pearson,
-    Result,
-};
+use crate::{train::Session, value::pearson, Result};
 use serde::Serialize;
 use tch::Tensor;
+use vpt_sdk::value::{dot, grad, mean_pretrain_objective};
 use vpt_sdk::{Batch, BatchSource, Differentiation, TensorMap};
 
 /// One probed batch.
@@ -46,9 +40,7 @@ pub struct ProbeResult {
 fn mean_feedback_loss(task: &mut dyn vpt_sdk::Task, batches: &[Batch]) -> Result<f64> {
     let mut sum = 0.0;
     for b in batches {
-        sum += tch::no_grad(|| task.feedback_loss(b))?
-            .f_double_value(&[])
-            .op("probe")?;
+        sum += tch::no_grad(|| task.feedback_loss(b))?.f_double_value(&[])?;
     }
     Ok(sum / batches.len().max(1) as f64)
 }
@@ -88,30 +80,28 @@ pub fn probe(
         let task = session.task_mut();
         let b_f: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
         let l_down = task.feedback_loss(&b_f)?;
-        let l0 = l_down.f_double_value(&[]).op("probe")?;
+        let l0 = l_down.f_double_value(&[])?;
         let h0 = mean_feedback_loss(task, &held)?;
         let g_down = grad(&l_down, &s, false)?;
         let refs: Vec<&Batch> = b_u.iter().collect();
         let none = TensorMap::new();
         let states = vec![&none; refs.len()];
-        let l_pre = pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
+        let l_pre = mean_pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
         let g_pre = grad(&l_pre, &s, false)?;
-        let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[]).op("probe")?;
+        let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[])?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly
         let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
         tch::no_grad(|| -> Result<()> {
             for (p, g) in s.iter().zip(&g_pre) {
-                let _ = p.shallow_clone().f_sub_(&(g * eta)).op("probe step")?;
+                let _ = p.shallow_clone().f_sub_(&(g * eta))?;
             }
             Ok(())
         })?;
-        let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?
-            .f_double_value(&[])
-            .op("probe")?;
+        let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?.f_double_value(&[])?;
         let h1 = mean_feedback_loss(task, &held)?;
         tch::no_grad(|| -> Result<()> {
             for (p, v) in s.iter().zip(&saved) {
-                p.shallow_clone().f_copy_(v).op("probe restore")?;
+                p.shallow_clone().f_copy_(v)?;
             }
             Ok(())
         })?;

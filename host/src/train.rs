@@ -8,10 +8,9 @@ use crate::{
     error::HostTchContext,
     estimators::{self, Diagnostic, EstimatorEntry},
     fileio::atomic_write,
-    grads::{clip_global_norm, grad},
     interrupt,
     loader::Plugins,
-    meta::{pretrain_objective, FeedbackSlot, MetaStep},
+    meta::{FeedbackSlot, MetaStep},
     optim::{self, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
     phases::Phases,
@@ -22,6 +21,7 @@ use crate::{
 use serde::Serialize;
 use std::time::Instant;
 use tch::Tensor;
+use vpt_sdk::value::{clip_global_norm, grad, mean_pretrain_objective};
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Designer, Differentiation, Forward, Metrics,
     Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
@@ -317,14 +317,14 @@ impl Session {
         let t = Instant::now();
         let refs: Vec<&Batch> = batches.iter().collect();
         let states: Vec<&TensorMap> = forwards.iter().map(|f| &f.state).collect();
-        let loss = pretrain_objective(
+        let loss = mean_pretrain_objective(
             self.task.as_mut(),
             &refs,
             &states,
             &constructions,
             Differentiation::Once,
         )?;
-        let loss_value = loss.f_double_value(&[]).op("pretrain loss")?;
+        let loss_value = loss.f_double_value(&[])?;
         self.mark("learner loss", t);
         // A NaN loss gives NaN gradients, which the all-reduce spreads to every rank, so all
         // ranks take the same skip decision.
@@ -560,7 +560,9 @@ fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
                     t.size()
                 )));
             }
-            t.shallow_clone().f_copy_(src).op("restore")?;
+            t.shallow_clone()
+                .f_copy_(src)
+                .op(&format!("restoring {what} tensor `{name}`"))?;
         }
         Ok(())
     })

@@ -42,6 +42,7 @@ pub mod rng;
 pub mod tensor_file;
 pub mod testing;
 pub mod traits;
+pub mod value;
 
 pub use construction::*;
 pub use error::{Error, ErrorKind, PluginError, Result, TchContext};

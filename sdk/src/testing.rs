@@ -1,5 +1,6 @@
 //! Test harness for plugin authors: [`check_invariants`] (the Task/Designer contracts the host
-//! relies on) and [`check_hypergradient`] (∂V/∂φ against central finite differences).
+//! relies on), [`check_hypergradient`] (∂V/∂φ against central finite differences) and
+//! [`sgd_step`] (a reference learner step). V itself is [`crate::value`].
 //!
 //! Both take trait objects, so they run on a plugin's own types in-process (from its unit
 //! tests) or on a plugin loaded by the host loader (`vpt_host::loader`), and both return a
@@ -20,16 +21,18 @@
 //! any other kind goes to `pretrain_loss`. Both checks consume batches from the task's streams
 //! and reseed torch's global RNG, as the host does at every step.
 
-use crate::{Result, Task};
+use crate::Result;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 mod hypergradient;
 mod invariants;
+mod learner;
 
 pub use hypergradient::check_hypergradient;
 pub use invariants::{check_invariants, InvariantOptions};
+pub use learner::sgd_step;
 
 /// The torch seed set before every evaluation the harness compares.
 const SEED: i64 = 0x5EED;
@@ -159,8 +162,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(non-string panic payload)".into())
 }
 
-use crate::objective::grad;
 pub use crate::objective::pretrain_objective;
+use crate::value::{alignment_subset, dot, grad};
 
 /// A detached copy with its own storage.
 fn copy(t: &Tensor) -> Result<Tensor> {
@@ -186,31 +189,6 @@ fn abs_max(ts: &[Tensor]) -> Result<f64> {
         }
     }
     Ok(m)
-}
-
-fn dot(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
-    let mut acc = Tensor::f_zeros(
-        [],
-        (Kind::Double, a.first().map_or(Device::Cpu, Tensor::device)),
-    )?;
-    for (x, y) in a.iter().zip(b) {
-        acc = acc.f_add(
-            &x.f_to_kind(Kind::Double)?
-                .f_mul(&y.f_to_kind(Kind::Double)?)?
-                .f_sum(Kind::Double)?,
-        )?;
-    }
-    Ok(acc)
-}
-
-fn alignment_subset(task: &dyn Task) -> Result<Vec<Tensor>> {
-    let info = task.info();
-    Ok(task
-        .parameters()?
-        .select(&info.alignment)?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect())
 }
 
 #[cfg(test)]

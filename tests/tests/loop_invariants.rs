@@ -7,12 +7,13 @@
 use tch::{Kind, Tensor};
 use vpt_host::{
     config::{apply_overrides, RunConfig},
-    grads::grad,
     loader::{Plugins, SearchPath},
-    meta::pretrain_objective,
     train::Session,
 };
 use vpt_integration::tiny_plugin;
+use vpt_sdk::value::{
+    alignment_subset, feedback_gradient, grad, mean_pretrain_objective, value, Align,
+};
 use vpt_sdk::{Batch, BatchSource, Designer, Differentiation, MetaBatch, Task, TensorMap};
 
 fn tiny_config(overrides: &[&str]) -> RunConfig {
@@ -97,7 +98,7 @@ fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
     let refs: Vec<&Batch> = batches.iter().collect();
     let theta: Vec<Tensor> = s.theta().tensors().map(Tensor::shallow_clone).collect();
     let none = TensorMap::new();
-    let loss = pretrain_objective(
+    let loss = mean_pretrain_objective(
         s.task_mut(),
         &refs,
         &vec![&none; refs.len()],
@@ -132,7 +133,7 @@ fn feedback_batches_never_reach_pretrain_loss() {
         .task_mut()
         .next_batch(BatchSource::Feedback { set: 0 })
         .unwrap();
-    let err = pretrain_objective(
+    let err = mean_pretrain_objective(
         s.task_mut(),
         &[&fb],
         &[&TensorMap::new()],
@@ -173,14 +174,7 @@ fn designer_hypergradient_matches_finite_differences() {
             &ctx,
         )
         .unwrap();
-    let s: Vec<Tensor> = task
-        .parameters()
-        .unwrap()
-        .select(&info.alignment)
-        .unwrap()
-        .tensors()
-        .map(Tensor::shallow_clone)
-        .collect();
+    let s = alignment_subset(&task).unwrap();
     let phi: Vec<Tensor> = designer
         .parameters()
         .unwrap()
@@ -191,7 +185,7 @@ fn designer_hypergradient_matches_finite_differences() {
         .next_batch(BatchSource::Unlabeled { domain: 0 })
         .unwrap();
     let b_f = task.next_batch(BatchSource::Feedback { set: 0 }).unwrap();
-    let g_down: Vec<Tensor> = grad(&task.feedback_loss(&b_f).unwrap(), &s, false).unwrap();
+    let g_down = feedback_gradient(&mut task, &s, &b_f).unwrap();
 
     // V through the host's path across the FFI: the learner's forward, its meta slice (a
     // quarter of the rows), the designer on the slice, g_pre from the forward's state (Twice).
@@ -205,11 +199,9 @@ fn designer_hypergradient_matches_finite_differences() {
         };
         let (b, f) = task.meta_batch(&b_u, &forward, size).unwrap();
         assert_eq!(b.tensors.require("x").unwrap().size()[0], rows as i64);
-        let c = designer.construct(&f.design_inputs).unwrap();
-        let l_pre =
-            pretrain_objective(task, &[&b], &[&f.state], &[c], Differentiation::Twice).unwrap();
-        let g_pre = grad(&l_pre, &s, true).unwrap();
-        vpt_host::grads::dot(&g_down, &g_pre).unwrap()
+        value(task, designer, &s, &g_down, &[&b], &[&f], Align::Dot)
+            .unwrap()
+            .v
     };
     let v = value(&mut task, &mut designer);
     let analytic = grad(&v, &phi, false).unwrap();

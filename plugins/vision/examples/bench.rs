@@ -5,10 +5,14 @@
 //! `cargo run --release -p vpt-vision --example bench -- [threads] [batch] [dim] [depth]`
 
 use std::time::Instant;
-use vpt_sdk::{BuildContext, Construction, Designer, Task};
+use vpt_sdk::testing::sgd_step;
+use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, value, Align};
+use vpt_sdk::{BatchSource, BuildContext, Construction, Designer, Task};
 use vpt_vision::designer::UnetMask;
 use vpt_vision::task::DinoDenseTask;
-use vpt_vision::testkit::{self, FEEDBACK, UNLABELED};
+
+const UNLABELED: BatchSource = BatchSource::Unlabeled { domain: 0 };
+const FEEDBACK: BatchSource = BatchSource::Feedback { set: 0 };
 
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
@@ -34,14 +38,15 @@ fn main() -> anyhow::Result<()> {
         &ctx,
     )?;
     let reps = 5;
+    let theta_s = alignment_subset(&task)?;
     // Warm-up, then baseline learner steps.
     let bu = task.next_batch(UNLABELED)?;
-    testkit::learner_step(&mut task, &bu, &Construction::baseline(), 1e-3, 0)?;
+    sgd_step(&mut task, &bu, &Construction::baseline(), 1e-3, 0)?;
     let mut t_learn = 0.0;
     for s in 1..=reps {
         let bu = task.next_batch(UNLABELED)?;
         let t = Instant::now();
-        testkit::learner_step(&mut task, &bu, &Construction::baseline(), 1e-3, s)?;
+        sgd_step(&mut task, &bu, &Construction::baseline(), 1e-3, s)?;
         t_learn += t.elapsed().as_secs_f64();
     }
     let t_learn = t_learn / reps as f64;
@@ -57,15 +62,23 @@ fn main() -> anyhow::Result<()> {
         task.prepare_feedback()?;
         t_prep += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let gd = testkit::g_down(&mut task, &fb)?;
-        let (v, _) = testkit::value(&mut task, &mut designer, &bu, &gd)?;
-        let phi: Vec<tch::Tensor> = designer.parameters()?.into_iter().map(|(_, t)| t).collect();
-        let g = tch::Tensor::f_run_backward(&[v], &phi, false, false)?;
+        let gd = feedback_gradient(&mut task, &theta_s, &fb)?;
+        let f = task.pretrain_forward(&bu)?;
+        let v = value(
+            &mut task,
+            &mut designer,
+            &theta_s,
+            &gd,
+            &[&bu],
+            &[&f],
+            Align::Dot,
+        )?;
+        let g = designer_gradient(&v.v, &designer.parameters()?)?;
         assert!(!g.is_empty());
         t_meta += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let c = tch::no_grad(|| designer.construct(&task.design_inputs(&bu)?))?;
-        testkit::learner_step(&mut task, &bu, &c, 1e-3, 100 + s)?;
+        sgd_step(&mut task, &bu, &c, 1e-3, 100 + s)?;
         t_vlearn += t.elapsed().as_secs_f64();
     }
     let (t_prep, t_meta, t_vlearn) = (

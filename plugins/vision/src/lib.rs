@@ -16,7 +16,6 @@ pub mod scenes;
 pub mod stage0;
 pub mod supervised;
 pub mod task;
-pub mod testkit;
 pub mod vit;
 
 vpt_sdk::export_plugin! {

@@ -1,12 +1,17 @@
 //! In-process tests of `dino_dense` and the mask designers through the SDK traits, on a tiny ViT.
 
 use tch::{Kind, Tensor};
+use vpt_sdk::testing::sgd_step;
+use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, value, Align};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, Differentiation, Task, TensorMap,
+    BatchSource, BuildContext, Construction, Designer, DesignerFactory, Differentiation, Task,
+    TensorMap,
 };
 use vpt_vision::designer::{RandomMask, UnetMask, MASK};
 use vpt_vision::task::DinoDenseTask;
-use vpt_vision::testkit::{self, FEEDBACK, UNLABELED};
+
+const UNLABELED: BatchSource = BatchSource::Unlabeled { domain: 0 };
+const FEEDBACK: BatchSource = BatchSource::Feedback { set: 0 };
 
 fn tiny_config() -> serde_json::Value {
     serde_json::json!({
@@ -27,9 +32,30 @@ fn ctx(seed: u64) -> BuildContext {
     }
 }
 
+/// Torch's RNG is global to the process: building a task or a designer (a seeded init) and
+/// the hypergradient check (which reseeds before every evaluation of V) hold this lock, so
+/// tests running in parallel do not draw from each other's streams.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tiny(seed: u64) -> DinoDenseTask {
     tch::set_num_threads(2);
+    let _rng = torch_rng();
     DinoDenseTask::new(vpt_sdk::parse_config(&tiny_config()).unwrap(), &ctx(seed)).unwrap()
+}
+
+/// The U-Net mask designer with its default config, for task `t`.
+fn unet(t: &DinoDenseTask, seed: u64) -> UnetMask {
+    let _rng = torch_rng();
+    UnetMask::new(
+        serde_json::from_str("{}").unwrap(),
+        &t.info().designer_context,
+        &ctx(seed),
+    )
+    .unwrap()
 }
 
 fn registry() -> vpt_sdk::Registry {
@@ -187,7 +213,7 @@ fn state_round_trip_resumes_exactly() {
     let base = Construction::baseline();
     for s in 0..2 {
         let bu = a.next_batch(UNLABELED).unwrap();
-        testkit::learner_step(&mut a, &bu, &base, 0.05, s).unwrap();
+        sgd_step(&mut a, &bu, &base, 0.05, s).unwrap();
     }
     a.next_batch(FEEDBACK).unwrap();
     a.prepare_feedback().unwrap();
@@ -210,8 +236,8 @@ fn state_round_trip_resumes_exactly() {
             a.next_batch(UNLABELED).unwrap(),
             b.next_batch(UNLABELED).unwrap(),
         );
-        let la = testkit::learner_step(&mut a, &ba, &base, 0.05, s).unwrap();
-        let lb = testkit::learner_step(&mut b, &bb, &base, 0.05, s).unwrap();
+        let la = sgd_step(&mut a, &ba, &base, 0.05, s).unwrap();
+        let lb = sgd_step(&mut b, &bb, &base, 0.05, s).unwrap();
         assert_eq!(la, lb);
     }
     let (fa, fb) = (
@@ -234,7 +260,7 @@ fn state_round_trip_resumes_exactly() {
 fn ema_teacher_moves_towards_the_student() {
     let mut t = tiny(4);
     let bu = t.next_batch(UNLABELED).unwrap();
-    testkit::learner_step(&mut t, &bu, &Construction::baseline(), 0.5, 0).unwrap();
+    sgd_step(&mut t, &bu, &Construction::baseline(), 0.5, 0).unwrap();
     // After one SGD step the student differs from the teacher; EMA at m=0.99 moved it 1% of the way.
     let st = t.state().unwrap();
     let name = "backbone.norm.weight";
@@ -259,12 +285,7 @@ fn ema_teacher_moves_towards_the_student() {
 fn v_step_gradient_matches_finite_differences() {
     let mut t = tiny(5);
     t.set_kind(Kind::Double).unwrap();
-    let mut d = UnetMask::new(
-        serde_json::from_str("{}").unwrap(),
-        &t.info().designer_context,
-        &ctx(5),
-    )
-    .unwrap();
+    let mut d = unet(&t, 5);
     d.set_kind(Kind::Double);
     let mut bu = t.next_batch(UNLABELED).unwrap();
     let mut fb = t.next_batch(FEEDBACK).unwrap();
@@ -284,8 +305,17 @@ fn v_step_gradient_matches_finite_differences() {
             })
             .collect();
     }
-    let (v, grads) = testkit::meta_gradient(&mut t, &mut d, &bu, &fb).unwrap();
-    assert!(v.is_finite());
+    // V on the batch's own forward, as the host's meta step (g_pre with create_graph)
+    let s = alignment_subset(&t).unwrap();
+    t.prepare_feedback().unwrap();
+    let gd = feedback_gradient(&mut t, &s, &fb).unwrap();
+    let v_of = |t: &mut DinoDenseTask, d: &mut UnetMask| {
+        let f = t.pretrain_forward(&bu).unwrap();
+        value(t, d, &s, &gd, &[&bu], &[&f], Align::Dot).unwrap().v
+    };
+    let v = v_of(&mut t, &mut d);
+    let grads = designer_gradient(&v, &d.parameters().unwrap()).unwrap();
+    assert!(v.double_value(&[]).is_finite());
     assert!(grads
         .iter()
         .all(|g| g.isfinite().all().int64_value(&[]) == 1));
@@ -309,10 +339,9 @@ fn v_step_gradient_matches_finite_differences() {
         .require("unet.out.bias")
         .unwrap()
         .shallow_clone();
-    let gd = testkit::g_down(&mut t, &fb).unwrap();
     let v_at = |delta: f64, t: &mut DinoDenseTask, d: &mut UnetMask| {
         let _ = tch::no_grad(|| bias.shallow_clone().f_add_scalar_(delta).unwrap());
-        let v = testkit::value(t, d, &bu, &gd).unwrap().0.double_value(&[]);
+        let v = v_of(t, d).double_value(&[]);
         let _ = tch::no_grad(|| bias.shallow_clone().f_sub_scalar_(delta).unwrap());
         v
     };
@@ -325,6 +354,19 @@ fn v_step_gradient_matches_finite_differences() {
         (fd - an).abs() <= 1e-5 * (1.0 + an.abs()) + 1e-4 * an.abs(),
         "fd {fd} vs analytic {an}"
     );
+}
+
+/// The SDK's hypergradient check on the tiny ViT and the U-Net mask designer, through the
+/// host's path (forward, meta slice, designer, g_pre with create_graph). In f32, so ε = 1e-2
+/// and tolerance 5e-2 (worst error 6e-3 here); the test above is the tight f64 one.
+#[test]
+fn the_sdk_hypergradient_check_passes() {
+    let mut t = tiny(7);
+    let mut d = unet(&t, 7);
+    let _rng = torch_rng();
+    let h = vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-2, 5e-2);
+    println!("{h}");
+    h.assert_passed();
 }
 
 #[test]

@@ -1,10 +1,8 @@
 //! [`check_hypergradient`]: ∂V/∂φ by double backward against central finite differences.
 
-use super::{
-    abs_max, alignment_subset, copy, dot, grad, pretrain_objective, verdict, Outcome, Report,
-    Verdict, SEED,
-};
-use crate::{BatchSource, Designer, Differentiation, MetaBatch, Result, Task, TensorMap};
+use super::{abs_max, copy, verdict, Outcome, Report, Verdict, SEED};
+use crate::value::{alignment_subset, designer_gradient, feedback_gradient, value, Align};
+use crate::{BatchSource, Designer, MetaBatch, Result, Task, TensorMap};
 use tch::{Device, Kind, Tensor};
 
 /// At most this many φ coordinates are checked by finite differences.
@@ -22,8 +20,8 @@ const MAX_COORDINATES: usize = 16;
 /// before every evaluation of V, so dropout or random masks are the same draws each time.
 ///
 /// Uses one unlabeled batch of domain 0 (V on its meta slice of half the rows, through
-/// `pretrain_forward`, `meta_batch` and `pretrain_loss_from_forward`, as the host's meta step)
-/// and one batch of feedback set 0.
+/// `pretrain_forward`, `meta_batch` and [`value`](crate::value::value), as the host's meta
+/// step) and one batch of feedback set 0.
 pub fn check_hypergradient(
     task: &mut dyn Task,
     designer: &mut dyn Designer,
@@ -44,16 +42,12 @@ pub fn check_hypergradient(
         let b_u = task.next_batch(BatchSource::Unlabeled { domain: 0 })?;
         let b_f = task.next_batch(BatchSource::Feedback { set: 0 })?;
         tch::manual_seed(SEED);
-        let l_down = task.feedback_loss(&b_f)?;
-        let g_down: Vec<Tensor> = grad(&l_down, &s, false)?
-            .iter()
-            .map(Tensor::detach)
-            .collect();
+        let g_down = feedback_gradient(task, &s, &b_f)?;
         let detail = format!(
-            "{} φ tensors, |S| = {} tensors, L_down = {:.4e}",
+            "{} φ tensors, |S| = {} tensors, ‖g_down‖ = {:.4e}",
             phi.len(),
             s.len(),
-            l_down.f_double_value(&[])?
+            crate::value::global_norm(&g_down)?
         );
         setup = Some((phi, s, b_u, g_down));
         Ok(Verdict::Pass(detail))
@@ -76,10 +70,16 @@ pub fn check_hypergradient(
                 max_len: None,
             },
         )?;
-        let c = designer.construct(&forward.design_inputs)?;
-        let l_pre = pretrain_objective(task, &batch, &forward.state, &c, Differentiation::Twice)?;
-        let g_pre = grad(&l_pre, &s, true)?;
-        dot(&g_down, &g_pre)
+        let v = value(
+            task,
+            designer,
+            &s,
+            &g_down,
+            &[&batch],
+            &[&forward],
+            Align::Dot,
+        )?;
+        Ok(v.v)
     };
 
     let ps: Vec<Tensor> = phi.tensors().map(Tensor::shallow_clone).collect();
@@ -90,7 +90,7 @@ pub fn check_hypergradient(
         if !vd.is_finite() {
             return Ok(Verdict::Fail(format!("V = {vd}")));
         }
-        let g = grad(&v, &ps, false)?;
+        let g = designer_gradient(&v, &phi)?;
         let m = abs_max(&g)?;
         let detail = format!("V = {vd:.6e}, ‖∂V/∂φ‖∞ = {m:.3e}");
         let ok = m > 0.0 && m.is_finite();

@@ -5,7 +5,7 @@ use super::*;
 use crate::rng::{SplitMix64, GOLDEN_GAMMA};
 use crate::{
     Batch, BatchSource, Construction, Designer, Differentiation, FeedbackSetInfo, Forward, Metrics,
-    State, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    State, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 const D: i64 = 3;

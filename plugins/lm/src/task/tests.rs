@@ -7,7 +7,8 @@ use crate::scorer::ScorerConfig;
 use std::collections::HashSet;
 use tch::Kind;
 use vpt_llama::Scope;
-use vpt_sdk::Designer;
+use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, Align};
+use vpt_sdk::{Designer, Forward};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -372,27 +373,19 @@ fn jsonl_sets_with_scorers_evaluate_with_intervals() {
     assert!(err.contains("fb.jsonl:1:"), "{err}");
 }
 
-/// V(φ) = g_down · g_pre(φ) on S, with g_pre built with create_graph.
+/// V(φ) = g_down · g_pre(φ) on S (the SDK's one implementation: g_pre built with
+/// create_graph), on a batch whose forward is `forward`.
 fn value(
     task: &mut CausalLm,
     d: &mut TopKSoft,
     b: &Batch,
-    inputs: &TensorMap,
+    forward: &Forward,
     g_down: &[Tensor],
     s: &[Tensor],
-) -> (Tensor, Vec<Tensor>) {
-    let c = d.construct(inputs).unwrap();
-    let l = task
-        .pretrain_loss(b, &c, Differentiation::Twice)
+) -> Tensor {
+    vpt_sdk::value::value(task, d, s, g_down, &[b], &[forward], Align::Dot)
         .unwrap()
-        .mean(Kind::Double);
-    let g_pre = Tensor::run_backward(&[l], s, true, true);
-    let v = g_down
-        .iter()
-        .zip(&g_pre)
-        .map(|(a, b)| (a * b).sum(Kind::Double))
-        .fold(Tensor::from(0.0f64), |x, y| x + y);
-    (v, g_pre)
+        .v
 }
 
 #[test]
@@ -410,25 +403,19 @@ fn hypergradient_matches_finite_differences() {
     };
     let mut d = TopKSoft::new(cfg, &tc, &ctx()).unwrap();
     d.to_double();
-    let params = t.parameters().unwrap();
-    let s: Vec<Tensor> = params
-        .select(&info.alignment)
-        .unwrap()
-        .tensors()
-        .map(|x| x.shallow_clone())
-        .collect();
+    let s = alignment_subset(&t).unwrap();
     let fb = t.next_batch(F).unwrap();
-    let l_down = t.feedback_loss(&fb).unwrap();
-    let g_down: Vec<Tensor> = Tensor::run_backward(&[l_down], &s, false, false)
-        .into_iter()
-        .map(|g| g.detach())
-        .collect();
+    let g_down = feedback_gradient(&mut t, &s, &fb).unwrap();
     let b = t.next_batch(U).unwrap();
-    let inputs = t.design_inputs(&b).unwrap();
+    // the batch without a forward (empty state): the task's own `pretrain_loss` path
+    let forward = Forward {
+        design_inputs: t.design_inputs(&b).unwrap(),
+        state: TensorMap::new(),
+    };
     let phi = d.parameters().unwrap();
     let phi_t: Vec<Tensor> = phi.tensors().map(|x| x.shallow_clone()).collect();
-    let (v, _) = value(&mut t, &mut d, &b, &inputs, &g_down, &s);
-    let grads = Tensor::run_backward(&[&v], &phi_t, false, false);
+    let v = value(&mut t, &mut d, &b, &forward, &g_down, &s);
+    let grads = designer_gradient(&v, &phi).unwrap();
     let total: f64 = grads
         .iter()
         .map(|g| g.abs().sum(Kind::Double).double_value(&[]))
@@ -449,7 +436,7 @@ fn hypergradient_matches_finite_differences() {
                 let _ = p.shallow_clone().g_add_(&(u * (sign * eps)));
             }
         });
-        let (v, _) = value(&mut t, &mut d, &b, &inputs, &g_down, &s);
+        let v = value(&mut t, &mut d, &b, &forward, &g_down, &s);
         tch::no_grad(|| {
             for (p, u) in phi_t.iter().zip(&dirs) {
                 let _ = p.shallow_clone().g_sub_(&(u * (sign * eps)));
@@ -528,8 +515,7 @@ fn the_feedback_prefix_cache_is_exact_and_only_on_when_below_s_is_frozen() {
         tensors: padded,
     };
     let g_down = |t: &mut CausalLm, batch: &Batch| -> Vec<Tensor> {
-        let l = t.feedback_loss(batch).unwrap();
-        Tensor::run_backward(&[l], &s, false, false)
+        feedback_gradient(t, &s, batch).unwrap()
     };
     let cache = t.prefix_cache.take();
     let reference = g_down(&mut t, &b);
