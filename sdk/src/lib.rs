@@ -36,6 +36,7 @@ pub mod error;
 pub mod export;
 pub mod ffi;
 pub mod foreign;
+pub mod kinds;
 pub mod objective;
 pub mod registry;
 pub mod rng;
@@ -45,6 +46,7 @@ pub mod traits;
 
 pub use construction::*;
 pub use error::{Error, ErrorKind, PluginError, Result, TchContext};
+pub use kinds::{Dtype, KindSpec, TensorSpec, Values};
 pub use registry::{parse_config, ComponentManifest, DesignerEntry, Manifest, Registry, TaskEntry};
 pub use traits::*;
 

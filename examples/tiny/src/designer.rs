@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Kind, Tensor};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TchContext,
+    BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result, TchContext,
     TensorMap,
 };
 
@@ -41,7 +41,7 @@ pub struct TinySoftFactory;
 impl DesignerFactory for TinySoftFactory {
     const NAME: &'static str = "tiny_soft";
     const DESCRIPTION: &'static str = "learned per-example soft targets for the tiny task";
-    const PRODUCES: &'static str = KIND_TINY_SOFT_TARGETS;
+    const PRODUCES: KindSpec = crate::task::TINY_SOFT_TARGETS;
     type Config = TinySoftConfig;
     fn build(
         config: TinySoftConfig,
@@ -104,12 +104,6 @@ pub struct TinySoft {
 }
 
 impl Designer for TinySoft {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_TINY_SOFT_TARGETS.into(),
-        }
-    }
-
     fn parameters(&self) -> Result<TensorMap> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));

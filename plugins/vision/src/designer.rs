@@ -10,7 +10,7 @@ use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result, State,
     TchContext, TensorMap, KIND_VISION_VIEW_MASK,
 };
 
@@ -226,7 +226,7 @@ impl DesignerFactory for UnetMask {
     const NAME: &'static str = "unet_mask";
     const DESCRIPTION: &'static str =
         "tiny U-Net φ: a soft keep-mask per global crop (view = μ⊙v + (1−μ)⊙blur(v)), keep-ratio + TV regularised";
-    const PRODUCES: &'static str = KIND_VISION_VIEW_MASK;
+    const PRODUCES: KindSpec = kinds::VISION_VIEW_MASK;
     type Config = UnetMaskConfig;
 
     fn build(
@@ -277,11 +277,6 @@ impl UnetMask {
 }
 
 impl Designer for UnetMask {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_VISION_VIEW_MASK.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         let mut v: Vec<_> = self.vs.variables().into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -350,7 +345,7 @@ impl DesignerFactory for RandomMask {
     const NAME: &'static str = "random_mask";
     const DESCRIPTION: &'static str =
         "control: random smooth soft masks with the same keep ratio κ (no parameters)";
-    const PRODUCES: &'static str = KIND_VISION_VIEW_MASK;
+    const PRODUCES: KindSpec = kinds::VISION_VIEW_MASK;
     type Config = RandomMaskConfig;
 
     fn build(
@@ -406,11 +401,6 @@ pub fn random_smooth_masks(
 }
 
 impl Designer for RandomMask {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_VISION_VIEW_MASK.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(TensorMap::new())
     }

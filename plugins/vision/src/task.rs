@@ -17,9 +17,9 @@ use crate::stage0;
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
-    FeedbackSetInfo, Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext,
-    TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_VISION_VIEW_MASK,
+    kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
+    FeedbackSetInfo, Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo,
+    TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_VISION_VIEW_MASK,
 };
 
 /// Name of the feedback set.
@@ -60,7 +60,7 @@ impl TaskFactory for DinoDense {
     const NAME: &'static str = "dino_dense";
     const DESCRIPTION: &'static str =
         "DINO continued pretraining of a small ViT on dense Fashion-MNIST scenes; feedback = linear seg (11 classes) + depth heads";
-    const CONSUMES: &'static [&'static str] = &[KIND_VISION_VIEW_MASK];
+    const CONSUMES: &'static [KindSpec] = &[kinds::VISION_VIEW_MASK];
     type Config = DinoDenseConfig;
 
     fn build(config: DinoDenseConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {
@@ -479,7 +479,6 @@ impl Task for DinoDenseTask {
             width: self.cfg.vit.image,
         };
         TaskInfo {
-            consumes: vec![KIND_VISION_VIEW_MASK.into()],
             alignment: self.align.clone(),
             domains: vec!["fmnist_scenes".into()],
             feedback_sets: vec![FeedbackSetInfo {
@@ -577,16 +576,8 @@ impl Task for DinoDenseTask {
                 "pretrain_loss: got a feedback batch; feedback never enters a learner batch",
             ));
         }
-        let mask = if c.is_baseline() || c.kind == KIND_EXAMPLE_WEIGHTS {
-            None
-        } else if c.kind == KIND_VISION_VIEW_MASK {
-            Some(c.tensors.require(MASK)?)
-        } else {
-            return Err(Error::msg(format!(
-                "dino_dense consumes {KIND_VISION_VIEW_MASK}, got construction kind `{}`",
-                c.kind
-            )));
-        };
+        // The baseline, or a view mask (the SDK glue checked it against its spec).
+        let mask = c.tensors.get(MASK);
         let teacher = (0..self.cfg.crops.globals)
             .map(|i| {
                 state

@@ -25,8 +25,6 @@ pub struct ConstructionHandle {
 /// Versioning: methods may only be added after the last one.
 #[sabi_trait]
 pub trait DesignerFfi: Send {
-    /// [`Designer::info`] as JSON.
-    fn info(&self) -> RResult<RString, PluginError>;
     /// [`Designer::parameters`].
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Designer::construct`].
@@ -74,9 +72,6 @@ impl DesignerExport {
 }
 
 impl DesignerFfi for DesignerExport {
-    fn info(&self) -> RResult<RString, PluginError> {
-        guard(&self.plugin, "info", || to_json(&self.inner.info()))
-    }
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError> {
         guard(&self.plugin, "parameters", || {
             Ok(hand_over(self.inner.parameters()?))

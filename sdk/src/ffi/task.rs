@@ -174,6 +174,7 @@ pub trait TaskFfi: Send {
             message: "this task's plugin was built before `export` existed; rebuild it to export"
                 .into(),
             plugin: RString::new(),
+            field: RString::new(),
         })
     }
 }
@@ -185,19 +186,42 @@ pub type TaskBox = TaskFfi_TO<'static, abi_stable::std_types::RBox<()>>;
 pub struct TaskExport {
     plugin: String,
     inner: Box<dyn Task>,
+    consumes: &'static [crate::KindSpec],
 }
 
 impl TaskExport {
-    /// Wraps `inner`, naming `plugin` in its errors.
-    pub fn new(plugin: &str, inner: Box<dyn Task>) -> Self {
+    /// Wraps `inner`, naming `plugin` in its errors; `consumes` are the kinds it accepts
+    /// ([`TaskFactory::CONSUMES`](crate::TaskFactory::CONSUMES)).
+    pub fn new(plugin: &str, inner: Box<dyn Task>, consumes: &'static [crate::KindSpec]) -> Self {
         TaskExport {
             plugin: plugin.to_string(),
             inner,
+            consumes,
         }
     }
     /// Erases it into a [`TaskBox`].
     pub fn into_box(self) -> TaskBox {
         TaskFfi_TO::from_value(self, abi_stable::sabi_trait::TD_Opaque)
+    }
+}
+
+/// The construction as a task consuming `consumes` may see it: the baseline, or one of those
+/// kinds meeting its spec. This is the one place a construction is checked on its way to a task.
+fn accepted(consumes: &[crate::KindSpec], c: &ConstructionFfi<'_>) -> crate::Result<Construction> {
+    let c = construction_of(c);
+    if c.is_baseline() {
+        return Ok(c);
+    }
+    match consumes.iter().find(|k| k.name == c.kind) {
+        Some(spec) => spec.check(&c).map(|()| c),
+        None => {
+            let names: Vec<&str> = consumes.iter().map(|k| k.name.as_ref()).collect();
+            Err(crate::Error::msg(format!(
+                "construction kind `{}` is not one this task consumes ([{}], or the baseline)",
+                c.kind,
+                names.join(", ")
+            )))
+        }
     }
 }
 
@@ -246,8 +270,9 @@ impl TaskFfi for TaskExport {
         construction: ConstructionFfi<'_>,
         diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError> {
+        let consumes = self.consumes;
         guard(&self.plugin, "pretrain_loss", || {
-            let c = construction_of(&construction);
+            let c = accepted(consumes, &construction)?;
             Ok(TensorHandle::new(self.inner.pretrain_loss(
                 &batch_of(&batch),
                 &c,
@@ -298,8 +323,12 @@ impl TaskFfi for TaskExport {
         construction: ConstructionFfi<'_>,
         diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError> {
+        let consumes = self.consumes;
         guard(&self.plugin, "pretrain_loss_from_forward", || {
-            let (state, c) = (borrow_map(state.as_slice()), construction_of(&construction));
+            let (state, c) = (
+                borrow_map(state.as_slice()),
+                accepted(consumes, &construction)?,
+            );
             Ok(TensorHandle::new(self.inner.pretrain_loss_from_forward(
                 &batch_of(&batch),
                 &state,

@@ -11,6 +11,15 @@ use crate::{
 const D: i64 = 3;
 const B: i64 = 8;
 const KIND_TARGETS: &str = "quad.targets/v1";
+/// The quadratic task's one kind: a target per example.
+const TARGETS: crate::KindSpec = crate::KindSpec::new(KIND_TARGETS, TARGETS_TENSORS);
+const TARGETS_TENSORS: &[crate::TensorSpec] = &[crate::TensorSpec::new(
+    "targets",
+    crate::Dtype::Float,
+    "B",
+    crate::Values::Any,
+    "the target t_i of each example",
+)];
 
 /// One way the quadratic task breaks a contract.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -83,7 +92,6 @@ impl Quad {
 impl Task for Quad {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            consumes: vec![KIND_TARGETS.into()],
             alignment: vec![if self.is(Fault::UnknownAlignment) {
                 "v"
             } else {
@@ -230,16 +238,6 @@ impl Lin {
 }
 
 impl Designer for Lin {
-    fn info(&self) -> crate::DesignerInfo {
-        let kind = if matches!(self.style, Style::Weights | Style::RawWeights) {
-            KIND_EXAMPLE_WEIGHTS
-        } else {
-            KIND_TARGETS
-        };
-        crate::DesignerInfo {
-            produces: kind.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(match self.style {
             Style::Fixed => TensorMap::new(),
@@ -254,7 +252,7 @@ impl Designer for Lin {
             Style::Weights => (
                 KIND_EXAMPLE_WEIGHTS,
                 "weights",
-                s.softmax(0, Kind::Double) * B as f64,
+                s.softmax(0, Kind::Double) * x.size()[0] as f64,
             ),
             Style::WrongGradient => {
                 let doubled = &s * 2.0;
@@ -280,7 +278,7 @@ impl Designer for Lin {
 
 fn invariants(task: &mut Quad, designer: Option<&mut Lin>) -> Report {
     let d = designer.map(|d| d as &mut dyn Designer);
-    check_invariants(task, d, &InvariantOptions::default())
+    check_invariants(task, d, &InvariantOptions::consuming(&[TARGETS]))
 }
 
 #[test]
