@@ -344,7 +344,8 @@ impl Session {
         }
         drop(grads);
         self.mark("learner optimizer", t);
-        self.task.after_step(self.step)?;
+        let mut metrics = self.designer_metrics(&constructions)?;
+        metrics.extend(self.task.after_step(self.step)?);
 
         self.step += 1;
         self.seconds += started.elapsed().as_secs_f64();
@@ -357,7 +358,22 @@ impl Session {
             lr,
             pretrain_loss: loss_value,
             meta,
+            metrics,
         }))
+    }
+
+    /// The designer's metrics of the step's constructions, averaged over its batches.
+    fn designer_metrics(&self, constructions: &[Construction]) -> Result<Metrics> {
+        let Some(d) = self.designer.as_deref() else {
+            return Ok(Metrics::new());
+        };
+        let mut sum = Metrics::new();
+        for c in constructions {
+            for (k, v) in d.metrics(c)? {
+                *sum.entry(k).or_default() += v / constructions.len() as f64;
+            }
+        }
+        Ok(sum)
     }
 
     /// Runs the meta step of this learner step on its batches and forwards, and counts it.

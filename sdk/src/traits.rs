@@ -186,9 +186,11 @@ pub trait Task: Send {
     fn prepare_feedback(&mut self) -> Result<()> {
         Ok(())
     }
-    /// Called after each learner step (e.g. update an EMA teacher).
-    fn after_step(&mut self, _step: u64) -> Result<()> {
-        Ok(())
+    /// Called after each learner step (e.g. update an EMA teacher); returns named scalar
+    /// metrics of the step (e.g. a teacher's entropy), which land in the step's record of
+    /// `metrics.jsonl`. Default: none.
+    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
+        Ok(Metrics::new())
     }
     /// Held-out metrics; must include `feedback_loss` and `general_loss`. `limit` caps the
     /// number of evaluation examples.
@@ -229,6 +231,12 @@ pub trait Designer: Send {
     fn parameters(&self) -> Result<TensorMap>;
     /// Builds a construction from the task's design inputs, differentiable in φ.
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction>;
+    /// Named scalar metrics of a construction it made (e.g. its mean gate), reported for each
+    /// learner step's construction in `metrics.jsonl` (averaged over the step's batches).
+    /// Default: none.
+    fn metrics(&self, _construction: &Construction) -> Result<Metrics> {
+        Ok(Metrics::new())
+    }
     /// R(φ, c): a scalar regulariser, or `None`.
     fn regularizer(&mut self, _construction: &Construction) -> Result<Option<Tensor>> {
         Ok(None)

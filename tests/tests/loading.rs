@@ -13,7 +13,7 @@ use vpt_host::{
     train::Session,
     Error,
 };
-use vpt_integration::{cdylib, rss_kib, scratch_dir, tiny_config_path, tiny_plugin};
+use vpt_integration::{cdylib, rss_kib, scratch_dir, tiny_config_path, tiny_plugin, vpt_command};
 use vpt_sdk::{
     BatchSource, BuildContext, Construction, Designer, Differentiation, ErrorKind, PluginError,
     Task, TensorMap,
@@ -327,6 +327,35 @@ fn constructions_are_checked_against_their_kind_where_they_reach_the_task() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not one this task consumes"), "{e}");
+}
+
+/// Named metrics a designer reports of its constructions land in each learner step's record of
+/// `metrics.jsonl` (the tiny designer's mean gate α, through the real binary).
+#[test]
+fn designer_metrics_land_in_metrics_jsonl() {
+    let dir = scratch_dir("designer-metrics");
+    let config = tiny_config_path();
+    let out = vpt_command()
+        .args(["run", config.to_str().unwrap(), "--steps", "3", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let alphas: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "train")
+        .map(|r| r["metrics"]["alpha_mean"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(alphas.len(), 3, "{text}");
+    // tiny.toml: gate_init = −2, so α ≈ sigmoid(−2) ≈ 0.12 at the start.
+    assert!(alphas.iter().all(|a| *a > 0.01 && *a < 0.5), "{alphas:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

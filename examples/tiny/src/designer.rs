@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Kind, Tensor};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result, TchContext,
-    TensorMap,
+    BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    TchContext, TensorMap,
 };
 
 /// Config of `tiny_soft`.
@@ -124,6 +124,14 @@ impl Designer for TinySoft {
                 .with("probs", probs)
                 .with("alpha", alpha.f_squeeze_dim(1)?),
         })
+    }
+
+    /// `alpha_mean`: the mean gate α of the step's targets.
+    fn metrics(&self, construction: &Construction) -> Result<Metrics> {
+        Ok(Metrics::from([(
+            "alpha_mean".to_string(),
+            construction.mean_of("alpha", None)?,
+        )]))
     }
 
     /// R = mean α: pulls the targets back towards the pretext labels.

@@ -492,9 +492,9 @@ impl Task for TinyTask {
         Ok(self.maybe_nan("feedback", loss))
     }
 
-    fn after_step(&mut self, _step: u64) -> Result<()> {
+    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
         self.check_panic("after_step");
-        Ok(())
+        Ok(Metrics::new())
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {

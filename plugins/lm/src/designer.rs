@@ -14,8 +14,8 @@ use tch::{nn, Tensor};
 use vpt_nn::{attention, Attention, LayerNorm, Linear};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result, State,
-    TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    State, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
 };
 
 /// What a task tells an LM designer about itself (`TaskInfo::designer_context`).
@@ -526,7 +526,14 @@ impl Designer for TopKSoft {
             inputs.require("cand_logprobs")?,
             inputs.require("cand_embeddings")?,
         )?;
-        soft_targets(inputs, mix_with_true(&alpha, &r)?)
+        let mut c = soft_targets(inputs, mix_with_true(&alpha, &r)?)?;
+        c.tensors.insert("alpha", alpha);
+        Ok(c)
+    }
+    /// `alpha_mean`: the mean gate α over the loss-bearing positions.
+    fn metrics(&self, c: &Construction) -> Result<Metrics> {
+        let mean = c.mean_of("alpha", Some("loss_mask"))?;
+        Ok(Metrics::from([("alpha_mean".to_string(), mean)]))
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)

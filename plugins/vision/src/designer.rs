@@ -10,8 +10,8 @@ use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result, State,
-    TchContext, TensorMap, KIND_VISION_VIEW_MASK,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    State, TchContext, TensorMap, KIND_VISION_VIEW_MASK,
 };
 
 /// Name of the design input holding the global crops (B,V,C,H,W).
@@ -291,6 +291,13 @@ impl Designer for UnetMask {
             kind: KIND_VISION_VIEW_MASK.into(),
             tensors: TensorMap::new().with(MASK, mask),
         })
+    }
+    /// `keep_mean`: the mean of the step's masks (the fraction of each view kept).
+    fn metrics(&self, c: &Construction) -> Result<Metrics> {
+        Ok(Metrics::from([(
+            "keep_mean".to_string(),
+            c.mean_of(MASK, None)?,
+        )]))
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         let m = c.tensors.require(MASK)?;

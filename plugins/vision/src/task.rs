@@ -628,9 +628,10 @@ impl Task for DinoDenseTask {
         Ok(())
     }
 
-    fn after_step(&mut self, step: u64) -> Result<()> {
+    fn after_step(&mut self, step: u64) -> Result<Metrics> {
         let steps = self.cfg.dino.momentum_steps;
-        self.ema_step(step, steps)
+        self.ema_step(step, steps)?;
+        Ok(Metrics::new())
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {

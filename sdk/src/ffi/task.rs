@@ -135,8 +135,8 @@ pub trait TaskFfi: Send {
     fn feedback_loss<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<TensorHandle, PluginError>;
     /// [`Task::prepare_feedback`].
     fn prepare_feedback(&mut self) -> RResult<(), PluginError>;
-    /// [`Task::after_step`].
-    fn after_step(&mut self, step: u64) -> RResult<(), PluginError>;
+    /// [`Task::after_step`], its metrics as a JSON object.
+    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError>;
     /// [`Task::evaluate`], metrics as a JSON object.
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError>;
     /// [`Task::state`].
@@ -232,7 +232,8 @@ fn batch_of(b: &BatchFfi<'_>) -> Batch {
     }
 }
 
-fn construction_of(c: &ConstructionFfi<'_>) -> Construction {
+/// Takes new references to a lent construction.
+pub(crate) fn construction_of(c: &ConstructionFfi<'_>) -> Construction {
     Construction {
         kind: c.kind.to_string(),
         tensors: borrow_map(c.tensors.as_slice()),
@@ -292,8 +293,10 @@ impl TaskFfi for TaskExport {
             self.inner.prepare_feedback()
         })
     }
-    fn after_step(&mut self, step: u64) -> RResult<(), PluginError> {
-        guard(&self.plugin, "after_step", || self.inner.after_step(step))
+    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "after_step", || {
+            to_json(&self.inner.after_step(step)?)
+        })
     }
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError> {
         guard(&self.plugin, "evaluate", || {

@@ -2,7 +2,7 @@
 
 use crate::{
     ffi::{designer::*, from_json, lend, take_over, unwrap_ffi},
-    Construction, Designer, Result, State, TensorMap,
+    Construction, Designer, Metrics, Result, State, TensorMap,
 };
 use abi_stable::std_types::RStr;
 use tch::Tensor;
@@ -40,6 +40,14 @@ impl Designer for ForeignDesigner {
         Ok(unwrap_ffi(self.inner.regularizer(c))?
             .into_option()
             .map(|h| h.into_tensor()))
+    }
+    fn metrics(&self, construction: &Construction) -> Result<Metrics> {
+        let refs = lend(&construction.tensors);
+        let c = ConstructionFfi {
+            kind: RStr::from_str(&construction.kind),
+            tensors: refs.as_rslice(),
+        };
+        super::task::metrics_from_json(unwrap_ffi(self.inner.metrics(c))?.as_str())
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;
