@@ -87,6 +87,28 @@ impl TensorSpec {
     }
 }
 
+impl std::fmt::Display for TensorSpec {
+    /// One line: `name  dtype (shape)  values[, optional]  — meaning`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dtype = match self.dtype {
+            Dtype::Float => "float",
+            Dtype::Int64 => "int64",
+        };
+        let values = match self.values {
+            Values::Any => "",
+            Values::UnitInterval => " in [0,1]",
+            Values::Distribution => " rows sum to 1",
+            Values::MeanOne => " ≥0, mean 1",
+        };
+        let optional = if self.required { "" } else { ", optional" };
+        write!(
+            f,
+            "{:<18} {dtype} ({}){values}{optional} — {}",
+            self.name, self.shape, self.meaning
+        )
+    }
+}
+
 /// A construction kind: its name and its tensors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindSpec {

@@ -30,6 +30,11 @@
 //!
 //! What forces a plugin rebuild: a new SDK minor version, another tch/libtorch. What does not:
 //! any change to the host.
+//!
+//! ## Features
+//! - `testing`: the `testing` module, the contract harness (`check_invariants`, `check_hypergradient`),
+//!   for plugins' tests; enable it from dev-dependencies.
+#![warn(missing_docs)]
 
 pub mod construction;
 pub mod error;
@@ -41,6 +46,7 @@ pub mod objective;
 pub mod registry;
 pub mod rng;
 pub mod tensor_file;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod traits;
 

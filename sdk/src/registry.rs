@@ -39,6 +39,9 @@ pub struct ComponentManifest {
     pub kind_specs: Vec<crate::KindSpec>,
     /// JSON Schema of its config.
     pub schema: serde_json::Value,
+    /// Tasks only: its design inputs ([`TaskFactory::DESIGN_INPUTS`]).
+    #[serde(default)]
+    pub design_inputs: Vec<crate::TensorSpec>,
     /// Tasks only: whether it shards batches for data-parallel runs.
     #[serde(default)]
     pub data_parallel: bool,
@@ -89,6 +92,7 @@ impl TaskEntry {
                 description: F::DESCRIPTION.into(),
                 kinds: F::CONSUMES.iter().map(|k| k.name.to_string()).collect(),
                 kind_specs: F::CONSUMES.to_vec(),
+                design_inputs: F::DESIGN_INPUTS.to_vec(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: F::DATA_PARALLEL,
             },
@@ -123,6 +127,7 @@ impl DesignerEntry {
                 description: F::DESCRIPTION.into(),
                 kinds: vec![F::PRODUCES.name.to_string()],
                 kind_specs: vec![F::PRODUCES],
+                design_inputs: Vec::new(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: false,
             },

@@ -263,6 +263,9 @@ pub trait TaskFactory {
     /// glue refuses any other kind and checks each construction against its spec before the
     /// task sees it.
     const CONSUMES: &'static [crate::KindSpec];
+    /// Its design inputs (what [`Task::design_inputs`] returns): names, dtypes, symbolic shapes
+    /// and meaning, shown by `vpt plugins inspect` and checked by the testing harness.
+    const DESIGN_INPUTS: &'static [crate::TensorSpec] = &[];
     /// True when the task shards its batches by [`data_shard`] (rank r of W takes its slice
     /// of every global batch); the host refuses data-parallel runs of tasks that do not.
     const DATA_PARALLEL: bool = false;

@@ -631,6 +631,16 @@ fn inspect_describes_a_plugin() {
         "{text}"
     );
     assert!(!text.contains("\"properties\""), "{text}");
+    // The task's design inputs and the kind's tensors, as declared.
+    for line in [
+        "design inputs of task tiny:",
+        "pretext_onehot     float (B,C) rows sum to 1 — its (possibly wrong) pretext label",
+        "kind tiny.soft_targets/v1:",
+        "probs              float (B,C) rows sum to 1 — the target distribution",
+        "alpha              float (B) in [0,1], optional — the designer's gate",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
     let verbose = cmd_plugins_inspect(&tiny_plugin(), true).unwrap();
     assert!(verbose.contains("\"alpha_max\""), "{verbose}");
 }

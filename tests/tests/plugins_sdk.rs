@@ -283,8 +283,7 @@ fn testing_harness_passes_on_plugins_loaded_through_the_host_loader() {
     let mut soft = tiny
         .new_designer("tiny_soft", &serde_json::json!({}), &context, &ctx)
         .unwrap();
-    let kinds = &tiny.task_manifest("tiny").unwrap().kind_specs;
-    let opts = InvariantOptions::consuming(kinds);
+    let opts = InvariantOptions::for_task(tiny.task_manifest("tiny").unwrap());
     let r = check_invariants(&mut task, Some(&mut soft), &opts);
     println!("{r}");
     r.assert_passed();

@@ -158,6 +158,23 @@ impl TaskFactory for TinyTaskFactory {
     const DESCRIPTION: &'static str =
         "MLP on pretext labels corrupted in one region; clean feedback";
     const CONSUMES: &'static [KindSpec] = &[TINY_SOFT_TARGETS];
+    const DESIGN_INPUTS: &'static [TensorSpec] = &[
+        TensorSpec::new("x", Dtype::Float, "B,D", Values::Any, "the example's input"),
+        TensorSpec::new(
+            "pretext_onehot",
+            Dtype::Float,
+            "B,C",
+            Values::Distribution,
+            "its (possibly wrong) pretext label, one-hot",
+        ),
+        TensorSpec::new(
+            "example_features",
+            Dtype::Float,
+            "B,F",
+            Values::Any,
+            "x ⊕ pretext_onehot (F = D + C)",
+        ),
+    ];
     const DATA_PARALLEL: bool = true;
     type Config = TinyConfig;
     fn build(config: TinyConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {

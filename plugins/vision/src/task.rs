@@ -61,6 +61,22 @@ impl TaskFactory for DinoDense {
     const DESCRIPTION: &'static str =
         "DINO continued pretraining of a small ViT on dense Fashion-MNIST scenes; feedback = linear seg (11 classes) + depth heads";
     const CONSUMES: &'static [KindSpec] = &[kinds::VISION_VIEW_MASK];
+    const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = &[
+        vpt_sdk::TensorSpec::new(
+            INPUT_GLOBAL,
+            vpt_sdk::Dtype::Float,
+            "B,V,C,H,W",
+            vpt_sdk::Values::Any,
+            "the V global views of each image (augmented, normalised)",
+        ),
+        vpt_sdk::TensorSpec::new(
+            "example_features",
+            vpt_sdk::Dtype::Float,
+            "B,F",
+            vpt_sdk::Values::Any,
+            "per example: mean and std of every global view (F = 2V)",
+        ),
+    ];
     type Config = DinoDenseConfig;
 
     fn build(config: DinoDenseConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {

@@ -5,8 +5,8 @@ use super::{
     Report, Verdict, SEED,
 };
 use crate::{
-    kinds, Batch, BatchSource, Construction, Designer, Differentiation, Error, KindSpec, MetaBatch,
-    Result, Task, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    kinds, Batch, BatchSource, ComponentManifest, Construction, Designer, Differentiation, Error,
+    KindSpec, MetaBatch, Result, Task, TensorMap, TensorSpec, KIND_EXAMPLE_WEIGHTS,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -36,9 +36,12 @@ pub struct InvariantOptions {
     pub evaluate: bool,
     /// The `limit` passed to `evaluate`.
     pub eval_limit: Option<u64>,
-    /// The kinds the task consumes (its manifest's `kind_specs`, see [`Self::consuming`]): a
+    /// The kinds the task consumes (its manifest's `kind_specs`, see [`Self::for_task`]): a
     /// designer's construction must be of one of them (or example weights) and meet its spec.
     pub consumes: Vec<KindSpec>,
+    /// The task's declared design inputs (its manifest's `design_inputs`); when not empty,
+    /// `design_inputs` must match them.
+    pub design_inputs: Vec<TensorSpec>,
 }
 
 impl Default for InvariantOptions {
@@ -47,16 +50,25 @@ impl Default for InvariantOptions {
             evaluate: true,
             eval_limit: Some(32),
             consumes: Vec::new(),
+            design_inputs: Vec::new(),
         }
     }
 }
 
 impl InvariantOptions {
-    /// The defaults, for a task consuming `kinds` (e.g. `TaskEntry::consumes()`, or a loaded
-    /// plugin's `manifest.tasks[i].kind_specs`).
+    /// The defaults, for a task consuming `kinds`.
     pub fn consuming(kinds: &[KindSpec]) -> Self {
         InvariantOptions {
             consumes: kinds.to_vec(),
+            ..Default::default()
+        }
+    }
+    /// The defaults, for the task of manifest entry `task` (`TaskEntry::manifest()`, or a
+    /// loaded plugin's `manifest.tasks[i]`): its kinds and design inputs.
+    pub fn for_task(task: &ComponentManifest) -> Self {
+        InvariantOptions {
+            consumes: task.kind_specs.clone(),
+            design_inputs: task.design_inputs.clone(),
             ..Default::default()
         }
     }
@@ -67,7 +79,8 @@ impl InvariantOptions {
 /// - `info`: at least one domain and feedback set, a non-empty alignment subset S, B > 0;
 /// - `parameters`: θ are leaf tensors with `requires_grad`; S's names are among them;
 /// - `state round trip`: `state()`, two batches, `load_state()`, the same two batches again;
-/// - `design_inputs`: detached from θ (checked with grad mode on); `example_features`, when
+/// - `design_inputs`: detached from θ (checked with grad mode on) and as declared
+///   ([`InvariantOptions::design_inputs`], when given); `example_features`, when
 ///   present, is (B, F) with F = `designer_context.feature_dim`;
 /// - `pretrain_loss (baseline)`: shape (B,), finite, differentiable in θ_S;
 /// - `pretrain_forward`: design inputs detached and named as `design_inputs`'; the loss from
@@ -209,6 +222,13 @@ pub fn check_invariants(
             .map(|(n, t)| format!("{n} {:?}", t.size()))
             .collect();
         inputs = Some(x.detached());
+        if !opts.design_inputs.is_empty() {
+            if let Err(e) = kinds::check_tensors(&opts.design_inputs, &x) {
+                return Ok(Verdict::Fail(format!(
+                    "not as declared (DESIGN_INPUTS): {e}"
+                )));
+            }
+        }
         Ok(verdict(
             attached.is_empty(),
             shapes.join(", "),

@@ -14,6 +14,7 @@
 mod build;
 pub mod config;
 mod forward;
+mod inputs;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,7 @@ impl TaskFactory for CausalLm {
     const DESCRIPTION: &'static str =
         "causal LM continued pretraining (GSM8K / JSONL / generated math + Python docs) with feedback and test sets as data and top-K soft targets";
     const CONSUMES: &'static [KindSpec] = &[kinds::LM_SOFT_TARGETS];
+    const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = inputs::DESIGN_INPUTS;
     type Config = CausalLmConfig;
     fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
         Ok(Box::new(CausalLm::new(config, ctx)?))

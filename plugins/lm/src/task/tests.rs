@@ -487,10 +487,11 @@ fn the_sdk_harness_passes_through_the_shared_forward_and_the_meta_slice() {
     };
     let mut d = TopKSoft::new(dcfg, &tc, &ctx()).unwrap();
     d.to_double();
+    let manifest = crate::vpt_registry().task("causal_lm").unwrap().manifest();
     let opts = vpt_sdk::testing::InvariantOptions {
         evaluate: false,
         eval_limit: None,
-        consumes: vec![vpt_sdk::kinds::LM_SOFT_TARGETS],
+        ..vpt_sdk::testing::InvariantOptions::for_task(&manifest)
     };
     vpt_sdk::testing::check_invariants(&mut t, Some(&mut d), &opts).assert_passed();
     vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-6, 1e-5).assert_passed();
