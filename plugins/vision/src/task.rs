@@ -19,7 +19,7 @@ use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
     FeedbackSetInfo, Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo,
-    TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_VISION_VIEW_MASK,
+    TchContext, TensorMap,
 };
 
 /// Name of the feedback set.
