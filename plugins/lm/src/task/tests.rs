@@ -6,7 +6,7 @@ use crate::labeled::{self, JsonlSource, SetKind};
 use crate::scorer::ScorerConfig;
 use std::collections::HashSet;
 use tch::Kind;
-use vpt_sdk::Designer;
+use vpt_sdk::{Designer, KIND_LM_SOFT_TARGETS};
 
 fn ctx() -> BuildContext {
     BuildContext {
