@@ -89,6 +89,10 @@ pub struct TrainRecord {
     /// The meta step taken before this learner step, if any.
     #[serde(default)]
     pub meta: Option<MetaRecord>,
+    /// Named scalars the designer reported of this step's constructions and the task of the
+    /// step (`Designer::metrics`, `Task::after_step`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// The diagnostics of one meta step (what `meta::MetaStep::run` returns).

@@ -194,6 +194,7 @@ mod tests {
                 skipped: true,
                 ..MetaRecord::default()
             }),
+            metrics: Default::default(),
         });
         let s = scalars(&r);
         let no_meta = Record::Train(TrainRecord {

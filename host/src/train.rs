@@ -86,7 +86,7 @@ impl Session {
         let task: Box<dyn Task> = Box::new(
             task_plugin
                 .new_task(&cfg.task.name, &cfg.task.config, &ctx)
-                .map_err(|e| prefix_field(e, "task.config"))?,
+                .map_err(|e| under(e, "task.config"))?,
         );
         let info = task.info();
 
@@ -118,7 +118,7 @@ impl Session {
                 Some(Box::new(
                     plugin
                         .new_designer(&d.name, &d.config, &info.designer_context, &ctx)
-                        .map_err(|e| prefix_field(e, "designer.config"))?,
+                        .map_err(|e| under(e, "designer.config"))?,
                 ))
             }
         };
@@ -344,7 +344,8 @@ impl Session {
         }
         drop(grads);
         self.mark("learner optimizer", t);
-        self.task.after_step(self.step)?;
+        let mut metrics = self.designer_metrics(&constructions)?;
+        metrics.extend(self.task.after_step(self.step)?);
 
         self.step += 1;
         self.seconds += started.elapsed().as_secs_f64();
@@ -357,7 +358,22 @@ impl Session {
             lr,
             pretrain_loss: loss_value,
             meta,
+            metrics,
         }))
+    }
+
+    /// The designer's metrics of the step's constructions, averaged over its batches.
+    fn designer_metrics(&self, constructions: &[Construction]) -> Result<Metrics> {
+        let Some(d) = self.designer.as_deref() else {
+            return Ok(Metrics::new());
+        };
+        let mut sum = Metrics::new();
+        for c in constructions {
+            for (k, v) in d.metrics(c)? {
+                *sum.entry(k).or_default() += v / constructions.len() as f64;
+            }
+        }
+        Ok(sum)
     }
 
     /// Runs the meta step of this learner step on its batches and forwards, and counts it.
@@ -568,18 +584,10 @@ fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
     })
 }
 
-/// Prefixes a plugin config error's field with the config section it came from.
-fn prefix_field(e: Error, section: &str) -> Error {
+/// A plugin's config error with its field placed under `section` (`task.config`, …).
+fn under(e: Error, section: &str) -> Error {
     match e {
-        Error::Sdk(vpt_sdk::Error::Plugin(p)) if p.kind == vpt_sdk::ErrorKind::Config => {
-            let msg = p.message.to_string();
-            let msg = msg
-                .strip_prefix("config field `")
-                .filter(|rest| !rest.starts_with(&format!("{section}.")))
-                .map(|rest| format!("config field `{section}.{rest}"))
-                .unwrap_or(msg);
-            Error::Msg(format!("plugin `{}`: {msg}", p.plugin))
-        }
+        Error::Sdk(e) => Error::Sdk(e.under(section)),
         other => other,
     }
 }

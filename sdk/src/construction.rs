@@ -165,6 +165,24 @@ impl Construction {
     pub fn is_baseline(&self) -> bool {
         self.kind.is_empty()
     }
+    /// The mean of its floating tensor `name` (a metric value, e.g. a designer's mean gate),
+    /// over the positions where tensor `weight` is 1 when it has one (e.g. `loss_mask`).
+    pub fn mean_of(&self, name: &str, weight: Option<&str>) -> Result<f64> {
+        let t = self
+            .tensors
+            .require(name)?
+            .f_detach()?
+            .f_to_kind(tch::Kind::Double)?;
+        let mean = match weight.and_then(|w| self.tensors.get(w)) {
+            None => t.f_mean(tch::Kind::Double)?,
+            Some(w) => {
+                let w = w.f_detach()?.f_to_kind(tch::Kind::Double)?;
+                let count = w.f_sum(tch::Kind::Double)?.f_clamp_min(1.0)?;
+                t.f_mul(&w)?.f_sum(tch::Kind::Double)?.f_div(&count)?
+            }
+        };
+        Ok(mean.f_double_value(&[])?)
+    }
     /// The same construction with every tensor detached (what the learner step receives).
     pub fn detached(&self) -> Construction {
         Construction {

@@ -107,6 +107,36 @@ impl Error {
             source,
         }
     }
+    /// The config field path this error is about (config errors only; empty for the config as
+    /// a whole), relative to the component's own config unless [`under`](Self::under) placed it.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::Config { field, .. } => Some(field),
+            Error::Plugin(p) if p.kind == ErrorKind::Config => Some(p.field.as_str()),
+            _ => None,
+        }
+    }
+    /// The same error with its config field placed under `section` (e.g. `task.config`), so
+    /// that it names the field as the run config does; a field already under `section` and
+    /// other errors are unchanged.
+    pub fn under(self, section: &str) -> Self {
+        let join = |field: &str| match field {
+            "" => section.to_string(),
+            f if f == section || f.starts_with(&format!("{section}.")) => f.to_string(),
+            f => format!("{section}.{f}"),
+        };
+        match self {
+            Error::Config { field, message } => Error::Config {
+                field: join(&field),
+                message,
+            },
+            Error::Plugin(mut p) if p.kind == ErrorKind::Config => {
+                p.field = join(&p.field).into();
+                Error::Plugin(p)
+            }
+            other => other,
+        }
+    }
     /// The FFI kind this error maps to.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -153,25 +183,39 @@ pub enum ErrorKind {
     Other,
 }
 
-/// An error as it crosses the plugin boundary: a kind, a message and the plugin's name.
+/// An error as it crosses the plugin boundary: a kind, a message, the plugin's name and, for
+/// config errors, the field path (structured, so the host never parses the message).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct PluginError {
     /// The category.
     pub kind: ErrorKind,
-    /// The full message, already formatted.
+    /// The message, already formatted (without the field path of a config error).
     pub message: RString,
     /// The plugin that raised it (its manifest name).
     pub plugin: RString,
+    /// [`ErrorKind::Config`] only: the dotted path of the offending field, relative to the
+    /// component's config (empty: the config as a whole); see [`Error::under`].
+    pub field: RString,
 }
 
 impl PluginError {
     /// Flattens an SDK error raised by `plugin`.
     pub fn from_error(plugin: &str, e: &Error) -> Self {
-        PluginError {
-            kind: e.kind(),
-            message: e.to_string().into(),
-            plugin: plugin.into(),
+        match e {
+            Error::Config { field, message } => PluginError {
+                kind: ErrorKind::Config,
+                message: message.as_str().into(),
+                plugin: plugin.into(),
+                field: field.as_str().into(),
+            },
+            Error::Plugin(p) => p.clone(),
+            _ => PluginError {
+                kind: e.kind(),
+                message: e.to_string().into(),
+                plugin: plugin.into(),
+                field: RString::new(),
+            },
         }
     }
 }
@@ -186,7 +230,14 @@ impl fmt::Display for PluginError {
             ErrorKind::Panic => "panic",
             ErrorKind::Other => "error",
         };
-        write!(f, "plugin `{}`: {kind}: {}", self.plugin, self.message)
+        match self.kind {
+            ErrorKind::Config => write!(
+                f,
+                "plugin `{}`: {kind}: field `{}`: {}",
+                self.plugin, self.field, self.message
+            ),
+            _ => write!(f, "plugin `{}`: {kind}: {}", self.plugin, self.message),
+        }
     }
 }
 

@@ -30,22 +30,30 @@
 //!
 //! What forces a plugin rebuild: a new SDK minor version, another tch/libtorch. What does not:
 //! any change to the host.
+//!
+//! ## Features
+//! - `testing`: the `testing` module, the contract harness (`check_invariants`, `check_hypergradient`),
+//!   for plugins' tests; enable it from dev-dependencies.
+#![warn(missing_docs)]
 
 pub mod construction;
 pub mod error;
 pub mod export;
 pub mod ffi;
 pub mod foreign;
+pub mod kinds;
 pub mod objective;
 pub mod registry;
 pub mod rng;
 pub mod tensor_file;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod traits;
 pub mod value;
 
 pub use construction::*;
 pub use error::{Error, ErrorKind, PluginError, Result, TchContext};
+pub use kinds::{Dtype, KindSpec, TensorSpec, Values};
 pub use registry::{parse_config, ComponentManifest, DesignerEntry, Manifest, Registry, TaskEntry};
 pub use traits::*;
 

@@ -26,6 +26,7 @@ pub fn pretrain_objective(
         )));
     }
     if c.kind == KIND_EXAMPLE_WEIGHTS {
+        crate::kinds::EXAMPLE_WEIGHTS.check(c)?;
         let per_example =
             task.pretrain_loss_from_forward(batch, state, &Construction::baseline(), diff)?;
         let w = c

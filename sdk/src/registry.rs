@@ -32,10 +32,16 @@ pub struct ComponentManifest {
     pub name: String,
     /// One line.
     pub description: String,
-    /// Kinds consumed (tasks) or produced (designers, one entry).
+    /// Names of the kinds consumed (tasks) or produced (designers, one entry).
     pub kinds: Vec<String>,
+    /// The same kinds' specs: tensors, dtypes, shapes, value constraints.
+    #[serde(default)]
+    pub kind_specs: Vec<crate::KindSpec>,
     /// JSON Schema of its config.
     pub schema: serde_json::Value,
+    /// Tasks only: its design inputs ([`TaskFactory::DESIGN_INPUTS`]).
+    #[serde(default)]
+    pub design_inputs: Vec<crate::TensorSpec>,
     /// Tasks only: whether it shards batches for data-parallel runs.
     #[serde(default)]
     pub data_parallel: bool,
@@ -48,6 +54,7 @@ type DesignerBuild =
 /// A registered task type (built from a [`TaskFactory`]).
 pub struct TaskEntry {
     manifest: fn() -> ComponentManifest,
+    consumes: &'static [crate::KindSpec],
     build: TaskBuild,
     name: &'static str,
 }
@@ -79,15 +86,26 @@ impl TaskEntry {
     pub fn of<F: TaskFactory>() -> Self {
         TaskEntry {
             name: F::NAME,
+            consumes: F::CONSUMES,
             manifest: || ComponentManifest {
                 name: F::NAME.into(),
                 description: F::DESCRIPTION.into(),
-                kinds: F::CONSUMES.iter().map(|s| s.to_string()).collect(),
+                kinds: F::CONSUMES.iter().map(|k| k.name.to_string()).collect(),
+                kind_specs: F::CONSUMES.to_vec(),
+                design_inputs: F::DESIGN_INPUTS.to_vec(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: F::DATA_PARALLEL,
             },
             build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
         }
+    }
+    /// Its manifest entry (name, kinds, schema).
+    pub fn manifest(&self) -> ComponentManifest {
+        (self.manifest)()
+    }
+    /// The kinds it consumes.
+    pub fn consumes(&self) -> &'static [crate::KindSpec] {
+        self.consumes
     }
     /// Builds the task in-process (used by the export glue and by tests).
     pub fn build(
@@ -107,12 +125,18 @@ impl DesignerEntry {
             manifest: || ComponentManifest {
                 name: F::NAME.into(),
                 description: F::DESCRIPTION.into(),
-                kinds: vec![F::PRODUCES.into()],
+                kinds: vec![F::PRODUCES.name.to_string()],
+                kind_specs: vec![F::PRODUCES],
+                design_inputs: Vec::new(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: false,
             },
             build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
         }
+    }
+    /// Its manifest entry (name, kind, schema).
+    pub fn manifest(&self) -> ComponentManifest {
+        (self.manifest)()
     }
     /// Builds the designer in-process.
     pub fn build(
@@ -145,8 +169,8 @@ impl Registry {
             version: self.version.into(),
             sdk: crate::SDK_VERSION.into(),
             torch: crate::TORCH_TAG.into(),
-            tasks: self.tasks.iter().map(|t| (t.manifest)()).collect(),
-            designers: self.designers.iter().map(|d| (d.manifest)()).collect(),
+            tasks: self.tasks.iter().map(TaskEntry::manifest).collect(),
+            designers: self.designers.iter().map(DesignerEntry::manifest).collect(),
         }
     }
     /// The task entry called `name`.
@@ -197,8 +221,9 @@ pub fn export_new_task(
     ffi::guard(reg.plugin, "new_task", || {
         let cfg: serde_json::Value = ffi::from_json(config.as_str(), "task config")?;
         let ctx: BuildContext = ffi::from_json(ctx.as_str(), "build context")?;
-        let task = reg.task(name.as_str())?.build(&cfg, &ctx)?;
-        Ok(TaskExport::new(reg.plugin, task).into_box())
+        let entry = reg.task(name.as_str())?;
+        let task = entry.build(&cfg, &ctx)?;
+        Ok(TaskExport::new(reg.plugin, task, entry.consumes()).into_box())
     })
 }
 

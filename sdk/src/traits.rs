@@ -22,11 +22,10 @@ pub struct FeedbackSetInfo {
     pub domain: u32,
 }
 
-/// What a built task tells the host about itself.
+/// What a built task tells the host about itself (the kinds it consumes are its factory's
+/// [`TaskFactory::CONSUMES`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskInfo {
-    /// Construction kinds its `pretrain_loss` accepts (besides the baseline).
-    pub consumes: Vec<String>,
     /// Names (from [`Task::parameters`]) of the alignment subset S ⊂ θ.
     pub alignment: Vec<String>,
     /// Names of its unlabeled domains (at least one).
@@ -50,13 +49,6 @@ pub struct ExportRequest {
     pub adapter: bool,
     /// Directory to write into (created if missing).
     pub out_dir: PathBuf,
-}
-
-/// What a built designer tells the host about itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DesignerInfo {
-    /// The construction kind it produces.
-    pub produces: String,
 }
 
 /// Settings every task and designer is built with.
@@ -194,9 +186,11 @@ pub trait Task: Send {
     fn prepare_feedback(&mut self) -> Result<()> {
         Ok(())
     }
-    /// Called after each learner step (e.g. update an EMA teacher).
-    fn after_step(&mut self, _step: u64) -> Result<()> {
-        Ok(())
+    /// Called after each learner step (e.g. update an EMA teacher); returns named scalar
+    /// metrics of the step (e.g. a teacher's entropy), which land in the step's record of
+    /// `metrics.jsonl`. Default: none.
+    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
+        Ok(Metrics::new())
     }
     /// Held-out metrics; must include `feedback_loss` and `general_loss`. `limit` caps the
     /// number of evaluation examples.
@@ -230,13 +224,19 @@ pub fn narrow_rows(map: &TensorMap, rows: i64) -> Result<TensorMap> {
 }
 
 /// φ: decides how each unlabeled batch becomes a prediction problem.
+///
+/// The kind it produces is its factory's [`DesignerFactory::PRODUCES`].
 pub trait Designer: Send {
-    /// The kind it produces.
-    fn info(&self) -> DesignerInfo;
     /// φ by name (leaf tensors with `requires_grad`); empty for fixed designers (controls).
     fn parameters(&self) -> Result<TensorMap>;
     /// Builds a construction from the task's design inputs, differentiable in φ.
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction>;
+    /// Named scalar metrics of a construction it made (e.g. its mean gate), reported for each
+    /// learner step's construction in `metrics.jsonl` (averaged over the step's batches).
+    /// Default: none.
+    fn metrics(&self, _construction: &Construction) -> Result<Metrics> {
+        Ok(Metrics::new())
+    }
     /// R(φ, c): a scalar regulariser, or `None`.
     fn regularizer(&mut self, _construction: &Construction) -> Result<Option<Tensor>> {
         Ok(None)
@@ -258,8 +258,14 @@ pub trait TaskFactory {
     const NAME: &'static str;
     /// One line for `vpt plugins list`.
     const DESCRIPTION: &'static str;
-    /// Construction kinds it consumes (known before building, for config-time checks).
-    const CONSUMES: &'static [&'static str];
+    /// The construction kinds its `pretrain_loss` accepts besides the baseline, declared once
+    /// (e.g. `&[vpt_sdk::kinds::LM_SOFT_TARGETS]`): the manifest lists them, and the export
+    /// glue refuses any other kind and checks each construction against its spec before the
+    /// task sees it.
+    const CONSUMES: &'static [crate::KindSpec];
+    /// Its design inputs (what [`Task::design_inputs`] returns): names, dtypes, symbolic shapes
+    /// and meaning, shown by `vpt plugins inspect` and checked by the testing harness.
+    const DESIGN_INPUTS: &'static [crate::TensorSpec] = &[];
     /// True when the task shards its batches by [`data_shard`] (rank r of W takes its slice
     /// of every global batch); the host refuses data-parallel runs of tasks that do not.
     const DATA_PARALLEL: bool = false;
@@ -275,8 +281,8 @@ pub trait DesignerFactory {
     const NAME: &'static str;
     /// One line for `vpt plugins list`.
     const DESCRIPTION: &'static str;
-    /// The construction kind it produces.
-    const PRODUCES: &'static str;
+    /// The construction kind it produces, declared once (e.g. `vpt_sdk::kinds::EXAMPLE_WEIGHTS`).
+    const PRODUCES: crate::KindSpec;
     /// Its config; `#[serde(deny_unknown_fields)]` is expected.
     type Config: DeserializeOwned + JsonSchema;
     /// Builds the designer for a task whose [`TaskInfo::designer_context`] is `task_context`.

@@ -60,7 +60,9 @@ fn main() {
         200_000,
         direct.as_mut(),
         &mut foreign,
-        |t| t.after_step(1).unwrap(),
+        |t| {
+            t.after_step(1).unwrap();
+        },
     );
     row(
         "parameters (4 tensors out)",

@@ -6,12 +6,14 @@ use serde_json::json;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 use vpt_host::{
+    config::{apply_overrides, RunConfig},
     loader::{
         self, cmd_plugins_inspect, cmd_plugins_list, cmd_schema, LoadedPlugin, Plugins, SearchPath,
     },
+    train::Session,
     Error,
 };
-use vpt_integration::{cdylib, rss_kib, scratch_dir, tiny_plugin};
+use vpt_integration::{cdylib, rss_kib, scratch_dir, tiny_config_path, tiny_plugin, vpt_command};
 use vpt_sdk::{
     BatchSource, BuildContext, Construction, Designer, Differentiation, ErrorKind, PluginError,
     Task, TensorMap,
@@ -55,16 +57,18 @@ fn assert_short(m: &str, max_lines: usize) {
     assert!(m.len() < 600, "too long ({} chars):\n{m}", m.len());
 }
 
+/// The fixture claims the previous SDK minor (0.2): a plugin built against it is refused before
+/// any of its code runs, in one line naming both versions.
 #[test]
-fn another_sdk_version_is_refused_in_one_paragraph() {
+fn a_plugin_built_against_the_previous_sdk_is_refused_in_one_line() {
     let path = cdylib("fixture_wrong_sdk");
     let e = loader::load(&path).unwrap_err();
     assert!(matches!(e, Error::Load { .. }), "{e:?}");
     let m = e.to_string();
-    assert_short(&m, 5);
+    assert_short(&m, 1);
     assert!(m.contains(&path.display().to_string()), "{m}");
     assert!(m.contains("plugin `old`"), "{m}");
-    assert!(m.contains("vpt-sdk 0.0.1"), "{m}");
+    assert!(m.contains("vpt-sdk 0.2.0"), "{m}");
     assert!(
         m.contains(&format!("vpt-sdk {}", vpt_sdk::SDK_VERSION)),
         "{m}"
@@ -72,7 +76,7 @@ fn another_sdk_version_is_refused_in_one_paragraph() {
     assert!(m.contains("rebuild"), "{m}");
     // The CLI body says the same.
     let m = cmd_plugins_inspect(&path, false).unwrap_err().to_string();
-    assert!(m.contains("vpt-sdk 0.0.1"), "{m}");
+    assert!(m.contains("vpt-sdk 0.2.0"), "{m}");
 }
 
 #[test]
@@ -204,7 +208,7 @@ fn plugin_config_errors_name_the_field() {
         .unwrap();
     let pe = host_plugin_error(&e);
     assert_eq!(pe.kind, ErrorKind::Config);
-    assert!(pe.message.contains("dim"), "{pe}");
+    assert_eq!(pe.field.as_str(), "dim", "{pe}");
     let e = p.new_task("nope", &json!({}), &ctx()).err().unwrap();
     assert!(
         e.to_string().contains("has no task `nope` (it has: tiny)"),
@@ -215,6 +219,35 @@ fn plugin_config_errors_name_the_field() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("feature_dim"), "{e}");
+}
+
+/// A bad field of a plugin's config, through a whole run config: the error names the field as
+/// the run config does (the field path crosses the ABI as data, not as text to parse).
+#[test]
+fn run_config_errors_name_the_plugin_field_by_its_path() {
+    let build = |set: &str| {
+        let mut doc: toml::Value =
+            toml::from_str(&std::fs::read_to_string(tiny_config_path()).unwrap()).unwrap();
+        apply_overrides(&mut doc, &[set.to_string()]).unwrap();
+        let mut plugins = Plugins::discover(&SearchPath::only(&[tiny_plugin()]));
+        Session::build(RunConfig::from_toml(doc).unwrap(), &mut plugins)
+            .err()
+            .expect("a bad field is refused")
+    };
+    for (set, field) in [
+        ("task.config.alignment=\"middle\"", "task.config.alignment"),
+        ("task.config.dim=\"wide\"", "task.config.dim"),
+        ("designer.config.hidden=0", "designer.config.hidden"),
+    ] {
+        let e = build(set);
+        let Error::Sdk(inner) = &e else {
+            panic!("{set}: expected a plugin error, got {e:?}")
+        };
+        assert_eq!(inner.field(), Some(field), "{set}: {e}");
+        let m = e.to_string();
+        assert!(m.contains(&format!("field `{field}`")), "{set}: {m}");
+        assert_short(&m, 1);
+    }
 }
 
 /// V(φ) = g_downᵀ g_pre with g_pre = ∇_θS mean L_pre(θ; B_u, designer_φ(B_u)), all through the
@@ -244,6 +277,85 @@ fn value(
         .zip(&g_pre)
         .map(|(a, b)| (a * b).sum(Kind::Double))
         .fold(Tensor::from(0.0f64), |s, t| s + t)
+}
+
+/// A designer whose `probs` rows sum to 3 (the tiny designer's targets, tripled): the SDK glue
+/// refuses its construction where it crosses to the task, naming the kind, the tensor and the
+/// row sums; a construction of a kind the task does not consume is refused too.
+#[test]
+fn constructions_are_checked_against_their_kind_where_they_reach_the_task() {
+    let p = tiny();
+    let mut task = p.new_task("tiny", &json!({}), &ctx()).unwrap();
+    let info = task.info();
+    let mut designer = p
+        .new_designer("tiny_soft", &json!({}), &info.designer_context, &ctx())
+        .unwrap();
+    let batch = task.next_batch(UNLABELED).unwrap();
+    let inputs = task.design_inputs(&batch).unwrap();
+    let good = designer.construct(&inputs).unwrap().detached();
+    assert!(task
+        .pretrain_loss(&batch, &good, Differentiation::Once)
+        .is_ok());
+    let mut tripled = good.detached();
+    let probs = tripled.tensors.require("probs").unwrap() * 3.0;
+    tripled.tensors.insert("probs", probs);
+    let e = task
+        .pretrain_loss(&batch, &tripled, Differentiation::Once)
+        .unwrap_err()
+        .to_string();
+    assert_short(&e, 1);
+    for part in [
+        "tiny.soft_targets/v1",
+        "`probs`",
+        "distributions",
+        "row sums [3.0000, 3.0000]",
+    ] {
+        assert!(e.contains(part), "{part}: {e}");
+    }
+    let forward = task.pretrain_forward(&batch).unwrap();
+    let e = task
+        .pretrain_loss_from_forward(&batch, &forward.state, &tripled, Differentiation::Twice)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("row sums"), "{e}");
+    let other = Construction {
+        kind: "lm.soft_targets/v1".into(),
+        tensors: good.tensors.detached(),
+    };
+    let e = task
+        .pretrain_loss(&batch, &other, Differentiation::Once)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not one this task consumes"), "{e}");
+}
+
+/// Named metrics a designer reports of its constructions land in each learner step's record of
+/// `metrics.jsonl` (the tiny designer's mean gate α, through the real binary).
+#[test]
+fn designer_metrics_land_in_metrics_jsonl() {
+    let dir = scratch_dir("designer-metrics");
+    let config = tiny_config_path();
+    let out = vpt_command()
+        .args(["run", config.to_str().unwrap(), "--steps", "3", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let alphas: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "train")
+        .map(|r| r["metrics"]["alpha_mean"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(alphas.len(), 3, "{text}");
+    // tiny.toml: gate_init = −2, so α ≈ sigmoid(−2) ≈ 0.12 at the start.
+    assert!(alphas.iter().all(|a| *a > 0.01 && *a < 0.5), "{alphas:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -432,7 +544,7 @@ fn plugins_are_found_by_name_and_refusals_explained() {
     );
     assert_eq!(plugins.loaded().len(), 1);
     let e = plugins.get("old").unwrap_err().to_string();
-    assert!(e.contains("vpt-sdk 0.0.1") && e.contains("rebuild"), "{e}");
+    assert!(e.contains("vpt-sdk 0.2.0") && e.contains("rebuild"), "{e}");
     let e = plugins.get("vision").unwrap_err();
     assert!(matches!(e, Error::PluginNotFound { .. }), "{e:?}");
     assert!(
@@ -519,6 +631,16 @@ fn inspect_describes_a_plugin() {
         "{text}"
     );
     assert!(!text.contains("\"properties\""), "{text}");
+    // The task's design inputs and the kind's tensors, as declared.
+    for line in [
+        "design inputs of task tiny:",
+        "pretext_onehot     float (B,C) rows sum to 1 — its (possibly wrong) pretext label",
+        "kind tiny.soft_targets/v1:",
+        "probs              float (B,C) rows sum to 1 — the target distribution",
+        "alpha              float (B) in [0,1], optional — the designer's gate",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
     let verbose = cmd_plugins_inspect(&tiny_plugin(), true).unwrap();
     assert!(verbose.contains("\"alpha_max\""), "{verbose}");
 }

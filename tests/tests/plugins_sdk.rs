@@ -283,7 +283,8 @@ fn testing_harness_passes_on_plugins_loaded_through_the_host_loader() {
     let mut soft = tiny
         .new_designer("tiny_soft", &serde_json::json!({}), &context, &ctx)
         .unwrap();
-    let r = check_invariants(&mut task, Some(&mut soft), &InvariantOptions::default());
+    let opts = InvariantOptions::for_task(tiny.task_manifest("tiny").unwrap());
+    let r = check_invariants(&mut task, Some(&mut soft), &opts);
     println!("{r}");
     r.assert_passed();
     let h = check_hypergradient(&mut task, &mut soft, 1e-6, 1e-5);
@@ -300,7 +301,7 @@ fn testing_harness_passes_on_plugins_loaded_through_the_host_loader() {
             &ctx,
         )
         .unwrap();
-    check_invariants(&mut task, Some(&mut rw), &InvariantOptions::default()).assert_passed();
+    check_invariants(&mut task, Some(&mut rw), &opts).assert_passed();
     perturb(&rw);
     let h = check_hypergradient(&mut task, &mut rw, 1e-6, 1e-5);
     println!("{h}");

@@ -7,8 +7,8 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
-use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TchContext,
+use vpt_sdk::{kinds, KindSpec, 
+    BuildContext, Construction, Designer, DesignerFactory, Error, Result, TchContext,
     TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
@@ -32,7 +32,7 @@ impl DesignerFactory for TemplateFactory {
     const NAME: &'static str = "designer_template";
     const DESCRIPTION: &'static str =
         "per-example weights from a linear score of the example features";
-    const PRODUCES: &'static str = KIND_EXAMPLE_WEIGHTS;
+    const PRODUCES: KindSpec = kinds::EXAMPLE_WEIGHTS;
     type Config = Config;
 
     fn build(
@@ -76,11 +76,6 @@ pub struct Template {
 }
 
 impl Designer for Template {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_EXAMPLE_WEIGHTS.into(),
-        }
-    }
 
     /// φ: the live leaf tensors (the host updates them in place).
     fn parameters(&self) -> Result<TensorMap> {

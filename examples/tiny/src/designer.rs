@@ -6,8 +6,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Kind, Tensor};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TchContext,
-    TensorMap,
+    BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    TchContext, TensorMap,
 };
 
 /// Config of `tiny_soft`.
@@ -41,7 +41,7 @@ pub struct TinySoftFactory;
 impl DesignerFactory for TinySoftFactory {
     const NAME: &'static str = "tiny_soft";
     const DESCRIPTION: &'static str = "learned per-example soft targets for the tiny task";
-    const PRODUCES: &'static str = KIND_TINY_SOFT_TARGETS;
+    const PRODUCES: KindSpec = crate::task::TINY_SOFT_TARGETS;
     type Config = TinySoftConfig;
     fn build(
         config: TinySoftConfig,
@@ -104,12 +104,6 @@ pub struct TinySoft {
 }
 
 impl Designer for TinySoft {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_TINY_SOFT_TARGETS.into(),
-        }
-    }
-
     fn parameters(&self) -> Result<TensorMap> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -130,6 +124,14 @@ impl Designer for TinySoft {
                 .with("probs", probs)
                 .with("alpha", alpha.f_squeeze_dim(1)?),
         })
+    }
+
+    /// `alpha_mean`: the mean gate α of the step's targets.
+    fn metrics(&self, construction: &Construction) -> Result<Metrics> {
+        Ok(Metrics::from([(
+            "alpha_mean".to_string(),
+            construction.mean_of("alpha", None)?,
+        )]))
     }
 
     /// R = mean α: pulls the targets back towards the pretext labels.

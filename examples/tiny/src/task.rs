@@ -5,12 +5,33 @@ use serde::Deserialize;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, FeedbackSetInfo,
-    Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap,
+    Batch, BatchSource, BuildContext, Construction, Differentiation, Dtype, Error, FeedbackSetInfo,
+    Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap,
+    TensorSpec, Values,
 };
 
 /// The construction kind this task consumes: `probs` (B,C), a target distribution per example.
 pub const KIND_TINY_SOFT_TARGETS: &str = "tiny.soft_targets/v1";
+
+/// [`KIND_TINY_SOFT_TARGETS`] as a spec: the one declaration of its tensors.
+pub const TINY_SOFT_TARGETS: KindSpec = KindSpec::new(KIND_TINY_SOFT_TARGETS, TINY_TENSORS);
+const TINY_TENSORS: &[TensorSpec] = &[
+    TensorSpec::new(
+        "probs",
+        Dtype::Float,
+        "B,C",
+        Values::Distribution,
+        "the target distribution over the C classes",
+    ),
+    TensorSpec::new(
+        "alpha",
+        Dtype::Float,
+        "B",
+        Values::UnitInterval,
+        "the designer's gate: how far it moved off the pretext label",
+    )
+    .optional(),
+];
 
 /// Config of the `tiny` task.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -136,7 +157,24 @@ impl TaskFactory for TinyTaskFactory {
     const NAME: &'static str = "tiny";
     const DESCRIPTION: &'static str =
         "MLP on pretext labels corrupted in one region; clean feedback";
-    const CONSUMES: &'static [&'static str] = &[KIND_TINY_SOFT_TARGETS];
+    const CONSUMES: &'static [KindSpec] = &[TINY_SOFT_TARGETS];
+    const DESIGN_INPUTS: &'static [TensorSpec] = &[
+        TensorSpec::new("x", Dtype::Float, "B,D", Values::Any, "the example's input"),
+        TensorSpec::new(
+            "pretext_onehot",
+            Dtype::Float,
+            "B,C",
+            Values::Distribution,
+            "its (possibly wrong) pretext label, one-hot",
+        ),
+        TensorSpec::new(
+            "example_features",
+            Dtype::Float,
+            "B,F",
+            Values::Any,
+            "x ⊕ pretext_onehot (F = D + C)",
+        ),
+    ];
     const DATA_PARALLEL: bool = true;
     type Config = TinyConfig;
     fn build(config: TinyConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {
@@ -332,7 +370,6 @@ impl Task for TinyTask {
             _ => params,
         };
         TaskInfo {
-            consumes: vec![KIND_TINY_SOFT_TARGETS.into()],
             alignment,
             domains: (0..self.cfg.domains)
                 .map(|d| format!("domain{d}"))
@@ -451,13 +488,9 @@ impl Task for TinyTask {
                 .require("y_pretext")?
                 .f_one_hot(self.cfg.classes)?
                 .f_to_kind(Kind::Double)?
-        } else if construction.kind == KIND_TINY_SOFT_TARGETS {
-            construction.tensors.require("probs")?.shallow_clone()
         } else {
-            return Err(Error::msg(format!(
-                "tiny cannot consume construction kind `{}`",
-                construction.kind
-            )));
+            // A `tiny.soft_targets/v1` construction, checked against its spec by the SDK glue.
+            construction.tensors.require("probs")?.shallow_clone()
         };
         // The logits graph is twice differentiable: the forward's serves both passes.
         let logits = match state.get("logits") {
@@ -476,9 +509,9 @@ impl Task for TinyTask {
         Ok(self.maybe_nan("feedback", loss))
     }
 
-    fn after_step(&mut self, _step: u64) -> Result<()> {
+    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
         self.check_panic("after_step");
-        Ok(())
+        Ok(Metrics::new())
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {

@@ -73,7 +73,11 @@ refused from their headers alone, unopened; load plugins only from sources you t
 /// abi_stable refusal carries abi_stable's full report.
 pub fn cmd_plugins_inspect(path: &Path, verbose: bool) -> Result<String> {
     match load(path) {
-        Ok(p) => Ok(format!("{}{LOADING_RUNS_CODE}\n", plugin_text(&p, verbose))),
+        Ok(p) => Ok(format!(
+            "{}{}{LOADING_RUNS_CODE}\n",
+            plugin_text(&p, verbose),
+            specs_text(&p)
+        )),
         Err(Error::PluginAbi {
             path,
             message,
@@ -223,6 +227,34 @@ fn plugin_text(p: &LoadedPlugin, schemas: bool) -> String {
             for line in schema.lines() {
                 let _ = writeln!(out, "      {line}");
             }
+        }
+    }
+    out
+}
+
+/// The declared tensors of a plugin: each task's design inputs and each kind's tensors.
+fn specs_text(p: &LoadedPlugin) -> String {
+    let mut out = String::new();
+    let mut kinds: Vec<&vpt_sdk::KindSpec> = Vec::new();
+    for t in &p.manifest.tasks {
+        if !t.design_inputs.is_empty() {
+            let _ = writeln!(out, "  design inputs of task {}:", t.name);
+        }
+        for s in &t.design_inputs {
+            let _ = writeln!(out, "    {s}");
+        }
+    }
+    for c in p.manifest.tasks.iter().chain(&p.manifest.designers) {
+        for k in &c.kind_specs {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+    }
+    for k in kinds {
+        let _ = writeln!(out, "  kind {}:", k.name);
+        for s in k.tensors.iter() {
+            let _ = writeln!(out, "    {s}");
         }
     }
     out

@@ -14,8 +14,8 @@ use tch::{nn, Tensor};
 use vpt_nn::{attention, Attention, LayerNorm, Linear};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
-    TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    State, TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
 };
 
 /// What a task tells an LM designer about itself (`TaskInfo::designer_context`).
@@ -131,7 +131,7 @@ impl DesignerFactory for UniformTopK {
     const NAME: &'static str = "uniform_topk";
     const DESCRIPTION: &'static str =
         "control: one-hot mixed with uniform over the K candidates by a fixed alpha";
-    const PRODUCES: &'static str = KIND_LM_SOFT_TARGETS;
+    const PRODUCES: KindSpec = kinds::LM_SOFT_TARGETS;
     type Config = UniformTopKConfig;
     fn build(
         config: Self::Config,
@@ -150,7 +150,7 @@ impl DesignerFactory for SelfTopK {
     const NAME: &'static str = "self_topk";
     const DESCRIPTION: &'static str =
         "control: one-hot mixed with the learner's own renormalised top-K by a fixed alpha";
-    const PRODUCES: &'static str = KIND_LM_SOFT_TARGETS;
+    const PRODUCES: KindSpec = kinds::LM_SOFT_TARGETS;
     type Config = SelfTopKConfig;
     fn build(
         config: Self::Config,
@@ -171,11 +171,6 @@ fn fixed_alpha(lp: &Tensor, alpha: f64) -> Result<Tensor> {
 }
 
 impl Designer for UniformTopK {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_LM_SOFT_TARGETS.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(TensorMap::new())
     }
@@ -191,11 +186,6 @@ impl Designer for UniformTopK {
 }
 
 impl Designer for SelfTopK {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_LM_SOFT_TARGETS.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(TensorMap::new())
     }
@@ -366,7 +356,7 @@ impl DesignerFactory for TopKSoft {
     const NAME: &'static str = "topk_soft";
     const DESCRIPTION: &'static str =
         "adaptive top-K soft targets: a small causal transformer over the learner's features and the candidates' embeddings scores the K candidates and gates alpha <= alpha_max";
-    const PRODUCES: &'static str = KIND_LM_SOFT_TARGETS;
+    const PRODUCES: KindSpec = kinds::LM_SOFT_TARGETS;
     type Config = TopKSoftConfig;
     fn build(
         config: Self::Config,
@@ -525,11 +515,6 @@ impl TopKSoft {
 }
 
 impl Designer for TopKSoft {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_LM_SOFT_TARGETS.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -541,7 +526,14 @@ impl Designer for TopKSoft {
             inputs.require("cand_logprobs")?,
             inputs.require("cand_embeddings")?,
         )?;
-        soft_targets(inputs, mix_with_true(&alpha, &r)?)
+        let mut c = soft_targets(inputs, mix_with_true(&alpha, &r)?)?;
+        c.tensors.insert("alpha", alpha);
+        Ok(c)
+    }
+    /// `alpha_mean`: the mean gate α over the loss-bearing positions.
+    fn metrics(&self, c: &Construction) -> Result<Metrics> {
+        let mean = c.mean_of("alpha", Some("loss_mask"))?;
+        Ok(Metrics::from([("alpha_mean".to_string(), mean)]))
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)

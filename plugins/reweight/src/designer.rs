@@ -9,8 +9,8 @@
 use crate::config::{Activation, Normalization, Precision, Regularizer, ReweightConfig};
 use tch::{nn, Kind, Tensor};
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, TchContext,
-    TensorMap, KIND_EXAMPLE_WEIGHTS,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result,
+    TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 /// Smallest weight fed to a logarithm in the regulariser (keeps R finite when a weight underflows).
@@ -25,7 +25,7 @@ impl DesignerFactory for ReweightFactory {
     const NAME: &'static str = "reweight";
     const DESCRIPTION: &'static str =
         "learned per-example loss weights (MLP over example_features → B·softmax), works with any task";
-    const PRODUCES: &'static str = KIND_EXAMPLE_WEIGHTS;
+    const PRODUCES: KindSpec = kinds::EXAMPLE_WEIGHTS;
     type Config = ReweightConfig;
 
     fn build(
@@ -140,12 +140,6 @@ impl Reweight {
 }
 
 impl Designer for Reweight {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_EXAMPLE_WEIGHTS.into(),
-        }
-    }
-
     fn parameters(&self) -> Result<TensorMap> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));

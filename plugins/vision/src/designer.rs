@@ -10,8 +10,8 @@ use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    BuildContext, Construction, Designer, DesignerFactory, DesignerInfo, Error, Result, State,
-    TchContext, TensorMap, KIND_VISION_VIEW_MASK,
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
+    State, TchContext, TensorMap, KIND_VISION_VIEW_MASK,
 };
 
 /// Name of the design input holding the global crops (B,V,C,H,W).
@@ -234,7 +234,7 @@ impl DesignerFactory for UnetMask {
     const NAME: &'static str = "unet_mask";
     const DESCRIPTION: &'static str =
         "tiny U-Net φ: a soft keep-mask per global crop (view = μ⊙v + (1−μ)⊙blur(v)), keep-ratio + TV regularised";
-    const PRODUCES: &'static str = KIND_VISION_VIEW_MASK;
+    const PRODUCES: KindSpec = kinds::VISION_VIEW_MASK;
     type Config = UnetMaskConfig;
 
     fn build(
@@ -292,11 +292,6 @@ impl UnetMask {
 }
 
 impl Designer for UnetMask {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_VISION_VIEW_MASK.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         let mut v: Vec<_> = self.vs.variables().into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -320,6 +315,13 @@ impl Designer for UnetMask {
             kind: KIND_VISION_VIEW_MASK.into(),
             tensors: TensorMap::new().with(MASK, mask),
         })
+    }
+    /// `keep_mean`: the mean of the step's masks (the fraction of each view kept).
+    fn metrics(&self, c: &Construction) -> Result<Metrics> {
+        Ok(Metrics::from([(
+            "keep_mean".to_string(),
+            c.mean_of(MASK, None)?,
+        )]))
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         let m = c.tensors.require(MASK)?;
@@ -377,7 +379,7 @@ impl DesignerFactory for RandomMask {
     const NAME: &'static str = "random_mask";
     const DESCRIPTION: &'static str =
         "control: random smooth soft masks with the same keep ratio κ (no parameters)";
-    const PRODUCES: &'static str = KIND_VISION_VIEW_MASK;
+    const PRODUCES: KindSpec = kinds::VISION_VIEW_MASK;
     type Config = RandomMaskConfig;
 
     fn build(
@@ -433,11 +435,6 @@ pub fn random_smooth_masks(
 }
 
 impl Designer for RandomMask {
-    fn info(&self) -> DesignerInfo {
-        DesignerInfo {
-            produces: KIND_VISION_VIEW_MASK.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(TensorMap::new())
     }

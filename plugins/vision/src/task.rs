@@ -18,9 +18,9 @@ use crate::supervised::{freeze_outside, SupervisedHeads};
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
-    FeedbackSetInfo, Forward, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext,
-    TensorMap, KIND_EXAMPLE_WEIGHTS, KIND_VISION_VIEW_MASK,
+    kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
+    FeedbackSetInfo, Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo,
+    TchContext, TensorMap,
 };
 
 /// Name of the feedback set.
@@ -63,7 +63,23 @@ impl TaskFactory for DinoDense {
     const NAME: &'static str = "dino_dense";
     const DESCRIPTION: &'static str =
         "DINO continued pretraining of a small ViT on dense Fashion-MNIST scenes; feedback = linear seg (11 classes) + depth heads";
-    const CONSUMES: &'static [&'static str] = &[KIND_VISION_VIEW_MASK];
+    const CONSUMES: &'static [KindSpec] = &[kinds::VISION_VIEW_MASK];
+    const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = &[
+        vpt_sdk::TensorSpec::new(
+            INPUT_GLOBAL,
+            vpt_sdk::Dtype::Float,
+            "B,V,C,H,W",
+            vpt_sdk::Values::Any,
+            "the V global views of each image (augmented, normalised)",
+        ),
+        vpt_sdk::TensorSpec::new(
+            "example_features",
+            vpt_sdk::Dtype::Float,
+            "B,F",
+            vpt_sdk::Values::Any,
+            "per example: mean and std of every global view (F = 2V)",
+        ),
+    ];
     type Config = DinoDenseConfig;
 
     fn build(config: DinoDenseConfig, ctx: &BuildContext) -> Result<Box<dyn Task>> {
@@ -536,7 +552,6 @@ impl Task for DinoDenseTask {
             width: self.cfg.vit.image,
         };
         TaskInfo {
-            consumes: vec![KIND_VISION_VIEW_MASK.into()],
             alignment: self.align.clone(),
             domains: vec!["fmnist_scenes".into()],
             feedback_sets: vec![FeedbackSetInfo {
@@ -652,16 +667,8 @@ impl Task for DinoDenseTask {
         if let Some(heads) = &self.supervised {
             return self.supervised_loss(batch, c, heads);
         }
-        let mask = if c.is_baseline() || c.kind == KIND_EXAMPLE_WEIGHTS {
-            None
-        } else if c.kind == KIND_VISION_VIEW_MASK {
-            Some(c.tensors.require(MASK)?)
-        } else {
-            return Err(Error::msg(format!(
-                "dino_dense consumes {KIND_VISION_VIEW_MASK}, got construction kind `{}`",
-                c.kind
-            )));
-        };
+        // The baseline, or a view mask (the SDK glue checked it against its spec).
+        let mask = c.tensors.get(MASK);
         let teacher = (0..self.cfg.crops.globals)
             .map(|i| {
                 state
@@ -711,12 +718,13 @@ impl Task for DinoDenseTask {
         Ok(())
     }
 
-    fn after_step(&mut self, step: u64) -> Result<()> {
+    fn after_step(&mut self, step: u64) -> Result<Metrics> {
         if self.supervised.is_some() {
-            return Ok(()); // no DINO, no teacher to update
+            return Ok(Metrics::new()); // no DINO, no teacher to update
         }
         let steps = self.cfg.dino.momentum_steps;
-        self.ema_step(step, steps)
+        self.ema_step(step, steps)?;
+        Ok(Metrics::new())
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {

@@ -8,6 +8,7 @@ use abi_stable::{
     std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
+use super::task::construction_of;
 pub use super::task::{ConstructionFfi, StateFfi};
 
 /// An owned construction handed back by a designer.
@@ -25,8 +26,6 @@ pub struct ConstructionHandle {
 /// Versioning: methods may only be added after the last one.
 #[sabi_trait]
 pub trait DesignerFfi: Send {
-    /// [`Designer::info`] as JSON.
-    fn info(&self) -> RResult<RString, PluginError>;
     /// [`Designer::parameters`].
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError>;
     /// [`Designer::construct`].
@@ -42,12 +41,14 @@ pub trait DesignerFfi: Send {
     /// [`Designer::state`].
     fn state(&self) -> RResult<StateFfi, PluginError>;
     /// [`Designer::load_state`].
-    #[sabi(last_prefix_field)]
     fn load_state<'a>(
         &mut self,
         json: RStr<'a>,
         tensors: RSlice<'a, NamedTensorRef<'a>>,
     ) -> RResult<(), PluginError>;
+    /// [`Designer::metrics`] as a JSON object.
+    #[sabi(last_prefix_field)]
+    fn metrics<'a>(&self, construction: ConstructionFfi<'a>) -> RResult<RString, PluginError>;
 }
 
 /// An owned, type-erased designer from a plugin.
@@ -74,9 +75,6 @@ impl DesignerExport {
 }
 
 impl DesignerFfi for DesignerExport {
-    fn info(&self) -> RResult<RString, PluginError> {
-        guard(&self.plugin, "info", || to_json(&self.inner.info()))
-    }
     fn parameters(&self) -> RResult<RVec<NamedTensorHandle>, PluginError> {
         guard(&self.plugin, "parameters", || {
             Ok(hand_over(self.inner.parameters()?))
@@ -99,11 +97,13 @@ impl DesignerFfi for DesignerExport {
         construction: ConstructionFfi<'_>,
     ) -> RResult<ROption<TensorHandle>, PluginError> {
         guard(&self.plugin, "regularizer", || {
-            let c = crate::Construction {
-                kind: construction.kind.to_string(),
-                tensors: borrow_map(construction.tensors.as_slice()),
-            };
+            let c = construction_of(&construction);
             Ok(self.inner.regularizer(&c)?.map(TensorHandle::new).into())
+        })
+    }
+    fn metrics(&self, construction: ConstructionFfi<'_>) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "metrics", || {
+            to_json(&self.inner.metrics(&construction_of(&construction))?)
         })
     }
     fn state(&self) -> RResult<StateFfi, PluginError> {

@@ -96,6 +96,7 @@ pub fn guard<T>(plugin: &str, op: &str, f: impl FnOnce() -> Result<T>) -> RResul
                 kind: crate::ErrorKind::Panic,
                 message: format!("panicked in `{op}`: {what}").into(),
                 plugin: plugin.into(),
+                field: Default::default(),
             })
         }
     }

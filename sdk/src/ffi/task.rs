@@ -135,8 +135,8 @@ pub trait TaskFfi: Send {
     fn feedback_loss<'a>(&mut self, batch: BatchFfi<'a>) -> RResult<TensorHandle, PluginError>;
     /// [`Task::prepare_feedback`].
     fn prepare_feedback(&mut self) -> RResult<(), PluginError>;
-    /// [`Task::after_step`].
-    fn after_step(&mut self, step: u64) -> RResult<(), PluginError>;
+    /// [`Task::after_step`], its metrics as a JSON object.
+    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError>;
     /// [`Task::evaluate`], metrics as a JSON object.
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError>;
     /// [`Task::state`].
@@ -174,6 +174,7 @@ pub trait TaskFfi: Send {
             message: "this task's plugin was built before `export` existed; rebuild it to export"
                 .into(),
             plugin: RString::new(),
+            field: RString::new(),
         })
     }
 }
@@ -185,19 +186,42 @@ pub type TaskBox = TaskFfi_TO<'static, abi_stable::std_types::RBox<()>>;
 pub struct TaskExport {
     plugin: String,
     inner: Box<dyn Task>,
+    consumes: &'static [crate::KindSpec],
 }
 
 impl TaskExport {
-    /// Wraps `inner`, naming `plugin` in its errors.
-    pub fn new(plugin: &str, inner: Box<dyn Task>) -> Self {
+    /// Wraps `inner`, naming `plugin` in its errors; `consumes` are the kinds it accepts
+    /// ([`TaskFactory::CONSUMES`](crate::TaskFactory::CONSUMES)).
+    pub fn new(plugin: &str, inner: Box<dyn Task>, consumes: &'static [crate::KindSpec]) -> Self {
         TaskExport {
             plugin: plugin.to_string(),
             inner,
+            consumes,
         }
     }
     /// Erases it into a [`TaskBox`].
     pub fn into_box(self) -> TaskBox {
         TaskFfi_TO::from_value(self, abi_stable::sabi_trait::TD_Opaque)
+    }
+}
+
+/// The construction as a task consuming `consumes` may see it: the baseline, or one of those
+/// kinds meeting its spec. This is the one place a construction is checked on its way to a task.
+fn accepted(consumes: &[crate::KindSpec], c: &ConstructionFfi<'_>) -> crate::Result<Construction> {
+    let c = construction_of(c);
+    if c.is_baseline() {
+        return Ok(c);
+    }
+    match consumes.iter().find(|k| k.name == c.kind) {
+        Some(spec) => spec.check(&c).map(|()| c),
+        None => {
+            let names: Vec<&str> = consumes.iter().map(|k| k.name.as_ref()).collect();
+            Err(crate::Error::msg(format!(
+                "construction kind `{}` is not one this task consumes ([{}], or the baseline)",
+                c.kind,
+                names.join(", ")
+            )))
+        }
     }
 }
 
@@ -208,7 +232,8 @@ fn batch_of(b: &BatchFfi<'_>) -> Batch {
     }
 }
 
-fn construction_of(c: &ConstructionFfi<'_>) -> Construction {
+/// Takes new references to a lent construction.
+pub(crate) fn construction_of(c: &ConstructionFfi<'_>) -> Construction {
     Construction {
         kind: c.kind.to_string(),
         tensors: borrow_map(c.tensors.as_slice()),
@@ -246,8 +271,9 @@ impl TaskFfi for TaskExport {
         construction: ConstructionFfi<'_>,
         diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError> {
+        let consumes = self.consumes;
         guard(&self.plugin, "pretrain_loss", || {
-            let c = construction_of(&construction);
+            let c = accepted(consumes, &construction)?;
             Ok(TensorHandle::new(self.inner.pretrain_loss(
                 &batch_of(&batch),
                 &c,
@@ -267,8 +293,10 @@ impl TaskFfi for TaskExport {
             self.inner.prepare_feedback()
         })
     }
-    fn after_step(&mut self, step: u64) -> RResult<(), PluginError> {
-        guard(&self.plugin, "after_step", || self.inner.after_step(step))
+    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError> {
+        guard(&self.plugin, "after_step", || {
+            to_json(&self.inner.after_step(step)?)
+        })
     }
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError> {
         guard(&self.plugin, "evaluate", || {
@@ -298,8 +326,12 @@ impl TaskFfi for TaskExport {
         construction: ConstructionFfi<'_>,
         diff: Differentiation,
     ) -> RResult<TensorHandle, PluginError> {
+        let consumes = self.consumes;
         guard(&self.plugin, "pretrain_loss_from_forward", || {
-            let (state, c) = (borrow_map(state.as_slice()), construction_of(&construction));
+            let (state, c) = (
+                borrow_map(state.as_slice()),
+                accepted(consumes, &construction)?,
+            );
             Ok(TensorHandle::new(self.inner.pretrain_loss_from_forward(
                 &batch_of(&batch),
                 &state,

@@ -2,7 +2,7 @@
 
 use crate::{
     ffi::{designer::*, from_json, lend, take_over, unwrap_ffi},
-    Construction, Designer, DesignerInfo, Result, State, TensorMap,
+    Construction, Designer, Metrics, Result, State, TensorMap,
 };
 use abi_stable::std_types::RStr;
 use tch::Tensor;
@@ -10,21 +10,16 @@ use tch::Tensor;
 /// A designer living in a plugin.
 pub struct ForeignDesigner {
     inner: DesignerBox,
-    info: DesignerInfo,
 }
 
 impl ForeignDesigner {
-    /// Wraps a designer handed over by a plugin and reads its info once.
+    /// Wraps a designer handed over by a plugin.
     pub fn new(inner: DesignerBox) -> Result<Self> {
-        let info = from_json(unwrap_ffi(inner.info())?.as_str(), "designer info")?;
-        Ok(ForeignDesigner { inner, info })
+        Ok(ForeignDesigner { inner })
     }
 }
 
 impl Designer for ForeignDesigner {
-    fn info(&self) -> DesignerInfo {
-        self.info.clone()
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(take_over(unwrap_ffi(self.inner.parameters())?))
     }
@@ -45,6 +40,14 @@ impl Designer for ForeignDesigner {
         Ok(unwrap_ffi(self.inner.regularizer(c))?
             .into_option()
             .map(|h| h.into_tensor()))
+    }
+    fn metrics(&self, construction: &Construction) -> Result<Metrics> {
+        let refs = lend(&construction.tensors);
+        let c = ConstructionFfi {
+            kind: RStr::from_str(&construction.kind),
+            tensors: refs.as_rslice(),
+        };
+        super::task::metrics_from_json(unwrap_ffi(self.inner.metrics(c))?.as_str())
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;

@@ -32,6 +32,15 @@ fn construction_ffi<'a>(
     }
 }
 
+/// Metrics as they crossed: JSON has no NaN, so a NaN metric crosses as `null` and comes back
+/// as NaN.
+pub(crate) fn metrics_from_json(json: &str) -> Result<Metrics> {
+    let m: std::collections::BTreeMap<String, Option<f64>> = from_json(json, "metrics")?;
+    Ok(m.into_iter()
+        .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+        .collect())
+}
+
 fn forward_of(f: ForwardFfi) -> Forward {
     Forward {
         design_inputs: take_over(f.design_inputs),
@@ -120,17 +129,11 @@ impl Task for ForeignTask {
     fn prepare_feedback(&mut self) -> Result<()> {
         unwrap_ffi(self.inner.prepare_feedback())
     }
-    fn after_step(&mut self, step: u64) -> Result<()> {
-        unwrap_ffi(self.inner.after_step(step))
+    fn after_step(&mut self, step: u64) -> Result<Metrics> {
+        metrics_from_json(unwrap_ffi(self.inner.after_step(step))?.as_str())
     }
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
-        let json = unwrap_ffi(self.inner.evaluate(ROption::from(limit)))?;
-        // JSON has no NaN: a NaN metric crosses as `null` and comes back as NaN.
-        let m: std::collections::BTreeMap<String, Option<f64>> =
-            from_json(json.as_str(), "metrics")?;
-        Ok(m.into_iter()
-            .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
-            .collect())
+        metrics_from_json(unwrap_ffi(self.inner.evaluate(ROption::from(limit)))?.as_str())
     }
     fn state(&self) -> Result<State> {
         let s = unwrap_ffi(self.inner.state())?;

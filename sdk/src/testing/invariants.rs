@@ -5,13 +5,10 @@ use super::{
     Report, Verdict, SEED,
 };
 use crate::{
-    Batch, BatchSource, Construction, Designer, Differentiation, Error, MetaBatch, Result, Task,
-    TensorMap, KIND_EXAMPLE_WEIGHTS,
+    kinds, Batch, BatchSource, ComponentManifest, Construction, Designer, Differentiation, Error,
+    KindSpec, MetaBatch, Result, Task, TensorMap, TensorSpec, KIND_EXAMPLE_WEIGHTS,
 };
 use tch::{Device, Kind, Tensor};
-
-/// How far from 1 the mean of example weights may be.
-const WEIGHT_MEAN_TOL: f64 = 1e-4;
 
 fn same_tensors(a: &TensorMap, b: &TensorMap) -> Result<std::result::Result<(), String>> {
     if a.names() != b.names() {
@@ -39,6 +36,12 @@ pub struct InvariantOptions {
     pub evaluate: bool,
     /// The `limit` passed to `evaluate`.
     pub eval_limit: Option<u64>,
+    /// The kinds the task consumes (its manifest's `kind_specs`, see [`Self::for_task`]): a
+    /// designer's construction must be of one of them (or example weights) and meet its spec.
+    pub consumes: Vec<KindSpec>,
+    /// The task's declared design inputs (its manifest's `design_inputs`); when not empty,
+    /// `design_inputs` must match them.
+    pub design_inputs: Vec<TensorSpec>,
 }
 
 impl Default for InvariantOptions {
@@ -46,6 +49,27 @@ impl Default for InvariantOptions {
         InvariantOptions {
             evaluate: true,
             eval_limit: Some(32),
+            consumes: Vec::new(),
+            design_inputs: Vec::new(),
+        }
+    }
+}
+
+impl InvariantOptions {
+    /// The defaults, for a task consuming `kinds`.
+    pub fn consuming(kinds: &[KindSpec]) -> Self {
+        InvariantOptions {
+            consumes: kinds.to_vec(),
+            ..Default::default()
+        }
+    }
+    /// The defaults, for the task of manifest entry `task` (`TaskEntry::manifest()`, or a
+    /// loaded plugin's `manifest.tasks[i]`): its kinds and design inputs.
+    pub fn for_task(task: &ComponentManifest) -> Self {
+        InvariantOptions {
+            consumes: task.kind_specs.clone(),
+            design_inputs: task.design_inputs.clone(),
+            ..Default::default()
         }
     }
 }
@@ -55,7 +79,8 @@ impl Default for InvariantOptions {
 /// - `info`: at least one domain and feedback set, a non-empty alignment subset S, B > 0;
 /// - `parameters`: θ are leaf tensors with `requires_grad`; S's names are among them;
 /// - `state round trip`: `state()`, two batches, `load_state()`, the same two batches again;
-/// - `design_inputs`: detached from θ (checked with grad mode on); `example_features`, when
+/// - `design_inputs`: detached from θ (checked with grad mode on) and as declared
+///   ([`InvariantOptions::design_inputs`], when given); `example_features`, when
 ///   present, is (B, F) with F = `designer_context.feature_dim`;
 /// - `pretrain_loss (baseline)`: shape (B,), finite, differentiable in θ_S;
 /// - `pretrain_forward`: design inputs detached and named as `design_inputs`'; the loss from
@@ -66,9 +91,10 @@ impl Default for InvariantOptions {
 ///   step's path (meta slice, forward state, `Twice`; CPU `scaled_dot_product_attention`, for
 ///   one, has no double backward);
 /// - `feedback_loss`: a finite scalar, differentiable in θ_S, and θ unchanged by the call;
-/// - `designer …` (when given): φ are leaves, the kind is the one it declares and one the task
-///   accepts, the construction depends on φ, example weights are (B,), ≥ 0 with mean 1, the
-///   regulariser is absent or a finite scalar;
+/// - `designer …` (when given): φ are leaves, the construction's kind is one the task consumes
+///   ([`InvariantOptions::consumes`]) or example weights, it meets that kind's spec
+///   ([`KindSpec::check`]: names, dtypes, shapes, value constraints; example weights are also
+///   (B,)), it depends on φ, the regulariser is absent or a finite scalar;
 /// - `evaluate` (unless disabled): `feedback_loss` and `general_loss` present and finite.
 ///
 /// Every check runs even when an earlier one failed, except those that need its result.
@@ -196,6 +222,13 @@ pub fn check_invariants(
             .map(|(n, t)| format!("{n} {:?}", t.size()))
             .collect();
         inputs = Some(x.detached());
+        if !opts.design_inputs.is_empty() {
+            if let Err(e) = kinds::check_tensors(&opts.design_inputs, &x) {
+                return Ok(Verdict::Fail(format!(
+                    "not as declared (DESIGN_INPUTS): {e}"
+                )));
+            }
+        }
         Ok(verdict(
             attached.is_empty(),
             shapes.join(", "),
@@ -423,7 +456,7 @@ pub fn check_invariants(
 
     match designer {
         None => r.push("designer", Outcome::Skip, "no designer given"),
-        Some(d) => check_designer(&mut r, task, d, inputs.as_ref(), b),
+        Some(d) => check_designer(&mut r, d, &opts.consumes, inputs.as_ref(), b),
     }
 
     if opts.evaluate {
@@ -491,13 +524,11 @@ fn same_loss(a: &Tensor, b: &Tensor, s: &[Tensor]) -> Result<Option<String>> {
 
 fn check_designer(
     r: &mut Report,
-    task: &mut dyn Task,
     d: &mut dyn Designer,
+    consumes: &[KindSpec],
     inputs: Option<&TensorMap>,
     b: i64,
 ) {
-    let produces = d.info().produces;
-    let consumes = task.info().consumes;
     let mut phi_len = 0;
     r.run("designer parameters", || {
         let phi = d.parameters()?;
@@ -518,14 +549,6 @@ fn check_designer(
             format!("{} are not leaves with requires_grad", bad.join(", ")),
         ))
     });
-    r.run("designer kind", || {
-        let ok = produces == KIND_EXAMPLE_WEIGHTS || consumes.contains(&produces);
-        Ok(verdict(
-            ok,
-            format!("produces `{produces}`"),
-            format!("produces `{produces}` but the task consumes only {consumes:?} (and {KIND_EXAMPLE_WEIGHTS})"),
-        ))
-    });
     let Some(inputs) = inputs else {
         r.push(
             "designer construct",
@@ -537,34 +560,37 @@ fn check_designer(
     let mut made = None;
     r.run("designer construct", || {
         let c = d.construct(inputs)?;
+        let weights = kinds::EXAMPLE_WEIGHTS;
+        let spec = consumes
+            .iter()
+            .chain([&weights])
+            .find(|k| k.name == c.kind);
+        let Some(spec) = spec else {
+            let names: Vec<&str> = consumes.iter().map(|k| k.name.as_ref()).collect();
+            return Ok(Verdict::Fail(format!(
+                "kind `{}`, but the task consumes only [{}] (and {KIND_EXAMPLE_WEIGHTS}); pass the task's kinds in InvariantOptions::consumes",
+                c.kind,
+                names.join(", ")
+            )));
+        };
         let mut bad = Vec::new();
-        if c.kind != produces {
-            bad.push(format!(
-                "kind `{}` but info().produces = `{produces}`",
-                c.kind
-            ));
-        }
-        for (n, t) in c.tensors.iter() {
-            if t.is_floating_point() && !all_finite(t)? {
-                bad.push(format!("`{n}` is not finite"));
-            }
+        if let Err(e) = spec.check(&c) {
+            bad.push(e.to_string());
         }
         if phi_len > 0 && !c.tensors.tensors().any(Tensor::requires_grad) {
             bad.push("no tensor depends on φ (was it built under no_grad, or detached?)".into());
         }
-        let mut detail = format!("kind `{}`: {}", c.kind, c.tensors.names().join(", "));
         if c.kind == KIND_EXAMPLE_WEIGHTS {
             let w = c.tensors.require("weights")?;
-            let mean = w.f_mean(Kind::Double)?.f_double_value(&[])?;
-            let min = w.f_min()?.f_to_kind(Kind::Double)?.f_double_value(&[])?;
-            if w.size() != [b] || min < 0.0 || (mean - 1.0).abs() > WEIGHT_MEAN_TOL {
-                bad.push(format!(
-                    "weights {:?} with min {min}, mean {mean}: expected (B,) = [{b}], ≥ 0, mean 1",
-                    w.size()
-                ));
+            if w.size() != [b] {
+                bad.push(format!("weights {:?}: expected (B,) = [{b}]", w.size()));
             }
-            detail = format!("{detail}; weights min {min:.3}, mean {mean:.6}");
         }
+        let detail = format!(
+            "kind `{}` meets its spec: {}",
+            c.kind,
+            c.tensors.names().join(", ")
+        );
         made = Some(c);
         Ok(verdict(bad.is_empty(), detail, bad.join("; ")))
     });

@@ -11,6 +11,17 @@ use crate::{
 const D: i64 = 3;
 const B: i64 = 8;
 const KIND_TARGETS: &str = "quad.targets/v1";
+/// The kinds the quadratic task consumes.
+const QUAD_KINDS: &[crate::KindSpec] = &[TARGETS];
+/// The quadratic task's one kind: a target per example.
+const TARGETS: crate::KindSpec = crate::KindSpec::new(KIND_TARGETS, TARGETS_TENSORS);
+const TARGETS_TENSORS: &[crate::TensorSpec] = &[crate::TensorSpec::new(
+    "targets",
+    crate::Dtype::Float,
+    "B",
+    crate::Values::Any,
+    "the target t_i of each example",
+)];
 
 /// One way the quadratic task breaks a contract.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -83,7 +94,6 @@ impl Quad {
 impl Task for Quad {
     fn info(&self) -> TaskInfo {
         TaskInfo {
-            consumes: vec![KIND_TARGETS.into()],
             alignment: vec![if self.is(Fault::UnknownAlignment) {
                 "v"
             } else {
@@ -230,16 +240,6 @@ impl Lin {
 }
 
 impl Designer for Lin {
-    fn info(&self) -> crate::DesignerInfo {
-        let kind = if matches!(self.style, Style::Weights | Style::RawWeights) {
-            KIND_EXAMPLE_WEIGHTS
-        } else {
-            KIND_TARGETS
-        };
-        crate::DesignerInfo {
-            produces: kind.into(),
-        }
-    }
     fn parameters(&self) -> Result<TensorMap> {
         Ok(match self.style {
             Style::Fixed => TensorMap::new(),
@@ -254,7 +254,7 @@ impl Designer for Lin {
             Style::Weights => (
                 KIND_EXAMPLE_WEIGHTS,
                 "weights",
-                s.softmax(0, Kind::Double) * B as f64,
+                s.softmax(0, Kind::Double) * x.size()[0] as f64,
             ),
             Style::WrongGradient => {
                 let doubled = &s * 2.0;
@@ -280,7 +280,7 @@ impl Designer for Lin {
 
 fn invariants(task: &mut Quad, designer: Option<&mut Lin>) -> Report {
     let d = designer.map(|d| d as &mut dyn Designer);
-    check_invariants(task, d, &InvariantOptions::default())
+    check_invariants(task, d, &InvariantOptions::consuming(&[TARGETS]))
 }
 
 #[test]
@@ -412,4 +412,63 @@ fn the_report_reads_as_one_line_per_check() {
     assert_eq!(text.lines().count(), r.checks.len() + 1);
     let e = std::panic::catch_unwind(|| r.assert_passed()).unwrap_err();
     assert!(panic_message(&e).contains("FAIL"));
+}
+
+/// The quadratic task and a designer exported through the FFI glue (`TaskExport`,
+/// `DesignerExport` → vtables) and read back through the foreign wrappers (`ForeignTask`,
+/// `ForeignDesigner`), as a host sees a plugin: every contract still holds across the boundary
+/// (tensors, graphs, errors, state), the hypergradient matches finite differences, and the glue
+/// refuses a construction of a kind the task does not consume.
+#[test]
+fn contracts_hold_through_the_ffi_round_trip() {
+    use crate::ffi::{designer::DesignerExport, task::TaskExport};
+    use crate::foreign::{ForeignDesigner, ForeignTask};
+    use tch::Device;
+    let export = |style| {
+        let t = TaskExport::new("quad", Box::new(Quad::new(None)), QUAD_KINDS).into_box();
+        let d = DesignerExport::new("lin", Box::new(Lin::new(style))).into_box();
+        (
+            ForeignTask::new(t).unwrap(),
+            ForeignDesigner::new(d).unwrap(),
+        )
+    };
+    for style in [Style::Targets, Style::Weights] {
+        let (mut task, mut d) = export(style);
+        check_invariants(
+            &mut task,
+            Some(&mut d),
+            &InvariantOptions::consuming(QUAD_KINDS),
+        )
+        .assert_passed();
+        check_hypergradient(&mut task, &mut d, 1e-6, 1e-6).assert_passed();
+    }
+    let (mut task, _) = export(Style::Targets);
+    let batch = task
+        .next_batch(BatchSource::Unlabeled { domain: 0 })
+        .unwrap();
+    let other = Construction {
+        kind: "quad.other/v1".into(),
+        tensors: TensorMap::new().with("targets", Tensor::zeros([B], (Kind::Double, Device::Cpu))),
+    };
+    let e = task
+        .pretrain_loss(&batch, &other, Differentiation::Once)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("plugin `quad`") && e.contains("not one this task consumes ([quad.targets/v1]"),
+        "{e}"
+    );
+    // A broken task stays broken through the boundary: the harness sees the same failure.
+    let t = TaskExport::new(
+        "quad",
+        Box::new(Quad::new(Some(Fault::ScalarLoss))),
+        QUAD_KINDS,
+    );
+    let mut task = ForeignTask::new(t.into_box()).unwrap();
+    let r = check_invariants(&mut task, None, &InvariantOptions::consuming(QUAD_KINDS));
+    assert_eq!(
+        r.get("pretrain_loss (baseline)").unwrap().outcome,
+        Outcome::Fail,
+        "{r}"
+    );
 }

@@ -10,7 +10,6 @@ use tch::{Kind, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
     Batch, BatchSource, Construction, Differentiation, Error, Metrics, Result, TensorMap,
-    KIND_LM_SOFT_TARGETS,
 };
 
 impl CausalLm {
@@ -63,8 +62,8 @@ impl CausalLm {
         rows.per_example(&per)
     }
 
-    /// The candidates and weights of a construction, checked against the batch: (B,T,K) each;
-    /// the baseline is the true token with weight 1.
+    /// The candidates and weights of a construction, (B,T,K) each; the baseline is the true
+    /// token with weight 1.
     pub(super) fn targets_of(
         &self,
         batch: &Batch,
@@ -77,23 +76,9 @@ impl CausalLm {
             let q = Tensor::f_ones(cand.size(), (Kind::Float, self.device))?;
             return Ok((cand, q));
         }
-        if construction.kind != KIND_LM_SOFT_TARGETS {
-            return Err(Error::msg(format!(
-                "causal_lm consumes {KIND_LM_SOFT_TARGETS}, got `{}`",
-                construction.kind
-            )));
-        }
+        // `lm.soft_targets/v1`, checked against its spec (kinds::LM_SOFT_TARGETS) by the SDK glue.
         let cand = construction.tensors.require("cand_ids")?;
         let q = construction.tensors.require("probs")?;
-        let (bt, cs, qs) = (targets.size(), cand.size(), q.size());
-        if cs.len() != 3 || cs[..2] != bt[..] || qs != cs {
-            return Err(Error::Tensor {
-                name: "probs".into(),
-                message: format!(
-                    "cand_ids {cs:?} and probs {qs:?} must both be (B,T,K) with (B,T) = {bt:?}"
-                ),
-            });
-        }
         Ok((cand.shallow_clone(), q.shallow_clone()))
     }
 

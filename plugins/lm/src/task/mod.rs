@@ -14,6 +14,7 @@
 mod build;
 pub mod config;
 mod forward;
+mod inputs;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -30,9 +31,9 @@ use crate::scorer::Scorer;
 use tch::{nn, Device, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
-    Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
-    FeedbackSetInfo, Forward, MetaBatch, Metrics, Result, State, Task, TaskFactory, TaskInfo,
-    TchContext, TensorMap, KIND_LM_SOFT_TARGETS,
+    kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
+    FeedbackSetInfo, Forward, KindSpec, MetaBatch, Metrics, Result, State, Task, TaskFactory,
+    TaskInfo, TchContext, TensorMap,
 };
 
 /// The `causal_lm` task.
@@ -63,7 +64,8 @@ impl TaskFactory for CausalLm {
     const NAME: &'static str = "causal_lm";
     const DESCRIPTION: &'static str =
         "causal LM continued pretraining (GSM8K / JSONL / generated math + Python docs) with feedback and test sets as data and top-K soft targets";
-    const CONSUMES: &'static [&'static str] = &[KIND_LM_SOFT_TARGETS];
+    const CONSUMES: &'static [KindSpec] = &[kinds::LM_SOFT_TARGETS];
+    const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = inputs::DESIGN_INPUTS;
     type Config = CausalLmConfig;
     fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
         Ok(Box::new(CausalLm::new(config, ctx)?))
@@ -78,7 +80,6 @@ impl Task for CausalLm {
             feature_dim: self.model.config().hidden_size + 1,
         };
         TaskInfo {
-            consumes: vec![KIND_LM_SOFT_TARGETS.into()],
             alignment: self.alignment.clone(),
             domains: vec!["text".into()],
             feedback_sets: self

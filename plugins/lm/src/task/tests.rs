@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use tch::Kind;
 use vpt_llama::Scope;
 use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, Align};
-use vpt_sdk::{Designer, Forward};
+use vpt_sdk::{Designer, Forward, KIND_LM_SOFT_TARGETS};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -42,7 +42,8 @@ fn builds_through_the_registry_and_rejects_bad_config() {
     let reg = crate::vpt_registry();
     let t = reg.task("causal_lm").unwrap().build(&serde_json::json!({"model": "tiny_random", "seq_len": 16, "unlabeled": {"general_fraction": 0.0}, "eval": {"general_rows": 0}}), &ctx()).unwrap();
     let info = t.info();
-    assert_eq!(info.consumes, vec![KIND_LM_SOFT_TARGETS.to_string()]);
+    let kinds = reg.task("causal_lm").unwrap().manifest().kinds;
+    assert_eq!(kinds, vec![KIND_LM_SOFT_TARGETS.to_string()]);
     assert_eq!(info.feedback_sets[0].name, "math");
     assert_eq!(info.designer_context["k"], 64);
     // Default trainable = last 2 layers of the 2-layer tiny model; S = the same.
@@ -474,9 +475,11 @@ fn the_sdk_harness_passes_through_the_shared_forward_and_the_meta_slice() {
     };
     let mut d = TopKSoft::new(dcfg, &tc, &ctx()).unwrap();
     d.to_double();
+    let manifest = crate::vpt_registry().task("causal_lm").unwrap().manifest();
     let opts = vpt_sdk::testing::InvariantOptions {
         evaluate: false,
         eval_limit: None,
+        ..vpt_sdk::testing::InvariantOptions::for_task(&manifest)
     };
     vpt_sdk::testing::check_invariants(&mut t, Some(&mut d), &opts).assert_passed();
     vpt_sdk::testing::check_hypergradient(&mut t, &mut d, 1e-6, 1e-5).assert_passed();
