@@ -3,7 +3,7 @@
 //! Task `dino_dense`: a small ViT continues DINO pretraining on 64×64 scenes composited from
 //! Fashion-MNIST items; L_down is linear segmentation (11 classes) + depth on frozen patch
 //! features. Designers (kind `vision.view_mask/v1`): `unet_mask` (learned φ) and `random_mask`
-//! (control). See `task.rs` for the data flow and `stage0.rs` for the cached base checkpoint.
+//! (control). See `task/mod.rs` for the data flow and `task/stage0.rs` for the cached base checkpoint.
 
 pub mod augment;
 pub mod config;
@@ -13,7 +13,6 @@ pub mod dino;
 pub mod export;
 pub mod probe;
 pub mod scenes;
-pub mod stage0;
 pub mod supervised;
 pub mod task;
 pub mod vit;

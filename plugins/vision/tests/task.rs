@@ -163,15 +163,21 @@ fn batches_losses_and_alignment_subset() {
             .double_value(&[])
             > 1e-4
     );
-    let bad = Construction {
-        kind: "lm.soft_targets/v1".into(),
-        tensors: TensorMap::new(),
+    // Kinds are checked against their spec by the SDK glue before a construction reaches the
+    // task: a mask outside [0, 1] is refused there, naming the tensor.
+    let over = Construction {
+        kind: vpt_sdk::KIND_VISION_VIEW_MASK.into(),
+        tensors: TensorMap::new().with(
+            MASK,
+            Tensor::full([4, 2, 1, 64, 64], 1.5, (Kind::Float, tch::Device::Cpu)),
+        ),
     };
-    assert!(t
-        .pretrain_loss(&bu, &bad, Differentiation::Once)
+    let err = vpt_sdk::kinds::VISION_VIEW_MASK
+        .check(&over)
         .unwrap_err()
-        .to_string()
-        .contains("vision.view_mask/v1"));
+        .to_string();
+    assert!(err.contains(MASK), "{err}");
+    assert!(vpt_sdk::kinds::VISION_VIEW_MASK.check(&c1).is_ok());
 }
 
 #[test]

@@ -5,8 +5,8 @@
 //! cache path is printed to stderr); otherwise `stage0_steps > 0` finds or makes it under
 //! `cache_dir` (`$VPT_CACHE/vision`, else `~/.cache/vpt/vision`).
 
+use super::DinoDenseTask;
 use crate::scenes::Split;
-use crate::task::DinoDenseTask;
 use std::path::{Path, PathBuf};
 use tch::nn::OptimizerConfig;
 use tch::Kind;
