@@ -239,16 +239,23 @@ impl Task for CausalLm {
             source: batch.source,
             tensors: cut(&batch.tensors, &["ids", "targets", "mask"])?,
         };
-        let inputs = ["features", "cand_ids", "cand_logprobs", "loss_mask"];
+        // the design inputs with a time axis, read off their declaration (B,T,…)
+        let timed: Vec<&str> = inputs::DESIGN_INPUTS
+            .iter()
+            .filter(|spec| spec.dims().get(1) == Some(&"T"))
+            .map(|spec| spec.name.as_ref())
+            .collect();
         // the loss log p are (N,V) by loss-bearing position, not by row: the meta step's
         // Twice pass starts from `s_input` and never reads them
-        let mut state = cut(&forward.state, &["s_input"])?;
-        state.remove("loss_logp");
+        let state: TensorMap = (forward.state.iter())
+            .filter(|(name, _)| *name != "loss_logp")
+            .map(|(name, t)| (name.to_string(), t.shallow_clone()))
+            .collect();
         Ok((
             sliced,
             Forward {
-                design_inputs: cut(&forward.design_inputs, &inputs)?,
-                state,
+                design_inputs: cut(&forward.design_inputs, &timed)?,
+                state: cut(&state, &["s_input"])?,
             },
         ))
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use tch::Kind;
 use vpt_llama::Scope;
 use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, Align};
-use vpt_sdk::{Designer, Forward, KIND_LM_SOFT_TARGETS};
+use vpt_sdk::{Designer, Forward, MetaBatch, KIND_LM_SOFT_TARGETS};
 
 fn ctx() -> BuildContext {
     BuildContext {
@@ -539,4 +539,27 @@ fn the_feedback_prefix_cache_is_exact_and_only_on_when_below_s_is_frozen() {
             assert!(scale > 0.0 && err <= 1e-6 * scale, "{err} vs {scale}");
         }
     }
+}
+
+/// A meta batch on fewer rows and a shorter sequence cuts every design input with a time axis
+/// (`cand_embeddings` included) to that length, so the designer builds on it.
+#[test]
+fn a_shorter_meta_sequence_cuts_every_timed_design_input() {
+    let mut t = tiny_task();
+    let tc: LmDesignContext = serde_json::from_value(t.info().designer_context).unwrap();
+    let mut d = TopKSoft::new(TopKSoftConfig::default(), &tc, &ctx()).unwrap();
+    let batch = t.next_batch(BatchSource::Unlabeled { domain: 0 }).unwrap();
+    let forward = t.pretrain_forward(&batch).unwrap();
+    let size = MetaBatch {
+        rows: 1,
+        max_len: Some(8),
+    };
+    let (_, sliced) = t.meta_batch(&batch, &forward, size).unwrap();
+    for (name, x) in sliced.design_inputs.iter() {
+        assert_eq!(x.size()[0], 1, "{name}");
+        if name != "example_features" {
+            assert_eq!(x.size()[1], 8, "{name}");
+        }
+    }
+    d.construct(&sliced.design_inputs).unwrap();
 }

@@ -10,7 +10,7 @@ use vpt_sdk::{Batch, Construction, Error, Metrics, Result, TchContext};
 
 impl DinoDenseTask {
     /// Applies `f` to `images` in chunks of `CHUNK`, without graph, and concatenates.
-    pub(super) fn frozen_chunks(
+    fn frozen_chunks(
         &self,
         images: &Tensor,
         what: &str,
@@ -30,14 +30,14 @@ impl DinoDenseTask {
     }
 
     /// Patch features (N,d,h,w) of images, in chunks, without graph.
-    pub(super) fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
+    fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
         self.frozen_chunks(images, "patch maps", |x| {
             self.student.net.backbone.patch_map(x)
         })
     }
 
     /// CLS features (N,d) of images, in chunks, without graph.
-    pub(super) fn frozen_cls(&self, images: &Tensor) -> Result<Tensor> {
+    fn frozen_cls(&self, images: &Tensor) -> Result<Tensor> {
         self.frozen_chunks(images, "cls features", |x| {
             Ok(self.student.net.backbone.forward(x)?.f_select(1, 0)?)
         })
