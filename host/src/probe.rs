@@ -86,7 +86,7 @@ pub fn probe(
         let refs: Vec<&Batch> = b_u.iter().collect();
         let none = TensorMap::new();
         let states = vec![&none; refs.len()];
-        let l_pre = mean_pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?;
+        let l_pre = mean_pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?.loss;
         let g_pre = grad(&l_pre, &s, false)?;
         let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[])?;
         // θ_S ← θ_S − η g_pre, measure, restore exactly

@@ -317,13 +317,14 @@ impl Session {
         let t = Instant::now();
         let refs: Vec<&Batch> = batches.iter().collect();
         let states: Vec<&TensorMap> = forwards.iter().map(|f| &f.state).collect();
-        let loss = mean_pretrain_objective(
+        let objective = mean_pretrain_objective(
             self.task.as_mut(),
             &refs,
             &states,
             &constructions,
             Differentiation::Once,
         )?;
+        let (loss, side) = (objective.loss, objective.side);
         let loss_value = loss.f_double_value(&[])?;
         self.mark("learner loss", t);
         // A NaN loss gives NaN gradients, which the all-reduce spreads to every rank, so all
@@ -345,7 +346,7 @@ impl Session {
         drop(grads);
         self.mark("learner optimizer", t);
         let mut metrics = self.designer_metrics(&constructions)?;
-        metrics.extend(self.task.after_step(self.step)?);
+        metrics.extend(self.task.after_step(self.step, &side)?);
 
         self.step += 1;
         self.seconds += started.elapsed().as_secs_f64();

@@ -7,6 +7,17 @@ use crate::{
 };
 use tch::{Kind, Tensor};
 
+/// A pretraining objective and the side outputs of its losses (one map per batch,
+/// [`PretrainLoss::side`](crate::PretrainLoss)), which the learner step hands to
+/// [`Task::after_step`].
+#[derive(Debug)]
+pub struct Objective {
+    /// The scalar L_pre (f64).
+    pub loss: Tensor,
+    /// One map per batch, in the batches' order.
+    pub side: Vec<TensorMap>,
+}
+
 /// L_pre(θ; B_u, c) of one batch whose forward is `state` (empty when none was run; see
 /// [`Task::pretrain_loss_from_forward`]), to be differentiated as `diff` says: the task's mean
 /// per-example loss, weighted by `weights` when `c` is of kind [`KIND_EXAMPLE_WEIGHTS`] (the
@@ -18,27 +29,33 @@ pub fn pretrain_objective(
     state: &TensorMap,
     c: &Construction,
     diff: Differentiation,
-) -> Result<Tensor> {
+) -> Result<Objective> {
     if !matches!(batch.source, BatchSource::Unlabeled { .. }) {
         return Err(Error::msg(format!(
             "refusing a {:?} batch in pretrain_loss: feedback never enters a learner batch",
             batch.source
         )));
     }
-    if c.kind == KIND_EXAMPLE_WEIGHTS {
+    let (out, weights) = if c.kind == KIND_EXAMPLE_WEIGHTS {
         crate::kinds::EXAMPLE_WEIGHTS.check(c)?;
-        let per_example =
-            task.pretrain_loss_from_forward(batch, state, &Construction::baseline(), diff)?;
-        let w = c
-            .tensors
-            .require("weights")?
-            .f_to_kind(per_example.kind())?;
-        Ok(per_example.f_mul(&w)?.f_mean(Kind::Double)?)
+        let out = task.pretrain_loss_from_forward(batch, state, &Construction::baseline(), diff)?;
+        (out, Some(c.tensors.require("weights")?))
     } else {
-        Ok(task
-            .pretrain_loss_from_forward(batch, state, c, diff)?
-            .f_mean(Kind::Double)?)
-    }
+        (
+            task.pretrain_loss_from_forward(batch, state, c, diff)?,
+            None,
+        )
+    };
+    let per_example = match weights {
+        Some(w) => out
+            .per_example
+            .f_mul(&w.f_to_kind(out.per_example.kind())?)?,
+        None => out.per_example,
+    };
+    Ok(Objective {
+        loss: per_example.f_mean(Kind::Double)?,
+        side: vec![out.side],
+    })
 }
 
 /// ∂y/∂xs without touching `.grad` (`create_graph` keeps the graph for a second derivative);

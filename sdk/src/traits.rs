@@ -95,6 +95,28 @@ pub struct Forward {
     pub state: TensorMap,
 }
 
+/// The loss of one unlabeled batch as [`Task::pretrain_loss_from_forward`] returns it: the
+/// per-example values and the step's side outputs.
+#[derive(Debug)]
+pub struct PretrainLoss {
+    /// The self-supervised loss per example, shape (B,).
+    pub per_example: Tensor,
+    /// Tensors the task wants back after the learner step (e.g. the teacher's outputs for a
+    /// centre update): the host hands the learner step's side outputs to
+    /// [`Task::after_step`] and drops those of the meta step. Detached; empty for most tasks.
+    pub side: TensorMap,
+}
+
+impl PretrainLoss {
+    /// A loss without side outputs.
+    pub fn new(per_example: Tensor) -> Self {
+        Self {
+            per_example,
+            side: TensorMap::new(),
+        }
+    }
+}
+
 /// The size of the meta step's slice of an unlabeled batch (paper: the meta step runs on a
 /// smaller batch or on shorter sequences than pretraining).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,17 +172,22 @@ pub trait Task: Send {
     }
     /// [`pretrain_loss`](Self::pretrain_loss) of a batch whose forward is `state` (from
     /// [`pretrain_forward`](Self::pretrain_forward) of this batch, or from
-    /// [`meta_batch`](Self::meta_batch); empty when there was none). The result must equal
-    /// `pretrain_loss(batch, construction, diff)`. Default: ignores `state`.
+    /// [`meta_batch`](Self::meta_batch); empty when there was none), with the step's side
+    /// outputs. `per_example` must equal `pretrain_loss(batch, construction, diff)`. The host
+    /// takes the learner step's loss from here. Default: ignores `state`, no side outputs.
     fn pretrain_loss_from_forward(
         &mut self,
         batch: &Batch,
         state: &TensorMap,
         construction: &Construction,
         diff: Differentiation,
-    ) -> Result<Tensor> {
+    ) -> Result<PretrainLoss> {
         let _ = state;
-        self.pretrain_loss(batch, construction, diff)
+        Ok(PretrainLoss::new(self.pretrain_loss(
+            batch,
+            construction,
+            diff,
+        )?))
     }
     /// The meta step's slice of an unlabeled batch and of its forward, `size` large. Default:
     /// the first `size.rows` rows of every tensor (see [`narrow_rows`]).
@@ -186,10 +213,12 @@ pub trait Task: Send {
     fn prepare_feedback(&mut self) -> Result<()> {
         Ok(())
     }
-    /// Called after each learner step (e.g. update an EMA teacher); returns named scalar
-    /// metrics of the step (e.g. a teacher's entropy), which land in the step's record of
-    /// `metrics.jsonl`. Default: none.
-    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
+    /// Called after each learner step (e.g. update an EMA teacher) with the side outputs of its
+    /// losses ([`PretrainLoss::side`], one map per unlabeled batch in domain order); returns
+    /// named scalar metrics of the step (e.g. a teacher's entropy), which land in the step's
+    /// record of `metrics.jsonl`. Default: none.
+    fn after_step(&mut self, step: u64, side: &[TensorMap]) -> Result<Metrics> {
+        let _ = (step, side);
         Ok(Metrics::new())
     }
     /// Held-out metrics; must include `feedback_loss` and `general_loss`. `limit` caps the

@@ -9,9 +9,9 @@
 //!   ([`value`], or [`value_at`] for given constructions); the designer's gradient is
 //!   ∇_φ of V (or of the meta loss) ([`designer_gradient`]).
 
+use crate::objective::{self, Objective};
 use crate::{
-    objective, Batch, Construction, Designer, Differentiation, Error, Forward, Result, Task,
-    TensorMap,
+    Batch, Construction, Designer, Differentiation, Error, Forward, Result, Task, TensorMap,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -132,24 +132,30 @@ pub fn feedback_gradient(task: &mut dyn Task, s: &[Tensor], batch: &Batch) -> Re
 
 /// L_pre(θ; B_u, c) over the batches of one step: the mean of each batch's
 /// [`objective::pretrain_objective`] (`states[i]` and `constructions[i]` belong to
-/// `batches[i]`; empty states when no forward ran), to be differentiated as `diff` says.
+/// `batches[i]`; empty states when no forward ran), to be differentiated as `diff` says, with
+/// each batch's side outputs.
 pub fn mean_pretrain_objective(
     task: &mut dyn Task,
     batches: &[&Batch],
     states: &[&TensorMap],
     constructions: &[Construction],
     diff: Differentiation,
-) -> Result<Tensor> {
+) -> Result<Objective> {
     let mut total: Option<Tensor> = None;
+    let mut side = Vec::with_capacity(batches.len());
     for ((b, state), c) in batches.iter().zip(states).zip(constructions) {
-        let loss = objective::pretrain_objective(task, b, state, c, diff)?;
+        let one = objective::pretrain_objective(task, b, state, c, diff)?;
         total = Some(match total {
-            Some(t) => t + loss,
-            None => loss,
+            Some(t) => t + one.loss,
+            None => one.loss,
         });
+        side.extend(one.side);
     }
     let total = total.ok_or_else(|| Error::msg("no unlabeled batch"))?;
-    Ok(total / batches.len() as f64)
+    Ok(Objective {
+        loss: total / batches.len() as f64,
+        side,
+    })
 }
 
 /// One evaluation of V on the batches of a meta step.
@@ -174,7 +180,7 @@ pub fn value_at(
     align: Align,
 ) -> Result<(Tensor, Vec<Tensor>)> {
     let l_pre =
-        mean_pretrain_objective(task, batches, states, constructions, Differentiation::Twice)?;
+        mean_pretrain_objective(task, batches, states, constructions, Differentiation::Twice)?.loss;
     let g_pre = grad(&l_pre, s, true)?;
     Ok((align.apply(g_down, &g_pre)?, g_pre))
 }

@@ -61,7 +61,7 @@ fn main() {
         direct.as_mut(),
         &mut foreign,
         |t| {
-            t.after_step(1).unwrap();
+            t.after_step(1, &[]).unwrap();
         },
     );
     row(

@@ -176,7 +176,7 @@ fn panics_in_a_plugin_become_errors_and_the_host_keeps_running() {
             "pretrain_loss" => t
                 .pretrain_loss(&batch, &Construction::baseline(), Differentiation::Once)
                 .err(),
-            "after_step" => t.after_step(3).err(),
+            "after_step" => t.after_step(3, &[]).err(),
             _ => t.evaluate(Some(8)).err(),
         };
         let err = err.unwrap_or_else(|| panic!("panic_in = {method} must fail"));

@@ -105,7 +105,8 @@ fn learner_gradient_is_the_pretraining_gradient_on_the_detached_construction() {
         &constructions,
         Differentiation::Once,
     )
-    .unwrap();
+    .unwrap()
+    .loss;
     let g: Vec<Vec<f64>> = grad(&loss, &theta, false)
         .unwrap()
         .iter()

@@ -6,8 +6,8 @@ use tch::{nn, nn::Module, Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Differentiation, Dtype, Error, FeedbackSetInfo,
-    Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo, TchContext, TensorMap,
-    TensorSpec, Values,
+    Forward, KindSpec, Metrics, PretrainLoss, Result, State, Task, TaskFactory, TaskInfo,
+    TchContext, TensorMap, TensorSpec, Values,
 };
 
 /// The construction kind this task consumes: `probs` (B,C), a target distribution per example.
@@ -460,7 +460,9 @@ impl Task for TinyTask {
         construction: &Construction,
         diff: Differentiation,
     ) -> Result<Tensor> {
-        self.pretrain_loss_from_forward(batch, &TensorMap::new(), construction, diff)
+        Ok(self
+            .pretrain_loss_from_forward(batch, &TensorMap::new(), construction, diff)?
+            .per_example)
     }
 
     /// One forward of the MLP: its logits (attached, kept as the state) and the design inputs.
@@ -479,7 +481,7 @@ impl Task for TinyTask {
         state: &TensorMap,
         construction: &Construction,
         _diff: Differentiation,
-    ) -> Result<Tensor> {
+    ) -> Result<PretrainLoss> {
         self.check_panic("pretrain_loss");
         self.check_unlabeled(batch)?;
         let q = if construction.is_baseline() {
@@ -498,8 +500,15 @@ impl Task for TinyTask {
             None => self.unlabeled_logits(batch)?,
         };
         let logp = logits.f_log_softmax(-1, Kind::Double)?;
+        // side output for after_step: the entropy of the learner's prediction per example
+        let entropy = -(logp.f_exp()? * &logp)
+            .f_sum_dim_intlist(-1, false, Kind::Double)?
+            .f_detach()?;
         let loss = -(q * logp).f_sum_dim_intlist(-1, false, Kind::Double)?;
-        Ok(self.maybe_nan("pretrain", loss))
+        Ok(PretrainLoss {
+            per_example: self.maybe_nan("pretrain", loss),
+            side: TensorMap::new().with("entropy", entropy),
+        })
     }
 
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
@@ -509,9 +518,22 @@ impl Task for TinyTask {
         Ok(self.maybe_nan("feedback", loss))
     }
 
-    fn after_step(&mut self, _step: u64) -> Result<Metrics> {
+    /// Reports `pred_entropy`: the mean entropy of the learner's predictions in the step's
+    /// batches (the losses' side outputs).
+    fn after_step(&mut self, _step: u64, side: &[TensorMap]) -> Result<Metrics> {
         self.check_panic("after_step");
-        Ok(Metrics::new())
+        let mut total = 0.0;
+        for m in side {
+            total += m
+                .require("entropy")?
+                .f_mean(Kind::Double)?
+                .f_double_value(&[])?;
+        }
+        let mut metrics = Metrics::new();
+        if !side.is_empty() {
+            metrics.insert("pred_entropy".into(), total / side.len() as f64);
+        }
+        Ok(metrics)
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {

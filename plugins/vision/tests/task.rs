@@ -546,7 +546,7 @@ fn supervised_diagnostic_trains_s_and_heads_on_labels() {
                 let _ = p.shallow_clone().f_sub_(&(g * 1e-3)).unwrap();
             }
         });
-        t.after_step(step).unwrap();
+        t.after_step(step, &[]).unwrap();
     }
     let l1 = loss(&mut t, &bu);
     let (a, b) = (

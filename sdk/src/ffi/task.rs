@@ -2,7 +2,10 @@
 #![allow(non_local_definitions)] // emitted inside abi_stable's #[sabi_trait] expansion
 
 use super::{borrow_map, guard, hand_over, tensor::*, to_json, BatchSourceFfi};
-use crate::{Batch, Construction, Differentiation, Forward, MetaBatch, PluginError, State, Task};
+use crate::{
+    Batch, Construction, Differentiation, Forward, MetaBatch, PluginError, PretrainLoss, State,
+    Task,
+};
 use abi_stable::{
     sabi_trait,
     std_types::{ROption, RResult, RStr, RString, RVec},
@@ -48,6 +51,20 @@ pub struct ForwardFfi {
     /// [`Forward::state`], handed over.
     pub state: RVec<NamedTensorHandle>,
 }
+
+/// A [`PretrainLoss`] handed over.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct PretrainLossFfi {
+    /// [`PretrainLoss::per_example`].
+    pub per_example: TensorHandle,
+    /// [`PretrainLoss::side`], handed over.
+    pub side: RVec<NamedTensorHandle>,
+}
+
+/// The side outputs of a learner step's losses, lent: one map per batch.
+pub type SideRefs<'a> =
+    abi_stable::std_types::RSlice<'a, abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>>;
 
 /// A lent forward.
 #[repr(C)]
@@ -136,7 +153,7 @@ pub trait TaskFfi: Send {
     /// [`Task::prepare_feedback`].
     fn prepare_feedback(&mut self) -> RResult<(), PluginError>;
     /// [`Task::after_step`], its metrics as a JSON object.
-    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError>;
+    fn after_step<'a>(&mut self, step: u64, side: SideRefs<'a>) -> RResult<RString, PluginError>;
     /// [`Task::evaluate`], metrics as a JSON object.
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError>;
     /// [`Task::state`].
@@ -150,7 +167,7 @@ pub trait TaskFfi: Send {
         state: abi_stable::std_types::RSlice<'a, NamedTensorRef<'a>>,
         construction: ConstructionFfi<'a>,
         diff: Differentiation,
-    ) -> RResult<TensorHandle, PluginError>;
+    ) -> RResult<PretrainLossFfi, PluginError>;
     /// [`Task::meta_batch`].
     fn meta_batch<'a>(
         &mut self,
@@ -293,9 +310,10 @@ impl TaskFfi for TaskExport {
             self.inner.prepare_feedback()
         })
     }
-    fn after_step(&mut self, step: u64) -> RResult<RString, PluginError> {
+    fn after_step(&mut self, step: u64, side: SideRefs<'_>) -> RResult<RString, PluginError> {
         guard(&self.plugin, "after_step", || {
-            to_json(&self.inner.after_step(step)?)
+            let side: Vec<_> = side.iter().map(|m| borrow_map(m.as_slice())).collect();
+            to_json(&self.inner.after_step(step, &side)?)
         })
     }
     fn evaluate(&mut self, limit: ROption<u64>) -> RResult<RString, PluginError> {
@@ -325,19 +343,20 @@ impl TaskFfi for TaskExport {
         state: abi_stable::std_types::RSlice<'_, NamedTensorRef<'_>>,
         construction: ConstructionFfi<'_>,
         diff: Differentiation,
-    ) -> RResult<TensorHandle, PluginError> {
+    ) -> RResult<PretrainLossFfi, PluginError> {
         let consumes = self.consumes;
         guard(&self.plugin, "pretrain_loss_from_forward", || {
             let (state, c) = (
                 borrow_map(state.as_slice()),
                 accepted(consumes, &construction)?,
             );
-            Ok(TensorHandle::new(self.inner.pretrain_loss_from_forward(
-                &batch_of(&batch),
-                &state,
-                &c,
-                diff,
-            )?))
+            let PretrainLoss { per_example, side } =
+                self.inner
+                    .pretrain_loss_from_forward(&batch_of(&batch), &state, &c, diff)?;
+            Ok(PretrainLossFfi {
+                per_example: TensorHandle::new(per_example),
+                side: hand_over(side),
+            })
         })
     }
     fn meta_batch(

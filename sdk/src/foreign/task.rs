@@ -3,7 +3,7 @@
 use crate::{
     ffi::{from_json, lend, take_over, task::*, unwrap_ffi, BatchSourceFfi},
     Batch, BatchSource, Construction, Differentiation, ExportRequest, Forward, MetaBatch, Metrics,
-    Result, State, Task, TaskInfo, TensorMap,
+    PretrainLoss, Result, State, Task, TaskInfo, TensorMap,
 };
 use abi_stable::std_types::{ROption, RStr};
 use tch::Tensor;
@@ -92,14 +92,18 @@ impl Task for ForeignTask {
         state: &TensorMap,
         construction: &Construction,
         diff: Differentiation,
-    ) -> Result<Tensor> {
+    ) -> Result<PretrainLoss> {
         let (crefs, srefs) = (lend(&construction.tensors), lend(state));
         let c = construction_ffi(construction, &crefs);
         let out = with_batch(batch, |b| {
             self.inner
                 .pretrain_loss_from_forward(b, srefs.as_rslice(), c, diff)
         });
-        Ok(unwrap_ffi(out)?.into_tensor())
+        let out = unwrap_ffi(out)?;
+        Ok(PretrainLoss {
+            per_example: out.per_example.into_tensor(),
+            side: take_over(out.side),
+        })
     }
     fn meta_batch(
         &mut self,
@@ -129,8 +133,11 @@ impl Task for ForeignTask {
     fn prepare_feedback(&mut self) -> Result<()> {
         unwrap_ffi(self.inner.prepare_feedback())
     }
-    fn after_step(&mut self, step: u64) -> Result<Metrics> {
-        metrics_from_json(unwrap_ffi(self.inner.after_step(step))?.as_str())
+    fn after_step(&mut self, step: u64, side: &[TensorMap]) -> Result<Metrics> {
+        let refs: Vec<_> = side.iter().map(lend).collect();
+        let slices: Vec<_> = refs.iter().map(|r| r.as_rslice()).collect();
+        let out = self.inner.after_step(step, slices.as_slice().into());
+        metrics_from_json(unwrap_ffi(out)?.as_str())
     }
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
         metrics_from_json(unwrap_ffi(self.inner.evaluate(ROption::from(limit)))?.as_str())

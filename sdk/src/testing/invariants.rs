@@ -321,7 +321,12 @@ pub fn check_invariants(
         tch::manual_seed(SEED);
         let shared =
             task.pretrain_loss_from_forward(&batch, &f.state, &base, Differentiation::Once)?;
-        let err = same_loss(&direct, &shared, s)?;
+        if let Some((n, _)) = shared.side.iter().find(|(_, t)| t.requires_grad()) {
+            return Ok(Verdict::Fail(format!(
+                "side output `{n}` requires grad; side outputs must be detached"
+            )));
+        }
+        let err = same_loss(&direct, &shared.per_example, s)?;
         forward_ok = true;
         Ok(verdict(
             err.is_none(),
@@ -351,8 +356,9 @@ pub fn check_invariants(
         tch::manual_seed(SEED);
         let direct = task.pretrain_loss(&mb, &base, Differentiation::Twice)?;
         tch::manual_seed(SEED);
-        let shared =
-            task.pretrain_loss_from_forward(&mb, &mf.state, &base, Differentiation::Twice)?;
+        let shared = task
+            .pretrain_loss_from_forward(&mb, &mf.state, &base, Differentiation::Twice)?
+            .per_example;
         if shared.size() != [rows as i64] {
             return Ok(Verdict::Fail(format!(
                 "loss of the slice has shape {:?}, expected [{rows}]",
@@ -402,7 +408,7 @@ pub fn check_invariants(
         if leaves.is_empty() {
             return Ok(Verdict::Skip(format!("construction `{}` has no floating tensor", c.kind)));
         }
-        let l = pretrain_objective(task, batch, &f.state, &c, Differentiation::Twice)?;
+        let l = pretrain_objective(task, batch, &f.state, &c, Differentiation::Twice)?.loss;
         let g_pre = grad(&l, s, true)?;
         tch::manual_seed(SEED);
         let direction: Vec<Tensor> = g_pre.iter().map(|g| g.f_randn_like()).collect::<std::result::Result<_, _>>()?;

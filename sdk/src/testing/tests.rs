@@ -5,7 +5,7 @@ use super::*;
 use crate::rng::{SplitMix64, GOLDEN_GAMMA};
 use crate::{
     Batch, BatchSource, Construction, Designer, Differentiation, FeedbackSetInfo, Forward, Metrics,
-    State, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
+    PretrainLoss, State, Task, TaskInfo, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 const D: i64 = 3;
@@ -34,6 +34,7 @@ enum Fault {
     MissingMetric,
     UnknownAlignment,
     DetachedForward,
+    AttachedSide,
 }
 
 fn uniform(stream: u64, i: u64) -> f64 {
@@ -54,6 +55,8 @@ struct Quad {
     teacher: Tensor,
     cursors: [u64; 2],
     fault: Option<Fault>,
+    /// The mean of the side output `loss` that the last `after_step` received.
+    side_seen: Option<f64>,
 }
 
 impl Quad {
@@ -63,6 +66,7 @@ impl Quad {
         Quad {
             w,
             teacher: Tensor::from_slice(&[1.0, -1.0, 2.0]),
+            side_seen: None,
             cursors: [0, 0],
             fault,
         }
@@ -166,11 +170,34 @@ impl Task for Quad {
         state: &TensorMap,
         c: &Construction,
         diff: Differentiation,
-    ) -> Result<Tensor> {
-        match state.get("pred") {
-            Some(pred) => self.loss_of_prediction(batch, pred, c),
-            None => self.pretrain_loss(batch, c, diff),
-        }
+    ) -> Result<PretrainLoss> {
+        let loss = match state.get("pred") {
+            Some(pred) => self.loss_of_prediction(batch, pred, c)?,
+            None => self.pretrain_loss(batch, c, diff)?,
+        };
+        // the side output: the loss itself (detached, as the contract asks)
+        let side = match self.is(Fault::AttachedSide) {
+            true => loss.shallow_clone(),
+            false => loss.detach(),
+        };
+        Ok(PretrainLoss {
+            per_example: loss,
+            side: TensorMap::new().with("loss", side),
+        })
+    }
+    fn after_step(&mut self, _step: u64, side: &[TensorMap]) -> Result<Metrics> {
+        let [one] = side else {
+            return Err(crate::Error::msg(format!(
+                "{} side maps, expected 1",
+                side.len()
+            )));
+        };
+        self.side_seen = Some(
+            one.require("loss")?
+                .f_mean(Kind::Double)?
+                .f_double_value(&[])?,
+        );
+        Ok(Metrics::new())
     }
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
         if self.is(Fault::FeedbackMovesTheta) {
@@ -334,6 +361,7 @@ fn each_broken_contract_fails_its_own_check() {
         (Fault::MissingMetric, "evaluate"),
         (Fault::UnknownAlignment, "parameters"),
         (Fault::DetachedForward, "pretrain_forward"),
+        (Fault::AttachedSide, "pretrain_forward"),
     ];
     let sound = invariants(&mut Quad::new(None), Some(&mut Lin::new(Style::Targets)));
     for (fault, check) in cases {
@@ -376,6 +404,26 @@ fn bad_example_weights_and_fixed_designers_are_reported() {
 }
 
 #[test]
+fn the_learner_steps_side_outputs_reach_after_step() {
+    let mut task = Quad::new(None);
+    let b = task
+        .next_batch(BatchSource::Unlabeled { domain: 0 })
+        .unwrap();
+    let per = task
+        .pretrain_loss(&b, &Construction::baseline(), Differentiation::Once)
+        .unwrap()
+        .mean(Kind::Double)
+        .double_value(&[]);
+    let l = sgd_step(&mut task, &b, &Construction::baseline(), 0.1, 0).unwrap();
+    assert!((l - per).abs() < 1e-12, "{l} vs {per}");
+    assert_eq!(
+        task.side_seen,
+        Some(per),
+        "after_step saw the loss's side output"
+    );
+}
+
+#[test]
 fn pretrain_objective_weights_the_baseline_losses_like_the_host() {
     let mut task = Quad::new(None);
     let b = task
@@ -388,6 +436,7 @@ fn pretrain_objective_weights_the_baseline_losses_like_the_host() {
     };
     let got = pretrain_objective(&mut task, &b, &TensorMap::new(), &c, Differentiation::Once)
         .unwrap()
+        .loss
         .double_value(&[]);
     let per = task
         .pretrain_loss(&b, &Construction::baseline(), Differentiation::Once)

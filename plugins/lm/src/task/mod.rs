@@ -32,8 +32,8 @@ use tch::{nn, Device, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
     kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
-    FeedbackSetInfo, Forward, KindSpec, MetaBatch, Metrics, Result, State, Task, TaskFactory,
-    TaskInfo, TchContext, TensorMap,
+    FeedbackSetInfo, Forward, KindSpec, MetaBatch, Metrics, PretrainLoss, Result, State, Task,
+    TaskFactory, TaskInfo, TchContext, TensorMap,
 };
 
 /// The `causal_lm` task.
@@ -191,11 +191,11 @@ impl Task for CausalLm {
         state: &TensorMap,
         construction: &Construction,
         diff: Differentiation,
-    ) -> Result<Tensor> {
+    ) -> Result<PretrainLoss> {
         expect_source(batch, true, "pretrain_loss")?;
         let (cand, q) = self.targets_of(batch, construction)?;
         let mask = batch.tensors.require("mask")?;
-        match (
+        let per_example = match (
             diff,
             state.get("loss_logp"),
             state.get("s_input"),
@@ -213,7 +213,8 @@ impl Task for CausalLm {
                 self.soft_ce_hidden(&hidden, mask, &cand, &q, diff)
             }
             _ => self.pretrain_loss(batch, construction, diff),
-        }
+        }?;
+        Ok(PretrainLoss::new(per_example))
     }
 
     fn meta_batch(

@@ -20,8 +20,8 @@ use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     kinds, Batch, BatchSource, BuildContext, Construction, Differentiation, Error, ExportRequest,
-    FeedbackSetInfo, Forward, KindSpec, Metrics, Result, State, Task, TaskFactory, TaskInfo,
-    TchContext, TensorMap,
+    FeedbackSetInfo, Forward, KindSpec, Metrics, PretrainLoss, Result, State, Task, TaskFactory,
+    TaskInfo, TchContext, TensorMap,
 };
 
 /// Name of the feedback set.
@@ -48,8 +48,6 @@ pub struct DinoDenseTask {
     pub(crate) center: Tensor,
     unlabeled_cursor: u64,
     feedback_cursor: u64,
-    /// Teacher logits of the last `pretrain_loss`, consumed by `after_step` (centre update).
-    pending_teacher: Option<Vec<Tensor>>,
     /// Feedback heads used by `feedback_loss` (refit by `prepare_feedback`).
     seg_head: Option<LinearHead>,
     dep_head: Option<LinearHead>,
@@ -159,7 +157,6 @@ impl DinoDenseTask {
             center,
             unlabeled_cursor: 0,
             feedback_cursor: 0,
-            pending_teacher: None,
             seg_head: None,
             dep_head: None,
             fb_train,
@@ -274,14 +271,21 @@ impl DinoDenseTask {
         Ok((loss, teacher))
     }
 
-    /// EMA teacher update with momentum m(step), and centre update from `pending_teacher`.
-    pub(crate) fn ema_step(&mut self, step: u64, schedule_steps: u64) -> Result<()> {
+    /// EMA teacher update with momentum m(step), and the centre update from the step's
+    /// teacher logits (one tensor per global crop).
+    pub(crate) fn ema_step(
+        &mut self,
+        step: u64,
+        schedule_steps: u64,
+        teacher: &[Tensor],
+    ) -> Result<()> {
         let d = &self.cfg.dino;
         let m = momentum_at(step, d.momentum_start, d.momentum_end, schedule_steps);
         ema_update(&self.teacher.named(), &self.student.named(), m)?;
-        if let Some(t) = self.pending_teacher.take() {
-            self.center = tch::no_grad(|| updated_center(&self.center, &t, d.center_momentum))?
-                .f_to_kind(Kind::Float)?;
+        if !teacher.is_empty() {
+            self.center =
+                tch::no_grad(|| updated_center(&self.center, teacher, d.center_momentum))?
+                    .f_to_kind(Kind::Float)?;
         }
         Ok(())
     }
@@ -295,11 +299,6 @@ impl DinoDenseTask {
         let (i, l, d) = &self.fb_train;
         self.fb_train = (i.f_to_kind(kind)?, l.shallow_clone(), d.f_to_kind(kind)?);
         Ok(())
-    }
-
-    /// Records teacher logits for the next centre update.
-    pub(crate) fn set_pending_teacher(&mut self, t: Vec<Tensor>) {
-        self.pending_teacher = Some(t);
     }
 }
 
@@ -387,7 +386,9 @@ impl Task for DinoDenseTask {
         c: &Construction,
         diff: Differentiation,
     ) -> Result<Tensor> {
-        self.pretrain_loss_from_forward(batch, &TensorMap::new(), c, diff)
+        Ok(self
+            .pretrain_loss_from_forward(batch, &TensorMap::new(), c, diff)?
+            .per_example)
     }
 
     /// The part of the learner step that does not depend on the construction: the teacher's
@@ -418,14 +419,14 @@ impl Task for DinoDenseTask {
         state: &TensorMap,
         c: &Construction,
         _diff: Differentiation,
-    ) -> Result<Tensor> {
+    ) -> Result<PretrainLoss> {
         if !matches!(batch.source, BatchSource::Unlabeled { .. }) {
             return Err(Error::msg(
                 "pretrain_loss: got a feedback batch; feedback never enters a learner batch",
             ));
         }
         if let Some(heads) = &self.supervised {
-            return self.supervised_loss(batch, c, heads);
+            return Ok(PretrainLoss::new(self.supervised_loss(batch, c, heads)?));
         }
         // The baseline, or a view mask (the SDK glue checked it against its spec).
         let mask = c.tensors.get(MASK);
@@ -436,9 +437,17 @@ impl Task for DinoDenseTask {
                     .map(Tensor::shallow_clone)
             })
             .collect::<Option<Vec<_>>>();
+        // the teacher's logits go to after_step (centre update) as side outputs
         let (loss, teacher) = self.dino_with_teacher(&batch.tensors, mask, teacher)?;
-        self.pending_teacher = Some(teacher);
-        Ok(loss)
+        let side = teacher
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("teacher.{i}"), t.detach()))
+            .collect();
+        Ok(PretrainLoss {
+            per_example: loss,
+            side,
+        })
     }
 
     fn feedback_loss(&mut self, batch: &Batch) -> Result<Tensor> {
@@ -478,12 +487,21 @@ impl Task for DinoDenseTask {
         Ok(())
     }
 
-    fn after_step(&mut self, step: u64) -> Result<Metrics> {
+    fn after_step(&mut self, step: u64, side: &[TensorMap]) -> Result<Metrics> {
         if self.supervised.is_some() {
             return Ok(Metrics::new()); // no DINO, no teacher to update
         }
+        let teacher = match side {
+            [one] => teacher_outputs(one, self.cfg.crops.globals)?,
+            _ => {
+                return Err(Error::msg(format!(
+                    "after_step: {} side maps, expected 1",
+                    side.len()
+                )))
+            }
+        };
         let steps = self.cfg.dino.momentum_steps;
-        self.ema_step(step, steps)?;
+        self.ema_step(step, steps, &teacher)?;
         Ok(Metrics::new())
     }
 
@@ -510,17 +528,11 @@ impl Task for DinoDenseTask {
                 tensors.insert(n, t.copy());
             }
         }
-        if let Some(p) = &self.pending_teacher {
-            for (i, t) in p.iter().enumerate() {
-                tensors.insert(format!("pending_teacher.{i}"), t.copy());
-            }
-        }
         let json = serde_json::json!({
             "unlabeled_cursor": self.unlabeled_cursor,
             "feedback_cursor": self.feedback_cursor,
             "seed": self.seed,
             "heads": self.seg_head.is_some(),
-            "pending_teacher": self.pending_teacher.as_ref().map_or(0, |p| p.len()),
         });
         Ok(State { json, tensors })
     }
@@ -554,23 +566,15 @@ impl Task for DinoDenseTask {
             self.seg_head = None;
             self.dep_head = None;
         }
-        let np = u("pending_teacher")?;
-        self.pending_teacher = if np == 0 {
-            None
-        } else {
-            Some(
-                (0..np)
-                    .map(|i| {
-                        state
-                            .tensors
-                            .require(&format!("pending_teacher.{i}"))
-                            .map(|t| t.copy())
-                    })
-                    .collect::<Result<_>>()?,
-            )
-        };
         self.unlabeled_cursor = u("unlabeled_cursor")?;
         self.feedback_cursor = u("feedback_cursor")?;
         Ok(())
     }
+}
+
+/// The teacher logits `teacher.0 … teacher.{globals−1}` of a learner step's side outputs.
+fn teacher_outputs(side: &TensorMap, globals: usize) -> Result<Vec<Tensor>> {
+    (0..globals)
+        .map(|i| Ok(side.require(&format!("teacher.{i}"))?.shallow_clone()))
+        .collect()
 }

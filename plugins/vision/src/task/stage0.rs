@@ -104,8 +104,7 @@ fn run(task: &mut DinoDenseTask) -> Result<()> {
         loss.f_backward().op("stage 0 backward")?;
         opt.clip_grad_norm(3.0);
         opt.step();
-        task.set_pending_teacher(teacher);
-        task.ema_step(s, steps)?;
+        task.ema_step(s, steps, &teacher)?;
     }
     opt.zero_grad();
     Ok(())
