@@ -15,6 +15,7 @@ pub mod fileio;
 pub mod interrupt;
 pub mod intervals;
 pub mod loader;
+pub mod malloc;
 pub mod meta;
 pub mod optim;
 pub mod parallel;

@@ -17,6 +17,7 @@ use vpt_host::{
 };
 
 fn main() -> ExitCode {
+    vpt_host::malloc::keep_freed_memory();
     let cli = Cli::parse();
     let verbose = cli.verbose;
     match dispatch(cli) {

@@ -85,67 +85,132 @@ pub fn fit_softmax(
     init: Option<&LinearHead>,
 ) -> Result<LinearHead> {
     let x = x.detach();
-    let t = t.detach();
-    let (d, c) = (x.size()[1], t.size()[1]);
-    let (mean, std) = match init {
+    let stats = match init {
         Some(h) => (h.mean.copy(), h.std.copy()),
         None => standardise(&x)?,
     };
-    let xs = x.f_sub(&mean)?.f_div(&std)?;
-    let opts = (x.kind(), x.device());
-    let (w0, b0) = match init {
-        Some(h) => (h.w.copy(), h.b.copy()),
-        None => (Tensor::f_zeros([c, d], opts)?, Tensor::f_zeros([c], opts)?),
+    let xs = x.f_sub(&stats.0)?.f_div(&stats.1)?;
+    let fit = SoftmaxFit { steps, lr, wd };
+    fit.run(&xs, t, stats, init, |w, b| Ok(xs.f_linear(w, Some(b))?))
+}
+
+/// [`fit_softmax`] on the rows of feature maps `maps` (N,d,h,w) bilinearly upsampled to
+/// (`res`,`res`), without upsampling the features: a linear head commutes with bilinear
+/// upsampling (per-channel weights summing to 1), so the logits are computed at (h,w) and
+/// upsampled — the same objective at (h·w)/res² of the matmul cost. `t` (N·res·res, C) is in
+/// the row order of the upsampled maps (n, y, x); `stats_rows` (the upsampled rows) give the
+/// standardisation when there is no `init`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_softmax_map(
+    maps: &Tensor,
+    res: i64,
+    t: &Tensor,
+    stats_rows: &Tensor,
+    steps: usize,
+    lr: f64,
+    wd: f64,
+    init: Option<&LinearHead>,
+) -> Result<LinearHead> {
+    let stats = match init {
+        Some(h) => (h.mean.copy(), h.std.copy()),
+        None => standardise(&stats_rows.detach())?,
     };
-    let params = [w0.f_set_requires_grad(true)?, b0.f_set_requires_grad(true)?];
-    let mut m: Vec<Tensor> = params
-        .iter()
-        .map(|p| p.f_zeros_like())
-        .collect::<std::result::Result<_, _>>()?;
-    let mut v: Vec<Tensor> = params
-        .iter()
-        .map(|p| p.f_zeros_like())
-        .collect::<std::result::Result<_, _>>()?;
-    let (b1, b2) = (0.9f64, 0.999f64);
-    tch::with_grad(|| -> Result<()> {
-        for step in 1..=steps {
-            let logp = xs
-                .f_linear(&params[0], Some(&params[1]))?
-                .f_log_softmax(-1, x.kind())?;
-            let ce = t
-                .f_mul(&logp)?
-                .f_sum(x.kind())?
-                .f_neg()?
-                .f_div_scalar(x.size()[0] as f64)?;
-            let loss = ce.f_add(&params[0].f_square()?.f_sum(x.kind())?.f_mul_scalar(wd)?)?;
-            let grads = Tensor::f_run_backward(&[loss], &params, false, false).op("probe fit")?;
-            tch::no_grad(|| -> Result<()> {
-                for i in 0..2 {
-                    m[i] = m[i]
-                        .f_mul_scalar(b1)?
-                        .f_add(&grads[i].f_mul_scalar(1.0 - b1)?)?;
-                    v[i] = v[i]
-                        .f_mul_scalar(b2)?
-                        .f_add(&grads[i].f_square()?.f_mul_scalar(1.0 - b2)?)?;
-                    let mh = m[i].f_div_scalar(1.0 - b1.powi(step as i32))?;
-                    let vh = v[i].f_div_scalar(1.0 - b2.powi(step as i32))?;
-                    let upd = mh
-                        .f_div(&vh.f_sqrt()?.f_add_scalar(1e-8)?)?
-                        .f_mul_scalar(lr)?;
-                    let mut p = params[i].shallow_clone();
-                    let _ = p.f_sub_(&upd)?;
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    })?;
-    Ok(LinearHead {
-        mean,
-        std,
-        w: params[0].detach(),
-        b: params[1].detach(),
+    let xs = maps
+        .detach()
+        .f_permute([0, 2, 3, 1])?
+        .f_sub(&stats.0)?
+        .f_div(&stats.1)?; // (N,h,w,d)
+    let fit = SoftmaxFit { steps, lr, wd };
+    fit.run(&xs, t, stats, init, |w, b| {
+        let c = w.size()[0];
+        Ok(xs
+            .f_linear(w, Some(b))? // (N,h,w,C)
+            .f_permute([0, 3, 1, 2])?
+            .f_upsample_bilinear2d([res, res], false, None, None)?
+            .f_permute([0, 2, 3, 1])?
+            .f_reshape([-1, c])?)
     })
+}
+
+/// Full-batch Adam on the soft cross-entropy of a linear head (+ L2 on the weights).
+struct SoftmaxFit {
+    steps: usize,
+    lr: f64,
+    wd: f64,
+}
+
+impl SoftmaxFit {
+    /// Fits W (C,d), b (C) on standardised features `xs` (…,d) whose logits rows (R,C),
+    /// aligned with `t`, are `logits(W, b)`.
+    fn run(
+        &self,
+        xs: &Tensor,
+        t: &Tensor,
+        (mean, std): (Tensor, Tensor),
+        init: Option<&LinearHead>,
+        logits: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<LinearHead> {
+        let t = t.detach();
+        let (d, c) = (*xs.size().last().unwrap_or(&0), t.size()[1]);
+        let opts = (xs.kind(), xs.device());
+        let (w0, b0) = match init {
+            Some(h) => (h.w.copy(), h.b.copy()),
+            None => (Tensor::f_zeros([c, d], opts)?, Tensor::f_zeros([c], opts)?),
+        };
+        let params = [w0.f_set_requires_grad(true)?, b0.f_set_requires_grad(true)?];
+        let mut m: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.f_zeros_like())
+            .collect::<std::result::Result<_, _>>()?;
+        let mut v: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.f_zeros_like())
+            .collect::<std::result::Result<_, _>>()?;
+        let (b1, b2) = (0.9f64, 0.999f64);
+        let rows = t.size()[0] as f64;
+        tch::with_grad(|| -> Result<()> {
+            for step in 1..=self.steps {
+                let logp = logits(&params[0], &params[1])?.f_log_softmax(-1, xs.kind())?;
+                let ce = t
+                    .f_mul(&logp)?
+                    .f_sum(xs.kind())?
+                    .f_neg()?
+                    .f_div_scalar(rows)?;
+                let l2 = params[0]
+                    .f_square()?
+                    .f_sum(xs.kind())?
+                    .f_mul_scalar(self.wd)?;
+                let loss = ce.f_add(&l2)?;
+                let grads =
+                    Tensor::f_run_backward(&[loss], &params, false, false).op("probe fit")?;
+                tch::no_grad(|| -> Result<()> {
+                    for i in 0..2 {
+                        m[i] = m[i]
+                            .f_mul_scalar(b1)?
+                            .f_add(&grads[i].f_mul_scalar(1.0 - b1)?)?;
+                        v[i] = v[i]
+                            .f_mul_scalar(b2)?
+                            .f_add(&grads[i].f_square()?.f_mul_scalar(1.0 - b2)?)?;
+                        let mh = m[i].f_div_scalar(1.0 - b1.powi(step as i32))?;
+                        let vh = v[i].f_div_scalar(1.0 - b2.powi(step as i32))?;
+                        let upd = mh
+                            .f_div(&vh.f_sqrt()?.f_add_scalar(1e-8)?)?
+                            .f_mul_scalar(self.lr)?;
+                        let mut p = params[i].shallow_clone();
+                        let _ = p.f_sub_(&upd)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(LinearHead {
+            mean,
+            std,
+            w: params[0].detach(),
+            b: params[1].detach(),
+        })
+    }
 }
 
 /// Ridge regression of `y` (R,o) on rows `x` (R,d) (standardised, unpenalised bias).
@@ -217,6 +282,29 @@ pub fn miou(inter: &[f64], union: &[f64]) -> f64 {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn fitting_on_maps_equals_fitting_on_their_upsampled_rows() {
+        tch::manual_seed(3);
+        let opts = (Kind::Double, Device::Cpu);
+        let (n, d, h, res, c) = (3, 5, 4, 8, 4);
+        let maps = Tensor::randn([n, d, h, h], opts);
+        let rows = maps
+            .upsample_bilinear2d([res, res], false, None, None)
+            .permute([0, 2, 3, 1])
+            .reshape([-1, d]);
+        let t = Tensor::randn([n * res * res, c], opts).softmax(-1, Kind::Double);
+        let a = fit_softmax(&rows, &t, 15, 0.05, 1e-3, None).unwrap();
+        let b = fit_softmax_map(&maps, res, &t, &rows, 15, 0.05, 1e-3, None).unwrap();
+        let warm_a = fit_softmax(&rows, &t, 5, 0.05, 1e-3, Some(&a)).unwrap();
+        let warm_b = fit_softmax_map(&maps, res, &t, &rows, 5, 0.05, 1e-3, Some(&b)).unwrap();
+        for (x, y) in [(&a, &b), (&warm_a, &warm_b)] {
+            let dw = (&x.w - &y.w).abs().max().double_value(&[]);
+            let db = (&x.b - &y.b).abs().max().double_value(&[]);
+            assert!(dw < 1e-10 && db < 1e-10, "w {dw}, b {db}");
+            assert!(x.w.abs().max().double_value(&[]) > 1e-3, "the fit moved");
+        }
+    }
 
     #[test]
     fn softmax_probe_separates_separable_data() {

@@ -2,7 +2,7 @@
 //! loss) and the task's evaluation.
 
 use super::{DinoDenseTask, CHUNK};
-use crate::probe::{fit_ridge, fit_softmax, iou_counts, miou, LinearHead};
+use crate::probe::{fit_ridge, fit_softmax, fit_softmax_map, iou_counts, miou, LinearHead};
 use crate::scenes::{pixels_to_tensor, to_tensors, Split, CANVAS, SEG_CLASSES};
 use crate::supervised::SupervisedHeads;
 use tch::{Kind, Tensor};
@@ -72,7 +72,8 @@ impl DinoDenseTask {
             .f_avg_pool2d([k, k], [k, k], [0, 0], false, true, None)?
             .f_permute([0, 2, 3, 1])?
             .f_reshape([-1, 1])?;
-        let seg = fit_softmax(&rows, &soft, steps, f.head_lr, 1e-4, warm)?;
+        // the seg head's logits at (h,w), upsampled: the same fit as on `rows`, (h·w)/r² the matmuls
+        let seg = fit_softmax_map(&maps, r, &soft, &rows, steps, f.head_lr, 1e-4, warm)?;
         let dep = fit_ridge(&rows, &dep, f.ridge)?;
         Ok((seg, dep))
     }
