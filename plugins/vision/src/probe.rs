@@ -74,6 +74,14 @@ fn standardise(x: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((mean, std))
 }
 
+/// The standardisation of a fit: the warm start's, else that of `rows` (R,d).
+fn head_stats(init: Option<&LinearHead>, rows: &Tensor) -> Result<(Tensor, Tensor)> {
+    match init {
+        Some(h) => Ok((h.mean.copy(), h.std.copy())),
+        None => standardise(rows),
+    }
+}
+
 /// Fits a softmax-regression head on rows `x` (R,d) to soft targets `t` (R,C) with `steps`
 /// full-batch Adam steps (lr `lr`, L2 `wd`), optionally warm-started from `init`.
 pub fn fit_softmax(
@@ -85,10 +93,7 @@ pub fn fit_softmax(
     init: Option<&LinearHead>,
 ) -> Result<LinearHead> {
     let x = x.detach();
-    let stats = match init {
-        Some(h) => (h.mean.copy(), h.std.copy()),
-        None => standardise(&x)?,
-    };
+    let stats = head_stats(init, &x)?;
     let xs = x.f_sub(&stats.0)?.f_div(&stats.1)?;
     let fit = SoftmaxFit { steps, lr, wd };
     fit.run(&xs, t, stats, init, |w, b| Ok(xs.f_linear(w, Some(b))?))
@@ -111,10 +116,7 @@ pub fn fit_softmax_map(
     wd: f64,
     init: Option<&LinearHead>,
 ) -> Result<LinearHead> {
-    let stats = match init {
-        Some(h) => (h.mean.copy(), h.std.copy()),
-        None => standardise(&stats_rows.detach())?,
-    };
+    let stats = head_stats(init, &stats_rows.detach())?;
     let xs = maps
         .detach()
         .f_permute([0, 2, 3, 1])?
