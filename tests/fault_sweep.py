@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""A sweep of fault cases against a built `vpt` (issue 14's classes: bad configs, bad data,
-kills, full disk, bad plugin files, crafted checkpoints, concurrent runs). Each case is
+"""A sweep of fault cases against a built `vpt` (bad configs, bad data, kills, full disk, bad
+plugin files, crafted checkpoints, concurrent runs; and run directories: symlinks planted in a
+run directory or an export target, SIGHUP, crafted checkpoints re-signed with absurd values,
+export targets, the keep policy, budgets given on resume). Each case is
 classified as ok / clear error / unclear / crash / hang / data loss / silent; the counts are
 printed at the end. Not part of `make test` (it takes minutes and mounts a tmpfs when root).
 
@@ -402,9 +404,195 @@ p.kill()
 p.wait()
 record("concurrent", "log intact after both", "ok" if metrics_ok(d) else "data loss")
 
+# ---- H. symlinks planted in run directories and export targets ------------------------------
+def planted(name, link, setup=None, resume=False):
+    """Plants `link` (a name in the run directory) pointing outside, then runs or resumes."""
+    d = ROOT / f"h{len(rows)}"
+    outside = ROOT / f"h{len(rows)}-outside"
+    if resume:
+        run(tiny(d, "run.steps=4", "run.checkpoint_every=2", extra=["--halt-after", "2"]))
+        p = d / link
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, d / link)
+    if resume:
+        rc, _, err = run(["--plugin", str(TINY_SO), "run", "--resume", str(d), "--set", "run.steps=6"])
+    else:
+        rc, _, err = run(tiny(d, "run.steps=2"))
+    outcome = judge(rc, err, want_ok=False)
+    if outside.exists():
+        outcome = "security"
+    elif outcome == "clear error" and "symbolic link" not in err:
+        outcome = "unclear"
+    record("symlink", name, outcome, (err.strip().splitlines() or [""])[-1])
+
+
+planted("dangling metrics.jsonl, new run", "metrics.jsonl")
+planted("dangling metrics.jsonl, resume", "metrics.jsonl", resume=True)
+planted("dangling summary.json, resume", "summary.json", resume=True)
+planted("dangling .lock, new run", ".lock")
+planted("checkpoints/ -> outside, resume", "checkpoints", resume=True)
+planted("checkpoints/ -> outside, new run", "checkpoints")
+planted("dangling config.json, resume", "config.json", resume=True)
+
+# ---- I. SIGHUP --------------------------------------------------------------------------------
+for i in range(2):
+    d = ROOT / f"hup{i}"
+    p = spawn(d, "run.checkpoint_every=0")
+    wait_lines(d)
+    p.send_signal(signal.SIGHUP)
+    _, err = p.communicate(timeout=60)
+    ok = p.returncode == 130 and b"vpt run --resume" in err
+    steps = [int(x.name[5:]) for x in (d / "checkpoints").glob("step-*") if x.name[5:].isdigit()]
+    rc, _, _ = run(["--plugin", str(TINY_SO), "run", "--resume", str(d), "--set",
+                    f"run.steps={max(steps, default=0) + 2}"])
+    ok = ok and rc == 0 and metrics_ok(d)
+    record("signal", f"SIGHUP #{i} then resume", "ok" if ok else "data loss", f"rc {p.returncode}")
+for f in sorted((REPO / "examples").glob("*.toml")):
+    text = f.read_text()
+    every = [l for l in text.splitlines() if l.strip().startswith("checkpoint_every")]
+    n = int(every[0].split("=")[1].split("#")[0]) if every else 0
+    record("signal", f"{f.name} checkpoints during the run", "ok" if n > 0 else "data loss", f"checkpoint_every {n}")
+
+
+# ---- J. crafted checkpoints, re-signed, with absurd values ------------------------------------
+def resigned_state(name, edit, args=("--steps", "8"), want=None):
+    d = ROOT / f"j{len(rows)}"
+    shutil.copytree(base, d)
+    (d / "summary.json").unlink(missing_ok=True)
+    s6 = d / "checkpoints/step-000000006"
+    doc = json.loads((s6 / "state.json").read_text())
+    edit(doc)
+    (s6 / "state.json").write_text(json.dumps(doc))
+    m = json.loads((s6 / "manifest.json").read_text())
+    b = (s6 / "state.json").read_bytes()
+    m["files"]["state.json"] = {"bytes": len(b), "sha256": sha(b)}
+    (s6 / "manifest.json").write_text(json.dumps(m))
+    rc, out, err = run(["--plugin", str(TINY_SO), "run", "--resume", str(d), *args], timeout=90)
+    outcome = judge(rc, err, want_ok=False)
+    if rc == 0 and "falling back" in err:
+        outcome = "ok"  # refused and said so; resumed from step 3
+    if outcome == "clear error" and want and want not in err:
+        outcome = "unclear"
+    record("re-signed", name, outcome, (err.strip().splitlines() or [""])[-1])
+
+
+resigned_state("state.seconds = -1e308, --wall-clock", lambda d: d["state"].update(seconds=-1e308),
+               ("--wall-clock", "5"), "state.seconds")
+resigned_state("meta_skipped > meta_steps", lambda d: d["state"]["counters"].update(meta_skipped=10**12),
+               want="meta_skipped")
+resigned_state("learner_skipped > step", lambda d: d["state"]["counters"].update(learner_skipped=99),
+               want="learner_skipped")
+resigned_state("unlabeled_cursor of the wrong length", lambda d: d["state"]["task"].update(unlabeled_cursor=[]),
+               want="unlabeled_cursor")
+resigned_state("step 2^63", lambda d: d.update(step=2**63), want="step-000000006")
+
+LM_SO = REL / "libvpt_lm.so"
+lm_data = ROOT / "lm-data.jsonl"
+lm_data.write_text("".join(json.dumps({"text": f"line {i} " + "word " * 40}) + "\n" for i in range(64)))
+lm_cfg = ROOT / "lm-base.toml"
+lm_cfg.write_text(LM.replace("DATA", str(lm_data)))
+lmbase = ROOT / "lmbase"
+lm_rc, _, lm_err = run(["--plugin", str(LM_SO), "run", str(lm_cfg), "--out", str(lmbase)], timeout=300)
+if lm_rc == 0:
+    d = ROOT / "j-tokens"
+    shutil.copytree(lmbase, d)
+    (d / "summary.json").unlink(missing_ok=True)
+    s2 = d / "checkpoints/step-000000002"
+    doc = json.loads((s2 / "state.json").read_text())
+    doc["state"]["task"]["buffer"] = {"ids": [10**9, 5], "loss_runs": [0, 2]}
+    (s2 / "state.json").write_text(json.dumps(doc))
+    m = json.loads((s2 / "manifest.json").read_text())
+    b = (s2 / "state.json").read_bytes()
+    m["files"]["state.json"] = {"bytes": len(b), "sha256": sha(b)}
+    (s2 / "manifest.json").write_text(json.dumps(m))
+    rc, _, err = run(["--plugin", str(LM_SO), "run", "--resume", str(d), "--steps", "3"])
+    outcome = judge(rc, err, want_ok=False)
+    if outcome == "clear error" and "state.task.buffer" not in err:
+        outcome = "unclear"
+    record("re-signed", "LM token ids out of range", outcome, (err.strip().splitlines() or [""])[-1])
+else:
+    record("re-signed", "LM base run", "unclear", (lm_err.strip().splitlines() or [""])[-1])
+
+# ---- K. export targets ------------------------------------------------------------------------
+def exp(out, *extra, run_dir=None):
+    return ["--plugin", str(LM_SO), "export", str(run_dir or lmbase), "--format", "hf", "--out", str(out), *extra]
+
+
+if lm_rc == 0:
+    before = (lmbase / "config.json").read_bytes()
+    case("export", "--out RUN", exp(lmbase))
+    case("export", "--out RUN/sub", exp(lmbase / "sub"))
+    record("export", "run config intact", "ok" if (lmbase / "config.json").read_bytes() == before else "data loss")
+    full = ROOT / "k-full"
+    full.mkdir()
+    (full / "config.json").write_text("mine")
+    case("export", "non-empty --out", exp(full))
+    record("export", "non-empty --out kept", "ok" if (full / "config.json").read_text() == "mine" else "data loss")
+    case("export", "non-empty --out --overwrite", exp(full, "--overwrite"), want_ok=True)
+    for link in ["config.json", "model.safetensors"]:
+        k = ROOT / f"k-link-{link}"
+        k.mkdir()
+        victim = ROOT / f"k-victim-{link}"
+        victim.write_text("precious")
+        os.symlink(victim, k / link)
+        for extra in [(), ("--overwrite",)]:
+            rc, _, err = run(exp(k, *extra))
+            outcome = judge(rc, err, want_ok=False)
+            if victim.read_text() != "precious":
+                outcome = "security"
+            record("export", f"{link} link in --out {' '.join(extra)}", outcome, (err.strip().splitlines() or [""])[-1])
+    case("export", "bad --format", exp(ROOT / "k-f")[:-4] + ["--format", "onnx", "--out", str(ROOT / "k-f")])
+    case("export", "bad --dtype", ["--plugin", str(LM_SO), "export", str(lmbase), "--format", "gguf",
+                                   "--dtype", "f64", "--out", str(ROOT / "k-d")])
+    rc, _, err = run(exp(ROOT / "k-a", "--adapter"))
+    outcome = judge(rc, err, want_ok=False)
+    if (ROOT / "k-a").exists() and any((ROOT / "k-a").iterdir()):
+        outcome = "silent"
+    record("export", "--adapter without LoRA", outcome, (err.strip().splitlines() or [""])[-1])
+
+# ---- L. keep policy, budgets on resume, finishing twice ----------------------------------------
+d = ROOT / "l-keep"
+run(tiny(d, "run.steps=30", "run.checkpoint_every=5"))
+(d / "summary.json").unlink(missing_ok=True)
+t = d / "checkpoints/step-000000030/tensors.safetensors"
+b = bytearray(t.read_bytes())
+b[-3] ^= 0x10
+t.write_bytes(bytes(b))
+run(["--plugin", str(TINY_SO), "run", "--resume", str(d), "--set", "run.keep_checkpoints=1", "--steps", "28"])
+rc, _, err = run(["--plugin", str(TINY_SO), "run", "--resume", str(d), "--steps", "29"])
+record("keep", "keep=1 with the newest corrupt", "ok" if rc == 0 else "data loss", (err.strip().splitlines() or [""])[-1])
+d = ROOT / "l-budget"
+run(tiny(d, "run.steps=6", "run.checkpoint_every=2", extra=["--halt-after", "2"]))
+run(["--plugin", str(TINY_SO), "run", "--resume", str(d), "--steps", "12", "--halt-after", "4"])
+rc, out, err = run(["--plugin", str(TINY_SO), "run", "--resume", str(d)])
+try:
+    steps = json.loads(out)["steps"]
+except ValueError:
+    steps = None
+record("resume", "budget given on --resume is kept", "ok" if steps == 12 else "silent", f"steps {steps}")
+d = ROOT / "l-summary"
+run(tiny(d, "run.steps=3"))
+(d / "summary.json").unlink()
+run(["--plugin", str(TINY_SO), "run", "--resume", str(d)])
+finals = [l for l in (d / "metrics.jsonl").read_text().splitlines() if '"kind":"eval"' in l and '"step":3,' in l]
+record("resume", "killed before summary.json, resumed", "ok" if len(finals) == 1 else "silent", f"{len(finals)} final evaluations")
+d = ROOT / "l-events"
+run(tiny(d, "run.steps=3"))
+run(tiny(d, "run.steps=2", extra=["--overwrite"]))
+ev = list(d.glob("events.out.tfevents.*"))
+record("resume", "--overwrite removes old event files", "ok" if len(ev) == 1 else "silent", f"{len(ev)} event files")
+rc, _, err = run(tiny(ROOT / "l-nan", "run.steps=3", 'task.config.nan_in="pretrain"', "task.config.nan_every=1"))
+record("resume", "every learner step skipped", "ok" if rc != 0 or "learner steps were skipped" in err else "silent",
+       (err.strip().splitlines() or [""])[-1])
+
 print()
 print(f"{len(rows)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
-bad = [r for r in rows if r[2] in ("crash", "hang", "data loss", "silent", "unclear")]
+bad = [r for r in rows if r[2] in ("crash", "hang", "data loss", "silent", "unclear", "security")]
 for r in bad:
     print("NOT CLEAN:", r)
 sys.exit(1 if bad else 0)

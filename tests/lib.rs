@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod faults;
+
 /// The directories a test binary looks in for built cdylibs: its own (`target/<profile>/deps`,
 /// where dev-dependency cdylibs land) and the one above (where `cargo build --workspace`
 /// uplifts them).

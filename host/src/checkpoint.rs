@@ -11,12 +11,24 @@
 //!   saying so.
 //! - Replacing `step-N` never deletes it before the new one is in place: the old directory is
 //!   renamed aside (`step-N.old`, still loadable), the new one renamed in, then the old removed.
+//! - The keep policy ranks checkpoints by step number and counts only intact ones (verified
+//!   against their manifest), so it never deletes the newest intact checkpoint.
+//! - A loaded state's values are checked (finite, non-negative seconds; counters that fit the
+//!   step), and so are the task's and designer's (by them): a crafted but re-signed
+//!   checkpoint is refused naming the file and the field.
+//! - Files and directories in `checkpoints/` are never followed through symbolic links.
 
-use crate::{error::clip, records::Counters, Error, Result};
+use crate::{
+    error::clip,
+    fileio::{read_nofollow, refuse_symlink},
+    records::Counters,
+    Error, Result,
+};
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
+    sync::Mutex,
 };
 use tch::Device;
 use vpt_sdk::{tensor_file, tensor_file::FileDigest, TensorMap};
@@ -40,6 +52,8 @@ pub struct Checkpoint {
     pub tensors: TensorMap,
     /// Everything else.
     pub state: State,
+    /// The directory it was loaded from (empty for one built in memory), named in errors.
+    pub source: PathBuf,
 }
 
 /// The version of `state.json` this host writes (`{"version", "step", "state": {…}}`); format 2
@@ -105,13 +119,92 @@ fn parse_state(bytes: &[u8]) -> std::result::Result<(u64, State), String> {
     }
 }
 
-/// Steps whose checkpoints to delete so that only the newest `keep` remain.
-pub fn to_delete(existing: &[u64], keep: usize) -> Vec<u64> {
-    let mut s = existing.to_vec();
-    s.sort_unstable();
-    let n = s.len().saturating_sub(keep.max(1));
-    s.truncate(n);
-    s
+/// The keep policy: given the checkpoints present (step, intact?) and the step just saved,
+/// the steps to delete. Steps are ranked by number, never by name; the one just saved and the
+/// newest `keep - 1` intact ones before it are kept, refused (non-intact) ones are not counted,
+/// and nothing newer than the one just saved is deleted (it is left for a later resume to
+/// refuse or use).
+pub fn to_delete(existing: &[(u64, bool)], saved: u64, keep: usize) -> Vec<u64> {
+    let mut older: Vec<(u64, bool)> = existing
+        .iter()
+        .copied()
+        .filter(|&(s, _)| s < saved)
+        .collect();
+    older.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    let mut kept = 1; // the one just saved
+    let mut out = Vec::new();
+    for (step, intact) in older {
+        if kept >= keep.max(1) {
+            out.push(step);
+        } else if intact {
+            kept += 1;
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Checkpoint directories known to be intact in this process (written or verified by it), so
+/// the keep policy hashes each older checkpoint at most once.
+static INTACT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn known_intact(dir: &Path) -> bool {
+    INTACT.lock().is_ok_and(|s| s.contains(dir))
+}
+
+fn mark_intact(dir: &Path) {
+    if let Ok(mut s) = INTACT.lock() {
+        s.insert(dir.to_path_buf());
+    }
+}
+
+/// Whether `dir` is an intact checkpoint: its manifest is readable and every file it lists
+/// matches its digest (the tensors are not parsed).
+fn is_intact(dir: &Path) -> bool {
+    if known_intact(dir) {
+        return true;
+    }
+    let ok = (|| -> Result<()> {
+        let manifest = read_manifest(dir)?;
+        for (file, digest) in &manifest.files {
+            let p = dir.join(file);
+            refuse_symlink(&p)?;
+            digest
+                .read_verified(&p)
+                .map_err(|e| Error::Msg(e.to_string()))?;
+        }
+        Ok(())
+    })()
+    .is_ok();
+    if ok {
+        mark_intact(dir);
+    }
+    ok
+}
+
+/// Applies the keep policy after saving step `saved` (see [`to_delete`]). Only the older
+/// checkpoints that may be kept are verified.
+fn prune(run_dir: &Path, saved: u64, keep: usize) {
+    let all = candidates(run_dir);
+    let mut existing = Vec::new();
+    let mut kept = 1;
+    for (step, dir) in all.iter().rev() {
+        let intact = match *step {
+            s if s >= saved => s == saved,
+            _ if kept >= keep.max(1) => false, // beyond the window: deleted whatever it is
+            _ => is_intact(dir),
+        };
+        if intact && *step < saved {
+            kept += 1;
+        }
+        existing.push((*step, intact));
+    }
+    let doomed = to_delete(&existing, saved, keep);
+    for (step, dir) in &all {
+        if doomed.contains(step) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn ckpt_root(run_dir: &Path) -> PathBuf {
@@ -129,6 +222,7 @@ use crate::fileio::atomic_write;
 /// the partial directory is removed and the previous checkpoints are untouched.
 pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
     let root = ckpt_root(run_dir);
+    refuse_symlink(&root)?;
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
     let name = step_name(ckpt.step);
     let tmp = root.join(format!("{name}.tmp"));
@@ -139,10 +233,9 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf> {
         return Err(e);
     }
     replace_dir(&tmp, &dst)?;
+    mark_intact(&dst);
     atomic_write(root.join("LATEST"), name.as_bytes())?;
-    for step in to_delete(&list_steps(run_dir)?, keep) {
-        let _ = std::fs::remove_dir_all(root.join(step_name(step)));
-    }
+    prune(run_dir, ckpt.step, keep);
     Ok(dst)
 }
 
@@ -177,7 +270,10 @@ fn write_dir(dir: &Path, ckpt: &Checkpoint) -> Result<()> {
 /// Writes `bytes` to a new file at `path`, fsyncs it and returns its digest.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<FileDigest> {
     use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut f = crate::fileio::open_nofollow(
+        path,
+        std::fs::OpenOptions::new().write(true).create_new(true),
+    )?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(path, e))?;
@@ -196,7 +292,7 @@ fn replace_dir(new: &Path, dst: &Path) -> Result<()> {
     let parent = dst.parent().expect("a checkpoint directory has a parent");
     let aside = dst.with_extension("old");
     let _ = std::fs::remove_dir_all(&aside);
-    let had_old = dst.exists();
+    let had_old = crate::fileio::present(dst);
     if had_old {
         std::fs::rename(dst, &aside).map_err(|e| Error::io(dst, e))?;
     }
@@ -290,9 +386,9 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
         path: dir.to_path_buf(),
         message,
     };
-    let manifest_path = dir.join(MANIFEST);
-    let text = match std::fs::read_to_string(&manifest_path) {
-        Ok(t) => t,
+    refuse_symlink(dir)?;
+    let manifest = match read_manifest(dir) {
+        Ok(m) => m,
         Err(_) if dir.join(OLD_TENSORS).exists() => {
             return Err(bad(format!(
                 "is in the old TorchScript format ({OLD_TENSORS}), which vpt no longer loads \
@@ -300,10 +396,61 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
                  older vpt still reads it, if you trust where the file came from)"
             )))
         }
-        Err(e) => return Err(bad(format!("{MANIFEST}: {e} (an incomplete checkpoint?)"))),
+        Err(e) => return Err(e),
+    };
+    let digest = |file: &str| {
+        manifest
+            .files
+            .get(file)
+            .ok_or_else(|| bad(format!("{MANIFEST} lists no {file}")))
+    };
+    refuse_symlink(&dir.join(STATE))?;
+    refuse_symlink(&dir.join(TENSORS))?;
+    let state = digest(STATE)?
+        .read_verified(&dir.join(STATE))
+        .map_err(|e| bad(e.to_string()))?;
+    let (step, state) = parse_state(&state).map_err(|e| bad(format!("{STATE}: {e}")))?;
+    check_state(step, &state).map_err(|e| bad(format!("{STATE}: {e}")))?;
+    if let Some(named) = dir_step(dir).filter(|&n| n != step) {
+        return Err(bad(format!(
+            "{STATE}: `step` = {step}, but the directory is {}",
+            step_name(named)
+        )));
+    }
+    let tensors = tensor_file::read(&dir.join(TENSORS), digest(TENSORS)?, device)
+        .map_err(|e| bad(e.to_string()))?;
+    mark_intact(dir);
+    Ok(Checkpoint {
+        step,
+        tensors,
+        state,
+        source: dir.to_path_buf(),
+    })
+}
+
+/// The step a checkpoint directory's name gives (`step-N` or `step-N.old`), if it has one.
+fn dir_step(dir: &Path) -> Option<u64> {
+    let name = dir.file_name()?.to_str()?.strip_prefix("step-")?;
+    name.strip_suffix(".old").unwrap_or(name).parse().ok()
+}
+
+/// Reads and checks `dir/manifest.json` (format and version), without following a link.
+fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let bad = |message: String| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let bytes = match read_nofollow(&dir.join(MANIFEST)) {
+        Ok(b) => b,
+        Err(Error::Io { source, .. }) => {
+            return Err(bad(format!(
+                "{MANIFEST}: {source} (an incomplete checkpoint?)"
+            )))
+        }
+        Err(e) => return Err(e),
     };
     let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("{MANIFEST}: {e}")))?;
     if manifest.format != FORMAT || manifest.version != VERSION {
         return Err(bad(format!(
             "{MANIFEST}: format `{}` version {}, this vpt reads `{FORMAT}` version {VERSION}",
@@ -311,23 +458,43 @@ pub fn load_dir_on(dir: &Path, device: Device) -> Result<Checkpoint> {
             manifest.version
         )));
     }
-    let digest = |file: &str| {
-        manifest
-            .files
-            .get(file)
-            .ok_or_else(|| bad(format!("{MANIFEST} lists no {file}")))
-    };
-    let state = digest(STATE)?
-        .read_verified(&dir.join(STATE))
-        .map_err(|e| bad(e.to_string()))?;
-    let (step, state) = parse_state(&state).map_err(|e| bad(format!("{STATE}: {e}")))?;
-    let tensors = tensor_file::read(&dir.join(TENSORS), digest(TENSORS)?, device)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(Checkpoint {
-        step,
-        tensors,
-        state,
-    })
+    Ok(manifest)
+}
+
+/// The host's own checks of a loaded state's values (a re-signed checkpoint passes its
+/// manifest, so its values are checked like any input): the field at fault is named.
+fn check_state(step: u64, s: &State) -> std::result::Result<(), String> {
+    if !s.seconds.is_finite() || s.seconds < 0.0 {
+        return Err(format!(
+            "`state.seconds` = {}: charged seconds must be finite and non-negative",
+            s.seconds
+        ));
+    }
+    let c = &s.counters;
+    let checks = [
+        (
+            "meta_skipped",
+            c.meta_skipped,
+            "state.counters.meta_steps",
+            c.meta_steps,
+        ),
+        ("meta_steps", c.meta_steps, "the step", step),
+        ("learner_skipped", c.learner_skipped, "the step", step),
+        (
+            "nonfinite_in_a_row",
+            c.nonfinite_in_a_row,
+            "state.counters.learner_skipped",
+            c.learner_skipped,
+        ),
+    ];
+    for (field, v, bound_name, bound) in checks {
+        if v > bound {
+            return Err(format!(
+                "`state.counters.{field}` = {v} exceeds {bound_name} ({bound})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The entries of `map` whose names start with `prefix/`, with the prefix removed.
@@ -351,10 +518,20 @@ mod tests {
     use tch::Tensor;
 
     #[test]
-    fn keep_policy_keeps_the_newest() {
-        assert_eq!(to_delete(&[30, 10, 20], 2), vec![10]);
-        assert_eq!(to_delete(&[10], 2), Vec::<u64>::new());
-        assert_eq!(to_delete(&[10, 20], 0), vec![10]); // always keep at least one
+    fn keep_policy_keeps_the_newest_intact_by_step() {
+        let ok = |v: &[u64]| v.iter().map(|&s| (s, true)).collect::<Vec<_>>();
+        assert_eq!(to_delete(&ok(&[30, 10, 20]), 30, 2), vec![10]);
+        assert_eq!(to_delete(&ok(&[10]), 10, 2), Vec::<u64>::new());
+        assert_eq!(to_delete(&ok(&[10, 20]), 20, 0), vec![10]); // always keep at least one
+                                                                // by number, not by name: step 1_000_000_000 sorts before 999_999_999 as text
+        assert_eq!(
+            to_delete(&ok(&[999_999_999, 1_000_000_000]), 1_000_000_000, 1),
+            vec![999_999_999]
+        );
+        // a refused one is not counted; one newer than the saved one is left alone
+        let mixed = [(20, true), (25, false), (28, true), (30, false)];
+        assert_eq!(to_delete(&mixed, 28, 2), Vec::<u64>::new());
+        assert_eq!(to_delete(&mixed, 28, 1), vec![20, 25]);
     }
 
     fn scratch(tag: &str) -> PathBuf {
@@ -379,6 +556,7 @@ mod tests {
                 designer: serde_json::Value::Null,
                 config: serde_json::json!({}),
             },
+            source: PathBuf::new(),
         }
     }
 

@@ -184,9 +184,13 @@ pub enum Command {
         /// Also write the trained LoRA adapter alone, in PEFT's layout (OUT/adapter/).
         #[arg(long)]
         adapter: bool,
-        /// Output directory (created if missing).
+        /// Output directory (created if missing; refused when it is not empty, unless
+        /// --overwrite, or when it is inside a run directory).
         #[arg(long)]
         out: PathBuf,
+        /// Replace files of the same name in a non-empty --out.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Inspect plugins.
     Plugins {

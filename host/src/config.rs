@@ -220,6 +220,21 @@ impl RunConfig {
     /// Parses an already-merged TOML document.
     pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
         expand_env(&mut doc, "")?;
+        Self::from_expanded(doc)
+    }
+
+    /// Parses a run directory's saved config, already resolved when the run started (a `${…}`
+    /// left in it is literal and is never expanded a second time), with `overrides` applied:
+    /// only the overrides' own values are expanded.
+    pub fn from_resolved(mut doc: toml::Value, overrides: &[String]) -> Result<RunConfig> {
+        let mut changes = toml::Value::Table(Default::default());
+        apply_overrides(&mut changes, overrides)?;
+        expand_env(&mut changes, "")?;
+        merge(&mut doc, changes);
+        Self::from_expanded(doc)
+    }
+
+    fn from_expanded(doc: toml::Value) -> Result<RunConfig> {
         let json =
             serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
         let cfg: RunConfig = serde_path_to_error::deserialize(json)
@@ -394,6 +409,23 @@ pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Sets every leaf of `changes` in `doc`, keeping `doc`'s other keys.
+fn merge(doc: &mut toml::Value, changes: toml::Value) {
+    match (doc, changes) {
+        (toml::Value::Table(d), toml::Value::Table(c)) => {
+            for (k, v) in c {
+                match d.get_mut(&k) {
+                    Some(slot) if slot.is_table() && v.is_table() => merge(slot, v),
+                    _ => {
+                        d.insert(k, v);
+                    }
+                }
+            }
+        }
+        (d, c) => *d = c,
+    }
 }
 
 /// Converts a JSON document (e.g. a run directory's `config.json`) to TOML, dropping nulls.

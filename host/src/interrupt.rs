@@ -1,5 +1,6 @@
-//! SIGINT and SIGTERM during a run: the first asks the loop to stop after the current step
-//! (it then checkpoints and names the resume command); a second exits at once.
+//! SIGINT, SIGTERM and SIGHUP (a closed terminal or SSH session) during a run: the first asks
+//! the loop to stop after the current step (it then checkpoints and names the resume command);
+//! a second exits at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,9 +17,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
 
-/// Installs the handler for SIGINT and SIGTERM (idempotent).
+/// The signals that stop a run with a checkpoint.
+pub const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Installs the handler for [`SIGNALS`] (idempotent).
 pub fn install() -> std::io::Result<()> {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in SIGNALS {
         // SAFETY: a zeroed sigaction is valid (empty mask, no flags) before we fill it; the
         // handler only touches an atomic and calls async-signal-safe functions.
         let rc = unsafe {

@@ -181,6 +181,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dtype,
             adapter,
             out,
+            overwrite,
         } => {
             let started = std::time::Instant::now();
             let request = vpt_sdk::ExportRequest {
@@ -189,7 +190,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 adapter,
                 out_dir: out,
             };
-            let files = export::export(&run_dir, checkpoint, &request, &mut plugins)?;
+            let files = export::export(&run_dir, checkpoint, &request, overwrite, &mut plugins)?;
             for f in &files {
                 let size = std::fs::metadata(f).map_or(0, |m| m.len());
                 println!("{}  ({:.1} MB)", f.display(), size as f64 / 1e6);
@@ -248,9 +249,14 @@ fn resume_session(
     budget.apply(&mut cfg)?;
     let dir = RunDir::resume(run_dir)?;
     let ckpt = checkpoint::load_latest_on(run_dir, cfg.device())?;
+    let changed = !overrides.is_empty() || budget.steps.is_some() || budget.wall_clock.is_some();
     let mut session = Session::build(cfg, plugins)?;
     session.restore(&ckpt)?;
     dir.truncate_after(ckpt.step)?;
+    if changed {
+        // saved, so that the next `--resume` (the one an interrupt names) keeps them
+        dir.save_config(&session.cfg)?;
+    }
     eprintln!("resuming {} at step {}", run_dir.display(), ckpt.step);
     Ok((session, dir))
 }

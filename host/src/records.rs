@@ -1,7 +1,6 @@
 //! The records of a run: typed `metrics.jsonl` lines ([`Record`]) and reading them back.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -159,7 +158,13 @@ fn metrics_or_nan<'de, D: Deserializer<'de>>(
 /// A line that is not a valid record fails with `FILE:LINE: why`.
 pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<Record>> {
     let path = path.as_ref();
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::fileio::read_nofollow(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
     let mut records = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

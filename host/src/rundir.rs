@@ -1,10 +1,14 @@
 //! A run directory (`config.json`, `metrics.jsonl`, `checkpoints/`, `summary.json`), held
 //! under an exclusive lock for as long as a run writes it, and never silently reused: a new
 //! run refuses a directory that holds a run unless told to `--overwrite` it (or `--resume`).
+//!
+//! A run directory is data (docs/trust.md): vpt never follows a symbolic link planted in it.
+//! Its files are checked with no-follow metadata when the directory is opened, and opened
+//! with `O_NOFOLLOW` when written, so a link is refused by name instead of redirecting a write.
 
 use crate::{
-    config::{apply_overrides, json_to_toml, RunConfig},
-    fileio::atomic_write,
+    config::{json_to_toml, RunConfig},
+    fileio::{atomic_write, open_nofollow, present, read_nofollow, refuse_symlink},
     records::Record,
     Error, Result,
 };
@@ -34,13 +38,48 @@ pub struct RunDir {
     _lock: Option<File>,
 }
 
-/// The files a run writes; what `--overwrite` removes.
+/// The files a run writes; what `--overwrite` removes (with the TensorBoard event files).
 const RUN_FILES: [&str; 4] = [
     "config.json",
     "metrics.jsonl",
     "summary.json",
     "checkpoints",
 ];
+
+/// The name prefix of TensorBoard event files (tensorboard.rs).
+const EVENTS_PREFIX: &str = "events.out.tfevents.";
+
+/// The run files present in `path`: [`RUN_FILES`] and the event files.
+fn run_files(path: &Path) -> Vec<String> {
+    let mut found: Vec<String> = RUN_FILES
+        .iter()
+        .filter(|f| present(&path.join(f)))
+        .map(|f| f.to_string())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(path) {
+        let mut events: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(EVENTS_PREFIX))
+            .collect();
+        events.sort();
+        found.extend(events);
+    }
+    found
+}
+
+/// Refuses a run directory in which one of vpt's own files (or `checkpoints/`, or an entry in
+/// it) is a symbolic link, naming the link.
+fn refuse_planted_links(path: &Path) -> Result<()> {
+    for f in run_files(path) {
+        refuse_symlink(&path.join(f))?;
+    }
+    if let Ok(rd) = std::fs::read_dir(path.join("checkpoints")) {
+        for e in rd.flatten() {
+            refuse_symlink(&e.path())?;
+        }
+    }
+    Ok(())
+}
 
 impl RunDir {
     /// Creates (or, with [`Existing::Overwrite`], empties) `path`, locks it and writes the
@@ -51,18 +90,20 @@ impl RunDir {
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let dir = RunDir::lock(path)?;
-        if let Some(found) = RUN_FILES.iter().find(|f| path.join(f).exists()) {
+        refuse_planted_links(path)?;
+        let found = run_files(path);
+        if let Some(first) = found.first() {
             match existing {
                 Existing::Refuse => {
                     return Err(Error::Msg(format!(
-                        "{} already holds a run (it has {found}); continue it with \
+                        "{} already holds a run (it has {first}); continue it with \
                          `vpt run --resume {}`, or replace it with `--overwrite`",
                         path.display(),
                         path.display()
                     )))
                 }
                 Existing::Overwrite => {
-                    for f in RUN_FILES {
+                    for f in &found {
                         let p = path.join(f);
                         let gone = if p.is_dir() {
                             std::fs::remove_dir_all(&p)
@@ -79,8 +120,7 @@ impl RunDir {
                 }
             }
         }
-        let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
-        atomic_write(path.join("config.json"), &json)?;
+        dir.save_config(cfg)?;
         Ok(dir)
     }
 
@@ -89,7 +129,19 @@ impl RunDir {
         if !writes() {
             return Ok(RunDir::unlocked(path));
         }
-        RunDir::lock(path)
+        let dir = RunDir::lock(path)?;
+        refuse_planted_links(path)?;
+        Ok(dir)
+    }
+
+    /// (Re)writes `config.json`, the resolved config a resume starts from (on resume when
+    /// budget or cadence were overridden, so the next resume keeps them).
+    pub fn save_config(&self, cfg: &RunConfig) -> Result<()> {
+        if !self.writes() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(cfg).map_err(|e| Error::Msg(e.to_string()))?;
+        atomic_write(self.path.join("config.json"), &json)
     }
 
     fn unlocked(path: &Path) -> RunDir {
@@ -99,15 +151,17 @@ impl RunDir {
         }
     }
 
-    /// Takes the exclusive lock of `path` without waiting; refuses when another process holds it.
+    /// Takes the exclusive lock of `path` without waiting; refuses when another process holds
+    /// it, and refuses a lock file that is a symbolic link (never creating its target).
     fn lock(path: &Path) -> Result<RunDir> {
         let p = path.join(LOCK_FILE);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))?;
+        let f = open_nofollow(
+            &p,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+        )?;
         // SAFETY: flock on a file descriptor this function owns; no memory is shared.
         let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -141,11 +195,7 @@ impl RunDir {
             return Ok(());
         }
         let p = self.path.join("metrics.jsonl");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))?;
+        let mut f = open_nofollow(&p, std::fs::OpenOptions::new().create(true).append(true))?;
         let mut line = serde_json::to_string(record).map_err(|e| Error::Msg(e.to_string()))?;
         line.push('\n');
         f.write_all(line.as_bytes()).map_err(|e| Error::io(&p, e))?;
@@ -155,9 +205,10 @@ impl RunDir {
     /// Drops records after learner step `step` (on resume, so the log matches an uninterrupted run).
     pub fn truncate_after(&self, step: u64) -> Result<()> {
         let p = self.path.join("metrics.jsonl");
-        let Ok(text) = std::fs::read_to_string(&p) else {
+        if !present(&p) {
             return Ok(());
-        };
+        }
+        let text = String::from_utf8_lossy(&read_nofollow(&p)?).into_owned();
         let kept: String = text
             .lines()
             .filter(|l| {
@@ -174,19 +225,34 @@ impl RunDir {
     /// The final metrics in `summary.json` when the run already finished at learner step
     /// `step` (NaN metrics are `null` in the file).
     pub fn finished_at(&self, step: u64) -> Option<vpt_sdk::Metrics> {
-        let bytes = std::fs::read(self.path.join("summary.json")).ok()?;
+        let bytes = read_nofollow(&self.path.join("summary.json")).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         if v["steps"].as_u64() != Some(step) {
             return None;
         }
-        let metrics = v["metrics"].as_object()?;
-        Some(
-            metrics
-                .iter()
-                .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
-                .collect(),
-        )
+        Some(metrics_of(&v["metrics"]))
     }
+
+    /// The metrics of an evaluation already logged at learner step `step`, if any (the final
+    /// evaluation of a run stopped before it wrote `summary.json`).
+    pub fn evaluated_at(&self, step: u64) -> Option<vpt_sdk::Metrics> {
+        let bytes = read_nofollow(&self.path.join("metrics.jsonl")).ok()?;
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "eval" && v["step"].as_u64() == Some(step))
+            .last()
+            .map(|v| metrics_of(&v["metrics"]))
+    }
+}
+
+/// A JSON object of metrics (`null` for NaN) as [`vpt_sdk::Metrics`].
+fn metrics_of(v: &serde_json::Value) -> vpt_sdk::Metrics {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, x)| (k.clone(), x.as_f64().unwrap_or(f64::NAN)))
+        .collect()
 }
 
 fn writes() -> bool {
@@ -194,21 +260,22 @@ fn writes() -> bool {
 }
 
 /// The resolved config a run directory was started with (`RUN_DIR/config.json`), with
-/// `overrides` applied.
+/// `overrides` applied. The saved values are used exactly as saved: a `${…}` in them is not
+/// expanded again.
 pub fn run_config(run_dir: &Path, overrides: &[String]) -> Result<RunConfig> {
     let path = run_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Msg(format!(
-            "{}: not a run directory ({}: {e})",
+    let text = read_nofollow(&path).map_err(|e| match e {
+        Error::Io { source, .. } => Error::Msg(format!(
+            "{}: not a run directory ({}: {source})",
             run_dir.display(),
             path.display()
-        ))
+        )),
+        other => other,
     })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
-    let mut doc = json_to_toml(json).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
-    apply_overrides(&mut doc, overrides)?;
-    RunConfig::from_toml(doc)
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    let doc = json_to_toml(json).map_err(|e| Error::Msg(format!("{}: {e}", path.display())))?;
+    RunConfig::from_resolved(doc, overrides)
 }
 
 #[cfg(test)]

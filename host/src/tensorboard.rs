@@ -35,18 +35,15 @@ pub fn append(run_dir: &Path, record: &Record) -> Result<()> {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    if !path.exists() {
+    if !crate::fileio::present(&path) {
         frame(&mut out, &event(wall, 0, Some("brain.Event:2"), &[]));
     }
     frame(
         &mut out,
         &event(wall, record.step(), None, &scalars(record)),
     );
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+    let mut f =
+        crate::fileio::open_nofollow(&path, std::fs::OpenOptions::new().create(true).append(true))?;
     f.write_all(&out).map_err(|e| Error::io(&path, e))
 }
 

@@ -483,30 +483,46 @@ impl Session {
             step: self.step,
             tensors,
             state,
+            source: Default::default(),
         })
     }
 
-    /// Restores a checkpoint into this (freshly built) session.
+    /// Restores a checkpoint into this (freshly built) session; an error names the checkpoint
+    /// directory and the file (and, for the task's or designer's state, the field) at fault.
     pub fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        copy_into(&self.theta, &with_prefix(&ckpt.tensors, "theta"), "theta")?;
-        copy_into(&self.phi, &with_prefix(&ckpt.tensors, "phi"), "phi")?;
+        self.restore_parts(ckpt).map_err(|e| match e {
+            Error::Checkpoint { .. } => e,
+            e => Error::Checkpoint {
+                path: ckpt.source.clone(),
+                message: e.to_string(),
+            },
+        })
+    }
+
+    fn restore_parts(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let tensors = |e: Error| Error::Msg(format!("tensors.safetensors: {e}"));
+        copy_into(&self.theta, &with_prefix(&ckpt.tensors, "theta"), "theta").map_err(tensors)?;
+        copy_into(&self.phi, &with_prefix(&ckpt.tensors, "phi"), "phi").map_err(tensors)?;
         let opt_theta = with_prefix(&ckpt.tensors, "opt_theta");
         if !opt_theta.is_empty() {
-            self.opt_theta.load_state(&opt_theta)?;
+            self.opt_theta.load_state(&opt_theta).map_err(tensors)?;
         }
         let opt_phi = with_prefix(&ckpt.tensors, "opt_phi");
         if !opt_phi.is_empty() {
-            self.opt_phi.load_state(&opt_phi)?;
+            self.opt_phi.load_state(&opt_phi).map_err(tensors)?;
         }
-        self.task.load_state(vpt_sdk::State {
-            json: ckpt.state.task.clone(),
-            tensors: with_prefix(&ckpt.tensors, "task"),
-        })?;
+        self.task
+            .load_state(vpt_sdk::State {
+                json: ckpt.state.task.clone(),
+                tensors: with_prefix(&ckpt.tensors, "task"),
+            })
+            .map_err(|e| state_error(e, "state.task"))?;
         if let Some(d) = self.designer.as_mut() {
             d.load_state(vpt_sdk::State {
                 json: ckpt.state.designer.clone(),
                 tensors: with_prefix(&ckpt.tensors, "designer"),
-            })?;
+            })
+            .map_err(|e| state_error(e, "state.designer"))?;
         }
         self.step = ckpt.step;
         self.seconds = ckpt.state.seconds;
@@ -585,6 +601,17 @@ fn copy_into(live: &TensorMap, saved: &TensorMap, what: &str) -> Result<()> {
     })
 }
 
+/// A task's or designer's refusal of its saved state, naming `state.json` and the field
+/// (under `section`: `state.task`, `state.designer`).
+fn state_error(e: vpt_sdk::Error, section: &str) -> Error {
+    match e.under(section) {
+        vpt_sdk::Error::Config { field, message } => {
+            Error::Msg(format!("state.json: `{field}`: {message}"))
+        }
+        other => Error::Msg(format!("state.json: `{section}`: {other}")),
+    }
+}
+
 /// A plugin's config error with its field placed under `section` (`task.config`, …).
 fn under(e: Error, section: &str) -> Error {
     match e {
@@ -606,7 +633,7 @@ pub struct RunSummary {
 
 /// Runs `session` until its budget is spent (or `halt_after` steps, to simulate an interruption
 /// in tests), evaluating and checkpointing on schedule; finishes with an evaluation and a
-/// checkpoint. SIGINT/SIGTERM (single-process runs) stop it after the current step with a
+/// checkpoint. SIGINT/SIGTERM/SIGHUP (single-process runs) stop it after the current step with a
 /// checkpoint and [`Error::Interrupted`]. A run resumed after it finished does nothing.
 pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
     let cfg = session.cfg.run.clone();
@@ -626,6 +653,11 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
                 seconds: session.seconds,
                 metrics,
             });
+        }
+        if let Some(metrics) = dir.evaluated_at(session.step).filter(|_| session.is_main()) {
+            // stopped after its final evaluation and checkpoint, before summary.json: finish
+            // writing it, without evaluating (and logging) a second time
+            return finish(session, dir, metrics);
         }
     }
     // Under data parallelism every rank must stop at the same step: the default handlers stay.
@@ -718,6 +750,21 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
         );
     }
     checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
+    finish(session, dir, metrics)
+}
+
+/// Warns about a run that never trained, and writes `summary.json` (last: its presence
+/// marks the run finished).
+fn finish(session: &Session, dir: &RunDir, metrics: Metrics) -> Result<RunSummary> {
+    let c = &session.counters;
+    if session.step > 0 && c.learner_skipped >= session.step {
+        eprintln!(
+            "warning: all {} learner steps were skipped (the pretraining loss or its gradient \
+             was never finite): θ never moved, so this run's metrics are those of the \
+             initial model",
+            session.step
+        );
+    }
     let summary = RunSummary {
         steps: session.step,
         seconds: session.seconds,

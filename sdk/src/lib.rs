@@ -54,7 +54,9 @@ pub mod value;
 pub use construction::*;
 pub use error::{Error, ErrorKind, PluginError, Result, TchContext};
 pub use kinds::{Dtype, KindSpec, TensorSpec, Values};
-pub use registry::{parse_config, ComponentManifest, DesignerEntry, Manifest, Registry, TaskEntry};
+pub use registry::{
+    parse_config, ComponentManifest, DesignerEntry, ExportSpec, Manifest, Registry, TaskEntry,
+};
 pub use traits::*;
 
 pub use abi_stable;

@@ -45,6 +45,19 @@ pub struct ComponentManifest {
     /// Tasks only: whether it shards batches for data-parallel runs.
     #[serde(default)]
     pub data_parallel: bool,
+    /// Tasks only: the export formats it writes ([`TaskFactory::EXPORTS`]); empty when not
+    /// declared.
+    #[serde(default)]
+    pub exports: Vec<ExportSpec>,
+}
+
+/// One export format a task writes, and the element types it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportSpec {
+    /// `--format` value.
+    pub format: String,
+    /// `--dtype` values it takes.
+    pub dtypes: Vec<String>,
 }
 
 type TaskBuild = fn(&serde_json::Value, &BuildContext) -> Result<Box<dyn crate::Task>>;
@@ -95,6 +108,13 @@ impl TaskEntry {
                 design_inputs: F::DESIGN_INPUTS.to_vec(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: F::DATA_PARALLEL,
+                exports: F::EXPORTS
+                    .iter()
+                    .map(|(f, d)| ExportSpec {
+                        format: f.to_string(),
+                        dtypes: d.iter().map(|d| d.to_string()).collect(),
+                    })
+                    .collect(),
             },
             build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
         }
@@ -130,6 +150,7 @@ impl DesignerEntry {
                 design_inputs: Vec::new(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: false,
+                exports: Vec::new(),
             },
             build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
         }

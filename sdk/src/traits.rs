@@ -298,6 +298,11 @@ pub trait TaskFactory {
     /// True when the task shards its batches by [`data_shard`] (rank r of W takes its slice
     /// of every global batch); the host refuses data-parallel runs of tasks that do not.
     const DATA_PARALLEL: bool = false;
+    /// The formats [`Task::export`] writes, each with the element types it takes
+    /// (e.g. `&[("safetensors", &["f32", "f16"])]`): the manifest lists them, so the host
+    /// refuses a bad `vpt export --format` / `--dtype` before building the task. Empty: not
+    /// declared (the task's `export` checks the request itself).
+    const EXPORTS: &'static [(&'static str, &'static [&'static str])] = &[];
     /// Its config; `#[serde(deny_unknown_fields)]` is expected.
     type Config: DeserializeOwned + JsonSchema;
     /// Builds the task.

@@ -595,6 +595,18 @@ impl Task for TinyTask {
             serde_json::from_value(state.json.get(k).cloned().unwrap_or_default())
                 .map_err(|e| Error::msg(format!("tiny state `{k}`: {e}")))
         };
+        for (k, want) in [
+            ("unlabeled_cursor", self.unlabeled_cursor.len()),
+            ("feedback_cursor", self.feedback_cursor.len()),
+        ] {
+            let got = get(k)?.len();
+            if got != want {
+                return Err(Error::config(
+                    k,
+                    format!("has {got} cursors, the task has {want} domains"),
+                ));
+            }
+        }
         self.unlabeled_cursor = get("unlabeled_cursor")?;
         self.feedback_cursor = get("feedback_cursor")?;
         let counter = |k: &str| state.json.get(k).and_then(|v| v.as_u64()).unwrap_or(0);

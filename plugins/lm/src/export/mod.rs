@@ -30,6 +30,12 @@ pub fn export(
     req: &ExportRequest,
 ) -> Result<Vec<PathBuf>> {
     check_request(req)?;
+    if req.adapter && !matches!(scope, Scope::LoraLastN { .. }) {
+        return Err(Error::config(
+            "--adapter",
+            "this run trains no LoRA adapter (task.config.trainable is not lora_last_n)",
+        ));
+    }
     let weights = tch::no_grad(|| merged_weights(cfg, scope, vs))?;
     let tok = TokenizerSource::open(src)?;
     let out = &req.out_dir;
@@ -47,21 +53,13 @@ pub fn export(
             vec![path]
         }
     };
-    if req.adapter {
-        match scope {
-            Scope::LoraLastN { rank, alpha, .. } => files.extend(hf::write_peft_adapter(
-                &out.join("adapter"),
-                vs,
-                *rank,
-                *alpha,
-            )?),
-            _ => {
-                return Err(Error::config(
-                    "--adapter",
-                    "this run trains no LoRA adapter (task.config.trainable is not lora_last_n)",
-                ))
-            }
-        }
+    if let (true, Scope::LoraLastN { rank, alpha, .. }) = (req.adapter, scope) {
+        files.extend(hf::write_peft_adapter(
+            &out.join("adapter"),
+            vs,
+            *rank,
+            *alpha,
+        )?);
     }
     Ok(files)
 }

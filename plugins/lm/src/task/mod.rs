@@ -66,6 +66,7 @@ impl TaskFactory for CausalLm {
         "causal LM continued pretraining (GSM8K / JSONL / generated math + Python docs) with feedback and test sets as data and top-K soft targets";
     const CONSUMES: &'static [KindSpec] = &[kinds::LM_SOFT_TARGETS];
     const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = inputs::DESIGN_INPUTS;
+    const EXPORTS: &'static [(&'static str, &'static [&'static str])] = crate::export::FORMATS;
     type Config = CausalLmConfig;
     fn build(config: Self::Config, ctx: &BuildContext) -> Result<Box<dyn Task>> {
         Ok(Box::new(CausalLm::new(config, ctx)?))
@@ -386,6 +387,13 @@ impl Task for CausalLm {
                 s.feedback.len(),
                 self.feedback.len()
             )));
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(id) = s.buffer.ids.iter().find(|&&id| id < 0 || id >= vocab) {
+            return Err(Error::config(
+                "buffer",
+                format!("token id {id} is outside the vocabulary (0..{vocab})"),
+            ));
         }
         self.stream.math_next = s.math_next;
         self.stream.draws = s.draws;

@@ -63,6 +63,8 @@ impl TaskFactory for DinoDense {
     const DESCRIPTION: &'static str =
         "DINO continued pretraining of a small ViT on dense Fashion-MNIST scenes; feedback = linear seg (11 classes) + depth heads";
     const CONSUMES: &'static [KindSpec] = &[kinds::VISION_VIEW_MASK];
+    const EXPORTS: &'static [(&'static str, &'static [&'static str])] =
+        &[("safetensors", &["f32", "f16"])];
     const DESIGN_INPUTS: &'static [vpt_sdk::TensorSpec] = &[
         vpt_sdk::TensorSpec::new(
             INPUT_GLOBAL,
