@@ -130,7 +130,7 @@ pub fn to_delete(existing: &[(u64, bool)], saved: u64, keep: usize) -> Vec<u64> 
         .copied()
         .filter(|&(s, _)| s < saved)
         .collect();
-    older.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    older.sort_unstable_by_key(|o| std::cmp::Reverse(o.0));
     let mut kept = 1; // the one just saved
     let mut out = Vec::new();
     for (step, intact) in older {

@@ -239,9 +239,9 @@ impl RunDir {
         let bytes = read_nofollow(&self.path.join("metrics.jsonl")).ok()?;
         String::from_utf8_lossy(&bytes)
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["kind"] == "eval" && v["step"].as_u64() == Some(step))
-            .last()
+            .find(|v| v["kind"] == "eval" && v["step"].as_u64() == Some(step))
             .map(|v| metrics_of(&v["metrics"]))
     }
 }

@@ -6,7 +6,7 @@
 //! thing at fault, and nothing lost.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
