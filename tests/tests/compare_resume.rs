@@ -1,8 +1,9 @@
 //! `vpt compare` across interruptions, through the real binary on the tiny task (CPU): a
-//! compare stopped by SIGTERM and rerun finishes with the metrics of an uninterrupted one; a
-//! rerun with another setting is refused naming it (replaced only with `--overwrite`); an arm
-//! directory locked by another process is refused and kept; progress lines come every
-//! `--log-every` seconds when stderr is a file; and `vpt bench` times the arms in both orders.
+//! compare stopped by Ctrl-C and SIGTERM and rerun finishes with the metrics of an
+//! uninterrupted one; a rerun with another setting is refused naming it (replaced only with
+//! `--overwrite`); an arm directory locked by another process is refused and kept; progress
+//! lines come every `--log-every` seconds when stderr is a file; and `vpt bench` times the arms
+//! in both orders.
 
 use std::{
     path::{Path, PathBuf},
@@ -86,61 +87,91 @@ const STEPS: [&str; 8] = [
     "run.checkpoint_every=100",
 ];
 
-#[test]
-fn a_compare_stopped_by_sigterm_and_rerun_matches_an_uninterrupted_one() {
-    let root = scratch_dir("compare-sigterm");
-    ok(&mut compare(&root.join("full"), &STEPS));
-
-    let cut = root.join("cut");
-    let log = std::fs::File::create(root.join("cut.log")).unwrap();
-    let mut child = compare(&cut, &STEPS)
+/// Starts `cmd` with stderr to `log`, sends `signal` once `arm`'s metrics have 30 lines (some
+/// of its steps done), and returns what it said; it must exit 130 naming the command that
+/// continues the comparison, with `arm` unfinished.
+fn interrupt_in(cmd: &mut Command, out: &Path, arm: &str, signal: &str, log: &Path) -> String {
+    let mut child = cmd
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    // Stop it inside the second arm, after some of its steps.
-    let v_metrics = cut.join("v/seed-0/metrics.jsonl");
+    let metrics = out.join(arm).join("seed-0/metrics.jsonl");
     let waited = Instant::now();
-    while lines_in(&v_metrics) < 30 {
+    while lines_in(&metrics) < 30 {
         assert!(
             waited.elapsed() < Duration::from_secs(300),
-            "the v arm never started"
+            "the {arm} arm never started"
         );
         assert!(child.try_wait().unwrap().is_none(), "compare ended early");
         std::thread::sleep(Duration::from_millis(2));
     }
     ok(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .stdout(Stdio::null()));
     let status = child.wait().unwrap();
-    let said = std::fs::read_to_string(root.join("cut.log")).unwrap();
+    let said = std::fs::read_to_string(log).unwrap();
     assert_eq!(status.code(), Some(130), "{said}");
     assert!(
         said.contains("continue the comparison with `") && said.contains(" compare "),
         "the interrupt must name the command that continues it:\n{said}"
     );
-    assert!(cut.join("baseline/seed-0/summary.json").exists(), "{said}");
     assert!(
-        !cut.join("v/seed-0/summary.json").exists(),
-        "SIGTERM landed after the v arm finished; the test must stop it mid-arm:\n{said}"
+        !out.join(arm).join("seed-0/summary.json").exists(),
+        "{signal} landed after the {arm} arm finished; the test must stop it mid-arm:\n{said}"
     );
+    said
+}
 
-    let again = ok(&mut compare(&cut, &STEPS));
-    let said = stderr(&again);
+/// The step at which `said` (a compare's stderr) resumed `dir`.
+fn resumed_at(said: &str, dir: &Path) -> u64 {
+    let prefix = format!("resuming {} at step ", dir.display());
+    said.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} must continue from its checkpoint:\n{said}",
+                dir.display()
+            )
+        })
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_compare_stopped_by_signals_and_rerun_matches_an_uninterrupted_one() {
+    let root = scratch_dir("compare-sigterm");
+    ok(&mut compare(&root.join("full"), &STEPS));
+
+    let cut = root.join("cut");
+    // Ctrl-C inside the first arm, then SIGTERM inside the second, then to the end.
+    interrupt_in(
+        &mut compare(&cut, &STEPS),
+        &cut,
+        "baseline",
+        "-INT",
+        &root.join("1.log"),
+    );
+    let said = interrupt_in(
+        &mut compare(&cut, &STEPS),
+        &cut,
+        "v",
+        "-TERM",
+        &root.join("2.log"),
+    );
+    assert!(
+        resumed_at(&said, &cut.join("baseline/seed-0")) > 0,
+        "{said}"
+    );
+    assert!(cut.join("baseline/seed-0/summary.json").exists(), "{said}");
+
+    let said = stderr(&ok(&mut compare(&cut, &STEPS)));
     assert!(
         said.contains("[baseline seed 0] already finished"),
         "{said}"
     );
-    let resumed_at = said
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!(
-                "resuming {} at step ",
-                cut.join("v/seed-0").display()
-            ))
-        })
-        .unwrap_or_else(|| panic!("the v arm must continue from its checkpoint:\n{said}"));
-    assert!(resumed_at.trim().parse::<u64>().unwrap() > 0, "{said}");
+    assert!(resumed_at(&said, &cut.join("v/seed-0")) > 0, "{said}");
     for arm in ["baseline", "v"] {
         let (full, cut) = (
             metrics_without_time(&root.join("full").join(arm).join("seed-0")),
