@@ -171,6 +171,7 @@ pub fn compare(
     let mut runs = Vec::new();
     for p in plan {
         let tag = format!("{} seed {}", p.arm, p.seed);
+        let shown = progress::Options::new(&tag, opts.log_every);
         let stopped = |what: String| Error::CompareInterrupted {
             what,
             command: continue_command(),
@@ -189,6 +190,7 @@ pub fn compare(
             }
             Found::Unfinished => {
                 let run_dir = RunDir::resume(&p.dir)?;
+                let _beat = progress::Heartbeat::start(&shown, "building and restoring the run");
                 (resume::from_checkpoint(&run_dir, p.cfg, plugins)?, run_dir)
             }
             Found::Nothing | Found::NoCheckpoint | Found::Other(_) => {
@@ -213,13 +215,13 @@ pub fn compare(
                 };
                 eprintln!("[{tag}] → {}", p.dir.display());
                 let run_dir = RunDir::create(&p.dir, &p.cfg, existing)?;
+                let _beat = progress::Heartbeat::start(&shown, "building the task and designer");
                 (Session::build(p.cfg, plugins)?, run_dir)
             }
         };
         if interrupt::requested() {
             return Err(stopped(format!("stopped before training [{tag}]")));
         }
-        let shown = progress::Options::new(&tag, opts.log_every);
         let s = train::run(&mut session, &run_dir, None, &shown).map_err(|e| match e {
             Error::Interrupted { step, run_dir } => stopped(format!(
                 "[{tag}] stopped after step {step} and saved a checkpoint in {}",

@@ -61,7 +61,66 @@ struct Shared {
 pub struct Progress {
     shared: Arc<Shared>,
     bar: Option<indicatif::ProgressBar>,
-    ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    ticker: Option<Ticker>,
+}
+
+/// A thread that prints a line every few seconds until dropped.
+struct Ticker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Prints `line()` to stderr every `every` seconds.
+    fn start(every: f64, line: impl Fn() -> String + Send + 'static) -> Ticker {
+        let every = Duration::from_secs_f64(every.max(1e-3));
+        let (tx, rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                eprintln!("{}", line());
+            }
+        });
+        Ticker {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Off a terminal, a line every `log_every` seconds saying that `label` is busy with `what`
+/// and for how long, until dropped: for the slow steps outside the training loop (building a
+/// task loads its model and data).
+pub struct Heartbeat {
+    _ticker: Option<Ticker>,
+}
+
+impl Heartbeat {
+    /// Starts the lines (none on a terminal, or off rank 0).
+    pub fn start(opts: &Options, what: impl Into<String>) -> Heartbeat {
+        if std::io::stderr().is_terminal() || vpt_sdk::data_shard().rank != 0 {
+            return Heartbeat { _ticker: None };
+        }
+        let (label, what, since) = (opts.label.clone(), what.into(), Instant::now());
+        let ticker = Ticker::start(opts.log_every, move || {
+            format!(
+                "{} [{label}] {what}: {} so far",
+                utc_now(),
+                duration(since.elapsed().as_secs_f64())
+            )
+        });
+        Heartbeat {
+            _ticker: Some(ticker),
+        }
+    }
 }
 
 impl Progress {
@@ -105,18 +164,12 @@ impl Progress {
                 ticker: None,
             };
         }
-        let every = Duration::from_secs_f64(opts.log_every.max(1e-3));
-        let (tx, rx) = mpsc::channel::<()>();
         let s = Arc::clone(&shared);
-        let handle = std::thread::spawn(move || {
-            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                eprintln!("{}", s.line(Instant::now()));
-            }
-        });
+        let ticker = Ticker::start(opts.log_every, move || s.line(Instant::now()));
         Progress {
             shared,
             bar: None,
-            ticker: Some((tx, handle)),
+            ticker: Some(ticker),
         }
     }
 
@@ -173,10 +226,6 @@ impl Drop for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if let Some((tx, handle)) = self.ticker.take() {
-            drop(tx);
-            let _ = handle.join();
-        }
     }
 }
 
@@ -202,7 +251,12 @@ impl Shared {
         let fraction = self.budget.fraction(st.step, st.seconds);
         let position = match (self.budget.steps, self.budget.wall_clock) {
             (Some(n), None) => format!("step {}/{n}", st.step),
-            (_, Some(w)) => format!("step {}, {:.0}s/{w:.0}s charged", st.step, st.seconds),
+            (_, Some(w)) => format!(
+                "step {}, {}/{} charged",
+                st.step,
+                duration(st.seconds),
+                duration(w)
+            ),
             (None, None) => format!("step {}", st.step),
         };
         let eta = eta(elapsed, self.start_fraction, fraction).map_or("?".into(), duration);
