@@ -268,7 +268,7 @@ fn peak_rss_kib() -> u64 {
 pub fn render(report: &BenchReport) -> String {
     let figures = &report.arms;
     let mut s = format!(
-        "fp32 matmul rate (1024³, this process): {:.1} GFLOP/s\n\n| arm | s/step | examples/s | tokens/s | MFU | meta steps | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "fp32 matmul rate (1024³, this process): {:.1} GFLOP/s\n\n| arm | s/step | examples/s | tokens/s | MFU | meta steps | process peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n",
         report.matmul_gflops
     );
     for f in figures {
