@@ -62,6 +62,15 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--log-every`: how often a run reports its progress when stderr is not a terminal.
+#[derive(Debug, Args, Clone, PartialEq)]
+pub struct ProgressArgs {
+    /// Seconds between progress lines when stderr is not a terminal (e.g. redirected to a file).
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds,
+          default_value_t = crate::progress::DEFAULT_LOG_EVERY)]
+    pub log_every: f64,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -89,6 +98,9 @@ pub enum Command {
         /// Stop after this many learner steps, as if interrupted (for testing resume).
         #[arg(long, hide = true)]
         halt_after: Option<u64>,
+        /// Progress flags.
+        #[command(flatten)]
+        progress: ProgressArgs,
     },
     /// Evaluate a config's task (optionally from a checkpoint) and print the metrics as JSON.
     Eval {
@@ -121,6 +133,14 @@ pub enum Command {
         /// Budget flags (for every arm and seed).
         #[command(flatten)]
         budget: BudgetArgs,
+        /// Replace the runs in --out that were made with another config (without it, they are
+        /// refused, naming the difference). Finished runs of this config are reused and
+        /// unfinished ones continued either way.
+        #[arg(long)]
+        overwrite: bool,
+        /// Progress flags.
+        #[command(flatten)]
+        progress: ProgressArgs,
     },
     /// One-step value probe: predicted η·g_downᵀg_pre against the realised drop of L_down
     /// after one plain gradient step, over many batches; prints Pearson r.
@@ -154,7 +174,7 @@ pub enum Command {
         /// Stop timing an arm after this many seconds (at least one step is timed).
         #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
         wall_clock: Option<f64>,
-        /// Untimed learner steps first.
+        /// Untimed learner steps of each arm, both before either is timed.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
         /// Meta period r of the V arm.
@@ -163,6 +183,11 @@ pub enum Command {
         /// Tokens per example (e.g. the LM's seq_len), to report tokens/s and MFU.
         #[arg(long)]
         tokens_per_example: Option<u64>,
+        /// Timed repeats, each timing both arms after both were warmed up; the first arm
+        /// alternates (baseline first in odd repeats, V in even ones). Each repeat's ratio and
+        /// their median are shown.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+        repeats: u64,
         /// Print the figures as JSON instead of tables.
         #[arg(long)]
         json: bool,

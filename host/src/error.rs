@@ -91,6 +91,15 @@ pub enum Error {
         /// abi_stable's full report.
         details: String,
     },
+    /// A `vpt compare` was stopped by SIGINT/SIGTERM: its finished runs are kept and the run
+    /// it was in saved a checkpoint.
+    #[error("interrupted: {what}; continue the comparison with `{command}`")]
+    CompareInterrupted {
+        /// Where it stopped.
+        what: String,
+        /// The command that continues it.
+        command: String,
+    },
 }
 
 impl Error {
@@ -100,6 +109,13 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+    /// Whether the user stopped the command (SIGINT/SIGTERM) after it saved its work.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            Error::Interrupted { .. } | Error::CompareInterrupted { .. }
+        )
     }
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

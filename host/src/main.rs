@@ -31,7 +31,9 @@ fn main() -> ExitCode {
                     vpt_host::error::clip_words(&e.to_string(), 300)
                 );
             }
-            if let Some(vpt_host::Error::Interrupted { .. }) = e.downcast_ref() {
+            if e.downcast_ref::<vpt_host::Error>()
+                .is_some_and(vpt_host::Error::is_interrupted)
+            {
                 return ExitCode::from(130);
             }
             if verbose {
@@ -56,6 +58,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             resume,
             overwrite,
             halt_after,
+            progress,
         } => {
             let (mut session, dir) = match resume {
                 Some(run_dir) => resume_session(&run_dir, &overrides, &budget, &mut plugins)?,
@@ -73,7 +76,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     (Session::build(cfg, &mut plugins)?, dir)
                 }
             };
-            let summary = train::run(&mut session, &dir, halt_after)?;
+            let shown = vpt_host::progress::Options::new(
+                dir.path.display().to_string(),
+                progress.log_every,
+            );
+            let summary = train::run(&mut session, &dir, halt_after, &shown)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             eprintln!("run directory: {}", dir.path.display());
         }
@@ -104,7 +111,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             seeds,
             out,
             budget,
+            overwrite,
+            progress,
         } => {
+            let opts = compare::Options {
+                overwrite,
+                log_every: progress.log_every,
+            };
             let rep = compare::compare(
                 &config.config,
                 &config.overrides,
@@ -112,6 +125,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 seeds,
                 &out,
                 &budget,
+                &opts,
                 &mut plugins,
             )?;
             println!("{}", report::render_table(&rep));
@@ -156,6 +170,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             warmup,
             period,
             tokens_per_example,
+            repeats,
             json,
         } => {
             let report = bench::bench(
@@ -165,6 +180,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 wall_clock,
                 warmup,
                 period,
+                repeats,
                 tokens_per_example,
                 &mut plugins,
             )?;
@@ -248,16 +264,12 @@ fn resume_session(
     let mut cfg = vpt_host::rundir::run_config(run_dir, overrides)?;
     budget.apply(&mut cfg)?;
     let dir = RunDir::resume(run_dir)?;
-    let ckpt = checkpoint::load_latest_on(run_dir, cfg.device())?;
     let changed = !overrides.is_empty() || budget.steps.is_some() || budget.wall_clock.is_some();
-    let mut session = Session::build(cfg, plugins)?;
-    session.restore(&ckpt)?;
-    dir.truncate_after(ckpt.step)?;
+    let session = vpt_host::resume::from_checkpoint(&dir, cfg, plugins)?;
     if changed {
         // saved, so that the next `--resume` (the one an interrupt names) keeps them
         dir.save_config(&session.cfg)?;
     }
-    eprintln!("resuming {} at step {}", run_dir.display(), ckpt.step);
     Ok((session, dir))
 }
 

@@ -14,6 +14,7 @@ use crate::{
     optim::{self, lr_at, Optimizer},
     parallel::{mean_across, DataParallel},
     phases::Phases,
+    progress::{self, Progress},
     records::{EvalRecord, MetaRecord, Record, TrainRecord},
     rundir::RunDir,
     Error, Result,
@@ -635,7 +636,13 @@ pub struct RunSummary {
 /// in tests), evaluating and checkpointing on schedule; finishes with an evaluation and a
 /// checkpoint. SIGINT/SIGTERM/SIGHUP (single-process runs) stop it after the current step with a
 /// checkpoint and [`Error::Interrupted`]. A run resumed after it finished does nothing.
-pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
+/// Progress goes to stderr as `progress` says.
+pub fn run(
+    session: &mut Session,
+    dir: &RunDir,
+    halt_after: Option<u64>,
+    progress: &progress::Options,
+) -> Result<RunSummary> {
     let cfg = session.cfg.run.clone();
     let budget = Budget {
         steps: cfg.steps,
@@ -664,10 +671,16 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
     if vpt_sdk::data_shard().world == 1 {
         interrupt::install().map_err(|e| Error::Msg(format!("installing signal handlers: {e}")))?;
     }
-    let bar = progress_bar(&budget);
+    let limit = cfg
+        .eval_limit
+        .map_or("all examples".into(), |n| format!("up to {n} examples"));
+    let eval_what = format!("task `{}` ({limit})", session.cfg.task.name);
+    let display = Progress::start(progress, budget, session.step, session.seconds, eval_what);
     let main = session.is_main();
     if session.step == 0 && main {
+        display.eval_started(0);
         let metrics = session.evaluate()?;
+        display.eval_finished();
         dir.log(&Record::Eval(EvalRecord {
             step: 0,
             seconds: 0.0,
@@ -683,20 +696,18 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
             ..
         }) = &record
         {
-            let v = meta
-                .as_ref()
-                .map(|m| format!(" V {:+.3e}", m.value))
-                .unwrap_or_default();
-            bar.set_message(format!("step {} loss {pretrain_loss:.4}{v}", session.step));
+            let value = meta.as_ref().map(|m| m.value);
+            display.step(session.step, session.seconds, *pretrain_loss, value);
         }
-        bar.set_position((budget.fraction(session.step, session.seconds) * 1000.0) as u64);
         dir.log(&record)?;
         let done = budget.exhausted(session.step, session.seconds);
         let eval_due = (cfg.eval_every > 0 && session.step.is_multiple_of(cfg.eval_every))
             || (cfg.eval_every_seconds > 0.0 && session.seconds >= next_eval_seconds);
         if eval_due && !done && main {
             next_eval_seconds = session.seconds + cfg.eval_every_seconds;
+            display.eval_started(session.step);
             let metrics = session.evaluate()?;
+            display.eval_finished();
             dir.log(&Record::Eval(EvalRecord {
                 step: session.step,
                 seconds: session.seconds,
@@ -711,7 +722,7 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
             checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
         }
         if interrupt::requested() && main {
-            bar.abandon_with_message("interrupted");
+            display.abandon("interrupted");
             checkpoint::save(&dir.path, &session.checkpoint()?, cfg.keep_checkpoints)?;
             return Err(Error::Interrupted {
                 step: session.step,
@@ -719,7 +730,7 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
             });
         }
         if halt_after == Some(session.step) {
-            bar.abandon_with_message("halted (--halt-after)");
+            display.abandon("halted (--halt-after)");
             return Ok(RunSummary {
                 steps: session.step,
                 seconds: session.seconds,
@@ -727,7 +738,6 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
             });
         }
     }
-    bar.finish_and_clear();
     if !main {
         return Ok(RunSummary {
             steps: session.step,
@@ -735,7 +745,10 @@ pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Resu
             metrics: Metrics::new(),
         });
     }
+    display.eval_started(session.step);
     let metrics = session.evaluate()?;
+    display.eval_finished();
+    drop(display);
     dir.log(&Record::Eval(EvalRecord {
         step: session.step,
         seconds: session.seconds,
@@ -773,21 +786,4 @@ fn finish(session: &Session, dir: &RunDir, metrics: Metrics) -> Result<RunSummar
     let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Msg(e.to_string()))?;
     atomic_write(dir.path.join("summary.json"), &json)?;
     Ok(summary)
-}
-
-fn progress_bar(budget: &Budget) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(1000);
-    let unit = match (budget.steps, budget.wall_clock) {
-        (_, Some(w)) => format!("of {w:.0}s"),
-        (Some(s), None) => format!("of {s} steps"),
-        _ => String::new(),
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{elapsed_precise}} [{{bar:30}}] {{percent}}% {unit} {{msg}}"
-        ))
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    bar
 }

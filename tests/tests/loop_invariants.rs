@@ -305,6 +305,7 @@ fn v_beats_the_baseline_in_every_seed_and_random_feedback_does_not() {
         2,
         &dir,
         &Default::default(),
+        &Default::default(),
         &mut plugins,
     )
     .unwrap();
