@@ -5,11 +5,7 @@
 use super::elf;
 use crate::error::clip;
 use crate::{Error, Result};
-use std::{
-    ffi::CStr,
-    os::raw::c_char,
-    path::{Path, PathBuf},
-};
+use std::{ffi::CStr, os::raw::c_char, path::Path};
 use vpt_sdk::{ffi::module::ABI_SYMBOL, foreign::dlopen_path, AbiStamp};
 
 const NOT_A_PLUGIN: &str = "a shared library but not a vpt plugin (it exports no `vpt_plugin_abi` \

@@ -561,3 +561,16 @@ fn contracts_hold_through_the_ffi_round_trip() {
         "{r}"
     );
 }
+
+#[test]
+fn a_plugin_not_on_the_search_path_is_named_with_the_path() {
+    let err = plugin_on("nope", "/no/such/dir:/no/such/file.so")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no plugin `nope` on VPT_PLUGIN_PATH (`/no/such/dir:/no/such/file.so`)")
+            && err.contains("/no/such/file.so ("),
+        "{err}"
+    );
+}

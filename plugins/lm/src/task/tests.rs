@@ -84,6 +84,7 @@ fn example_configs_parse() {
         "lm-gsm8k.toml",
         "lm-gsm8k-cpu.toml",
         "lm-two-feedback.toml",
+        "bench-lm.toml",
     ] {
         let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
         let v: serde_json::Value = toml::from_str(&text).unwrap();
