@@ -17,11 +17,10 @@ pub use registry::{Listing, Plugins};
 pub use search::{user_plugin_dir, Origin, SearchEntry, SearchPath, PLUGIN_PATH_VAR};
 
 use crate::{Error, Result};
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::library::LibraryError;
 use std::path::{Path, PathBuf};
 use vpt_sdk::{
-    ffi::{module::PluginModRef, unwrap_ffi},
-    foreign::{ForeignDesigner, ForeignTask},
+    foreign::{ForeignDesigner, ForeignTask, PluginLibrary},
     AbiStamp, BuildContext, ComponentManifest, Manifest,
 };
 
@@ -35,7 +34,7 @@ pub struct LoadedPlugin {
     pub stamp: AbiStamp,
     /// Its tasks and designers, with their config schemas.
     pub manifest: Manifest,
-    module: PluginModRef,
+    library: PluginLibrary,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -56,12 +55,12 @@ impl LoadedPlugin {
 
     /// The manifest entry of task `name`, if the plugin has one.
     pub fn task_manifest(&self, name: &str) -> Option<&ComponentManifest> {
-        self.manifest.tasks.iter().find(|t| t.name == name)
+        self.manifest.task(name)
     }
 
     /// The manifest entry of designer `name`, if the plugin has one.
     pub fn designer_manifest(&self, name: &str) -> Option<&ComponentManifest> {
-        self.manifest.designers.iter().find(|d| d.name == name)
+        self.manifest.designer(name)
     }
 
     /// Builds task `name` from its JSON config. Errors (a bad config, a panic inside the plugin)
@@ -72,13 +71,7 @@ impl LoadedPlugin {
         config: &serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<ForeignTask> {
-        let (config, ctx) = (json(config, "task config")?, json(ctx, "build context")?);
-        let task = unwrap_ffi((self.module.new_task())(
-            name.into(),
-            config.as_str().into(),
-            ctx.as_str().into(),
-        ))?;
-        Ok(ForeignTask::new(task)?)
+        Ok(self.library.new_task(name, config, ctx)?)
     }
 
     /// Builds designer `name` from its JSON config, for a task whose designer context
@@ -90,23 +83,8 @@ impl LoadedPlugin {
         task_context: &serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<ForeignDesigner> {
-        let config = json(config, "designer config")?;
-        let (task_context, ctx) = (
-            json(task_context, "task context")?,
-            json(ctx, "build context")?,
-        );
-        let designer = unwrap_ffi((self.module.new_designer())(
-            name.into(),
-            config.as_str().into(),
-            task_context.as_str().into(),
-            ctx.as_str().into(),
-        ))?;
-        Ok(ForeignDesigner::new(designer)?)
+        Ok(self.library.new_designer(name, config, task_context, ctx)?)
     }
-}
-
-fn json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Msg(format!("serialising the {what}: {e}")))
 }
 
 /// Loads the plugin at `path`: [`probe`] (refuses another SDK or libtorch in one paragraph),
@@ -114,14 +92,11 @@ fn json<T: serde::Serialize>(v: &T, what: &str) -> Result<String> {
 /// [`Error::PluginAbi`], the full report kept in its `details`), then reads the manifest once.
 pub fn load(path: &Path) -> Result<LoadedPlugin> {
     let stamp = probe(path)?;
-    // Not `RootModule::load_from_file`: it caches one module per type, i.e. one plugin per process.
-    let module = lib_header_from_path(&probe::dlopen_path(path))
-        .and_then(|h| h.init_root_module::<PluginModRef>())
-        .map_err(|e| summarise_library_error(path, &stamp, e))?;
-    let text = unwrap_ffi((module.manifest())())?;
-    let manifest: Manifest = serde_json::from_str(text.as_str()).map_err(|e| Error::Load {
+    let library =
+        PluginLibrary::open(path).map_err(|e| summarise_library_error(path, &stamp, e))?;
+    let manifest = library.manifest().map_err(|e| Error::Load {
         path: path.into(),
-        message: format!("its manifest is malformed: {e}"),
+        message: e.to_string(),
     })?;
     if manifest.plugin != stamp.plugin {
         return Err(Error::Load {
@@ -136,7 +111,7 @@ pub fn load(path: &Path) -> Result<LoadedPlugin> {
         path: path.to_path_buf(),
         stamp,
         manifest,
-        module,
+        library,
     })
 }
 

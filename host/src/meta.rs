@@ -17,6 +17,27 @@ use vpt_sdk::value::{
 };
 use vpt_sdk::{Batch, BatchSource, Designer, Forward, MetaBatch, Task, TensorMap};
 
+/// How many first meta steps [`zero_gradient_warning`] looks at.
+pub const ZERO_GRADIENT_STEPS: usize = 3;
+
+/// The warning for a run whose designer gradient ‖∇φ‖ was exactly 0 at each of its first
+/// [`ZERO_GRADIENT_STEPS`] meta steps (`norms`: those steps' `phi_grad_norm`, in order, skipped
+/// steps left out); `None` when it was not, or when fewer meta steps are known. One rule for the
+/// live warning of `vpt run` and the report's.
+pub fn zero_gradient_warning(norms: &[f64]) -> Option<String> {
+    let first = norms.get(..ZERO_GRADIENT_STEPS)?;
+    first.iter().all(|&n| n == 0.0).then(|| {
+        format!(
+            "φ's gradient was exactly 0 at each of the first {ZERO_GRADIENT_STEPS} meta steps \
+             (phi_grad_norm = 0): φ does not move and this arm trains like the baseline. Likely \
+             cause: a tensor of the designer's construction is cut off the graph (detach(), \
+             no_grad, or computed from the design inputs alone), and \
+             `vpt_sdk::testing::check_invariants` names it; otherwise V itself is constant, e.g. \
+             batches without loss-bearing positions"
+        )
+    })
+}
+
 /// One feedback set in use: its index in the task, ω_j, and the domain it pairs with.
 #[derive(Debug, Clone, Copy)]
 pub struct FeedbackSlot {

@@ -1,6 +1,6 @@
 //! SVG line plots of a compare report: each evaluation metric vs learner step and vs wall-clock
 //! seconds, one line per arm (mean across seeds) over a min–max band, and the smoothed
-//! pretraining loss vs step.
+//! pretraining loss, meta-step diagnostics and designer/task step metrics vs step.
 //!
 //! Seeds rarely share x values on the seconds axis, so each arm's seeds are linearly
 //! interpolated onto a common grid: the union of their x values inside the range every seed
@@ -225,7 +225,8 @@ fn eval_series(records: &[Record], metric: &str, axis: Axis) -> Vec<(f64, f64)> 
 /// any eval record, `plot_{metric}_vs_step.svg` and `plot_{metric}_vs_seconds.svg`; then
 /// `plot_pretrain_loss_vs_step.svg` when there are train records, and
 /// `plot_meta_cos_vs_step.svg` and `plot_meta_regularizer_vs_step.svg` when some arm took meta
-/// steps. Diagnostic arms are labelled so in legends. Each arm keeps one colour
+/// steps, and `plot_train_{name}_vs_step.svg` for each named scalar of the learner steps
+/// ([`Report::step_metrics`]: designer metrics such as `alpha_mean`). Diagnostic arms are labelled so in legends. Each arm keeps one colour
 /// ([`PALETTE`], by its place in the report) on every plot.
 pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
     let names: Vec<String> = report
@@ -274,8 +275,13 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
             written.push(path);
         }
     }
-    for series in TRAIN_SERIES {
-        written.extend(train_plot(dir, report, series)?);
+    for (name, read) in TRAIN_SERIES {
+        written.extend(train_plot(dir, report, name, &read)?);
+    }
+    // The learner steps' named scalars (designer and task metrics), as TensorBoard's `train/…`.
+    for metric in report.step_metrics() {
+        let read = |t: &TrainRecord| t.metrics.get(&metric).copied();
+        written.extend(train_plot(dir, report, &format!("train/{metric}"), &read)?);
     }
     Ok(written)
 }
@@ -300,7 +306,12 @@ const TRAIN_SERIES: [TrainSeries; 3] = [
 ];
 
 /// One train-record series of every arm vs step, EMA-smoothed; `None` when no arm has it.
-fn train_plot(dir: &Path, report: &Report, (name, read): TrainSeries) -> Result<Option<PathBuf>> {
+fn train_plot(
+    dir: &Path,
+    report: &Report,
+    name: &str,
+    read: &dyn Fn(&TrainRecord) -> Option<f64>,
+) -> Result<Option<PathBuf>> {
     let mut longest = 0;
     let raw: Vec<Vec<Vec<(f64, f64)>>> = report
         .arms

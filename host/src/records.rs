@@ -114,8 +114,8 @@ pub struct MetaRecord {
     pub regularizer: f64,
     /// True when the φ update was skipped (e.g. a non-finite meta gradient).
     pub skipped: bool,
-    /// ‖∇φ L_meta‖ before clipping (`designer_optim.clip`).
-    #[serde(default, deserialize_with = "f64_or_nan")]
+    /// ‖∇φ L_meta‖ before clipping (`designer_optim.clip`); NaN when the log has none.
+    #[serde(default = "unknown", deserialize_with = "f64_or_nan")]
     pub phi_grad_norm: f64,
     /// Unlabeled examples the meta step used (all its batches; `meta.batch_fraction`).
     #[serde(default)]
@@ -137,6 +137,11 @@ pub struct EvalRecord {
     /// Metric name → value (`feedback_loss`, `general_loss`, and the task's own).
     #[serde(deserialize_with = "metrics_or_nan")]
     pub metrics: BTreeMap<String, f64>,
+}
+
+/// A number a log does not hold.
+fn unknown() -> f64 {
+    f64::NAN
 }
 
 fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {

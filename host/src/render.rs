@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::intervals::{example_interval, seed_interval, Interval, CI_HI, CI_LO};
-use crate::records::HOST_COUNTERS;
+use crate::meta::{zero_gradient_warning, ZERO_GRADIENT_STEPS};
+use crate::records::{Record, HOST_COUNTERS};
 use crate::summary::{
     file_name, lower_is_better, ArmReport, Report, SeedWins, Stats, BASELINE_ARM, CORE_METRICS,
     V_ARM,
@@ -174,6 +175,7 @@ pub fn render_markdown(report: &Report, plots: &[PathBuf]) -> String {
         seeds.join(", ")
     ));
     out.push_str(&render_table(report));
+    out.push_str(&render_warnings(report));
     if report.arms.iter().any(|a| a.diagnostic) {
         out.push_str(
             "\nArms marked *(diagnostic)* are not methods: `frozen` never updates φ (it shows what \
@@ -186,6 +188,7 @@ pub fn render_markdown(report: &Report, plots: &[PathBuf]) -> String {
     }
     out.push_str(&render_intervals(report));
     out.push_str(&render_paired(report));
+    out.push_str(&render_step_metrics(report));
     if !plots.is_empty() {
         out.push_str(
             "\n## Plots\n\nLines: mean across seeds; bands: min–max across seeds. \
@@ -196,6 +199,78 @@ pub fn render_markdown(report: &Report, plots: &[PathBuf]) -> String {
         for p in plots {
             let name = file_name(p);
             out.push_str(&format!("![{}]({name})\n\n", name.trim_end_matches(".svg")));
+        }
+    }
+    out
+}
+
+/// Warnings read off the runs' logs: a (non-diagnostic) run whose designer gradient was exactly
+/// zero at its first meta steps ([`zero_gradient_warning`]). Empty when there is none.
+pub fn render_warnings(report: &Report) -> String {
+    let mut lines = Vec::new();
+    for arm in report.arms.iter().filter(|a| !a.diagnostic) {
+        for s in &arm.seeds {
+            let norms: Vec<f64> = s
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Train(t) => t.meta.as_ref().filter(|m| !m.skipped),
+                    Record::Eval(_) => None,
+                })
+                .map(|m| m.phi_grad_norm)
+                .take(ZERO_GRADIENT_STEPS)
+                .collect();
+            if let Some(w) = zero_gradient_warning(&norms) {
+                lines.push(format!("- **{}, seed {}**: {w}.\n", arm.name, s.seed));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("\n## Warnings\n\n{}", lines.concat())
+}
+
+/// The learner steps' named scalars (designer metrics such as `alpha_mean`, the task's
+/// `after_step` metrics): per metric and arm, each run's mean over its steps and its last
+/// step's value, as mean ± std across seeds. Empty when no run reported any.
+pub fn render_step_metrics(report: &Report) -> String {
+    let names = report.step_metrics();
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## Learner-step metrics\n\nNamed scalars of every learner step, from the designer \
+         (`Designer::metrics`, of the constructions the learner trained on) and the task \
+         (`after_step`): each run's mean over its steps and its value at its last step, as mean \
+         ± std across seeds.\n\n| metric | arm | mean over the run | last step |\n|---|---|--:|--:|\n",
+    );
+    for m in &names {
+        for arm in &report.arms {
+            let (mut means, mut lasts) = (Vec::new(), Vec::new());
+            for s in &arm.seeds {
+                let values: Vec<f64> = s
+                    .records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Train(t) => t.metrics.get(m).copied(),
+                        Record::Eval(_) => None,
+                    })
+                    .filter(|x| x.is_finite())
+                    .collect();
+                if let Some(&last) = values.last() {
+                    means.push(values.iter().sum::<f64>() / values.len() as f64);
+                    lasts.push(last);
+                }
+            }
+            if let (Some(mean), Some(last)) = (Stats::of(&means), Stats::of(&lasts)) {
+                out.push_str(&format!(
+                    "| {m} | {} | {} | {} |\n",
+                    arm.label(),
+                    format_stats(&mean),
+                    format_stats(&last)
+                ));
+            }
         }
     }
     out

@@ -511,6 +511,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn designer_metrics_and_a_zero_designer_gradient_reach_report_md_and_plots() {
+        let dir = temp_dir("step-metrics");
+        let runs = fake_compare(&dir);
+        // v: alpha_mean at every step; seed 0's φ gradient is 0 at every meta step, seed 1's
+        // only at its first two; seed 2 logs none (an older log: no warning either).
+        for (seed, run) in runs.iter().filter(|r| r.arm == "v").enumerate() {
+            let path = run.dir.join(METRICS_FILE);
+            let text: String = fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut v: Value = serde_json::from_str(l).unwrap();
+                    if v["kind"] == "train" {
+                        let step = v["step"].as_f64().unwrap();
+                        v["metrics"] = json!({"alpha_mean": 0.1 + 0.01 * step + seed as f64});
+                        if v["meta"].is_object() && seed < 2 {
+                            let norm = if seed == 0 || step < 8.0 { 0.0 } else { 0.5 };
+                            v["meta"]["phi_grad_norm"] = json!(norm);
+                        }
+                    }
+                    format!("{v}\n")
+                })
+                .collect();
+            fs::write(&path, text).unwrap();
+        }
+        let report = summarize(&runs).unwrap();
+        assert_eq!(report.step_metrics(), ["alpha_mean"]);
+        write_report(&dir, &report).unwrap();
+        let md = fs::read_to_string(dir.join("report.md")).unwrap();
+        // seed means of 0.1 + 0.01·(0..20) + seed: 0.195, 1.195, 2.195; last steps 0.29 + seed
+        assert!(md.contains("## Learner-step metrics"), "{md}");
+        assert!(
+            md.contains("| alpha_mean | v | 1.195 ± 1.000 | 1.290 ± 1.000 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| alpha_mean | baseline |"), "{md}");
+        assert!(md.contains("## Warnings"), "{md}");
+        assert!(
+            md.contains(
+                "**v, seed 0**: φ's gradient was exactly 0 at each of the first 3 meta steps"
+            ),
+            "{md}"
+        );
+        assert!(!md.contains("seed 1**") && !md.contains("seed 2**"), "{md}");
+        assert!(md.contains("![plot_train_alpha_mean_vs_step](plot_train_alpha_mean_vs_step.svg)"));
+        let svg = fs::read_to_string(dir.join("plot_train_alpha_mean_vs_step.svg")).unwrap();
+        assert!(svg.contains("train/alpha_mean vs step"), "{svg}");
+        // The same rule as the live warning of `vpt run`.
+        assert!(crate::meta::zero_gradient_warning(&[0.0, 0.0]).is_none());
+        assert!(crate::meta::zero_gradient_warning(&[0.0, 1e-30, 0.0]).is_none());
+        assert!(crate::meta::zero_gradient_warning(&[0.0, 0.0, 0.0, 1.0]).is_some());
+    }
+
+    #[test]
     fn discovers_runs_in_arm_order() {
         let dir = temp_dir("discover");
         fake_compare(&dir);

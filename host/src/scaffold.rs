@@ -1,6 +1,7 @@
 //! `vpt new plugin NAME`: writes a designer-plugin crate from `examples/designer-template`
 //! (embedded at build time, so the template and the scaffold never drift apart).
 
+use crate::loader::{Plugins, SearchPath};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -50,7 +51,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         "name = \"designer-template\"",
         &format!("name = \"{package}\""),
     );
-    let files = [
+    let mut files = vec![
         ("Cargo.toml", cargo),
         ("Cargo.lock", lock),
         ("src/lib.rs", TEMPLATE_LIB.replace(TEMPLATE_NAME, name)),
@@ -59,7 +60,19 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
             "build.rs",
             include_str!("../../examples/designer-template/build.rs").to_string(),
         ),
+        (
+            "tiny.toml",
+            include_str!("../../examples/designer-template/tiny.toml").replace(TEMPLATE_NAME, name),
+        ),
+        (
+            "lm-tiny.toml",
+            include_str!("../../examples/designer-template/lm-tiny.toml")
+                .replace(TEMPLATE_NAME, name),
+        ),
     ];
+    if let Some(config) = cargo_config() {
+        files.push((".cargo/config.toml", config));
+    }
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -68,4 +81,28 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
+}
+
+/// The task plugins a new designer's tests run against (`vpt_sdk::testing::plugin`).
+const TEST_TASK_PLUGINS: [&str; 3] = ["tiny", "lm", "vision"];
+
+/// `.cargo/config.toml` setting `VPT_PLUGIN_PATH` for the new crate's tests to the files of
+/// this vpt's task plugins (as its own search path finds them); `None` when it finds none.
+fn cargo_config() -> Option<String> {
+    let mut plugins = Plugins::discover(&SearchPath::from_env(&[]));
+    let files: Vec<String> = TEST_TASK_PLUGINS
+        .iter()
+        .filter_map(|name| plugins.get(name).ok()?.path.canonicalize().ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "# Written by `vpt new plugin`: where the tests' `vpt_sdk::testing::plugin(..)` finds the\n\
+         # task plugins ({}) of the vpt that made this crate. A VPT_PLUGIN_PATH set in the\n\
+         # environment wins over this value.\n[env]\nVPT_PLUGIN_PATH = {:?}\n",
+        TEST_TASK_PLUGINS.join(", "),
+        files.join(":")
+    ))
 }

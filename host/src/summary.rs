@@ -414,6 +414,23 @@ fn seed_wins(arm: &ArmReport, base: &ArmReport) -> BTreeMap<String, SeedWins> {
 }
 
 impl Report {
+    /// The named scalars of the learner steps (`metrics` of the train records: the designer's
+    /// `Designer::metrics`, e.g. `alpha_mean`, and the task's `after_step`), sorted.
+    pub fn step_metrics(&self) -> Vec<String> {
+        let names: BTreeSet<&String> = self
+            .arms
+            .iter()
+            .flat_map(|a| a.seeds.iter())
+            .flat_map(|s| s.records.iter())
+            .filter_map(|r| match r {
+                Record::Train(t) => Some(t.metrics.keys()),
+                Record::Eval(_) => None,
+            })
+            .flatten()
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
     /// The arm with the best mean on `metric` (direction from [`lower_is_better`]).
     pub fn best_arm(&self, metric: &str) -> Option<(&ArmReport, Stats)> {
         let lower = lower_is_better(metric);

@@ -56,6 +56,8 @@ pub struct Session {
     dp: Option<DataParallel>,
     /// Seconds per phase of `train_step`, accumulated when on (`vpt bench`).
     pub phases: Option<Phases>,
+    /// ‖∇φ‖ of the run's first meta steps, for the zero-gradient warning.
+    first_phi_norms: Vec<f64>,
 }
 
 impl Session {
@@ -182,6 +184,7 @@ impl Session {
             counters: Counters::default(),
             dp,
             phases: None,
+            first_phi_norms: Vec::new(),
         })
     }
 
@@ -405,9 +408,25 @@ impl Session {
             self.opt_phi.as_mut(),
             lr_at(self.counters.meta_steps, &self.cfg.designer_optim, None),
         )?;
+        self.warn_on_zero_gradient(&out);
         self.counters.meta_steps += 1;
         self.counters.meta_skipped += out.skipped as u64;
         Ok(out)
+    }
+
+    /// Warns once, on stderr, when φ's gradient was exactly zero at each of the run's first
+    /// meta steps ([`crate::meta::zero_gradient_warning`]; the report repeats it).
+    fn warn_on_zero_gradient(&mut self, out: &MetaRecord) {
+        let first = self.counters.meta_steps < crate::meta::ZERO_GRADIENT_STEPS as u64;
+        if !first || out.skipped || self.estimator.diagnostic == Some(Diagnostic::Frozen) {
+            return;
+        }
+        self.first_phi_norms.push(out.phi_grad_norm);
+        if let Some(w) = crate::meta::zero_gradient_warning(&self.first_phi_norms) {
+            if self.is_main() {
+                eprintln!("warning: {w}");
+            }
+        }
     }
 
     /// Whether the diagnostic `oracle` sets this step's targets.

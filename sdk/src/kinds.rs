@@ -54,6 +54,12 @@ pub struct TensorSpec {
     pub values: Values,
     /// False for a tensor that may be absent.
     pub required: bool,
+    /// True for a construction tensor that must depend on φ (differentiable in the designer's
+    /// parameters: the meta step's ∇φ flows through it); `check_invariants` fails a designer
+    /// whose tensor is detached. False for tensors copied from the design inputs and for
+    /// diagnostics; meaningless for design inputs.
+    #[serde(default)]
+    pub differentiable: bool,
     /// What it means, in one line.
     pub meaning: Cow<'static, str>,
 }
@@ -73,12 +79,18 @@ impl TensorSpec {
             shape: Cow::Borrowed(shape),
             values,
             required: true,
+            differentiable: false,
             meaning: Cow::Borrowed(meaning),
         }
     }
     /// The same tensor, allowed to be absent.
     pub const fn optional(mut self) -> Self {
         self.required = false;
+        self
+    }
+    /// The same tensor, required to depend on φ (the `differentiable` field).
+    pub const fn differentiable(mut self) -> Self {
+        self.differentiable = true;
         self
     }
     /// Its dimensions.
@@ -101,9 +113,14 @@ impl std::fmt::Display for TensorSpec {
             Values::MeanOne => " ≥0, mean 1",
         };
         let optional = if self.required { "" } else { ", optional" };
+        let phi = if self.differentiable {
+            ", differentiable in φ"
+        } else {
+            ""
+        };
         write!(
             f,
-            "{:<18} {dtype} ({}){values}{optional} — {}",
+            "{:<18} {dtype} ({}){values}{optional}{phi} — {}",
             self.name, self.shape, self.meaning
         )
     }
@@ -273,7 +290,8 @@ const LM_SOFT_TARGETS_TENSORS: &[TensorSpec] = &[
         "B,T,K",
         Values::Distribution,
         "the target distribution over the K candidates",
-    ),
+    )
+    .differentiable(),
     TensorSpec::new(
         "loss_mask",
         Dtype::Float,
@@ -301,7 +319,8 @@ const VISION_VIEW_MASK_TENSORS: &[TensorSpec] = &[TensorSpec::new(
     "B,V,1,H,W",
     Values::UnitInterval,
     "soft keep-mask of each student view (1 keeps a pixel)",
-)];
+)
+.differentiable()];
 
 /// [`KIND_EXAMPLE_WEIGHTS`]: per-example loss weights, applied by the host to any task.
 pub const EXAMPLE_WEIGHTS: KindSpec = KindSpec::new(KIND_EXAMPLE_WEIGHTS, EXAMPLE_WEIGHTS_TENSORS);
@@ -311,7 +330,8 @@ const EXAMPLE_WEIGHTS_TENSORS: &[TensorSpec] = &[TensorSpec::new(
     "B",
     Values::MeanOne,
     "weight of each example's loss (≥ 0, mean 1)",
-)];
+)
+.differentiable()];
 
 #[cfg(test)]
 mod tests {

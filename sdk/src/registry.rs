@@ -25,6 +25,17 @@ pub struct Manifest {
     pub designers: Vec<ComponentManifest>,
 }
 
+impl Manifest {
+    /// The entry of task `name`, if the plugin has one.
+    pub fn task(&self, name: &str) -> Option<&ComponentManifest> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+    /// The entry of designer `name`, if the plugin has one.
+    pub fn designer(&self, name: &str) -> Option<&ComponentManifest> {
+        self.designers.iter().find(|d| d.name == name)
+    }
+}
+
 /// One task or designer in a [`Manifest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentManifest {

@@ -3,7 +3,8 @@
 //! [`sgd_step`] (a reference learner step). V itself is [`crate::value`].
 //!
 //! Both take trait objects, so they run on a plugin's own types in-process (from its unit
-//! tests) or on a plugin loaded by the host loader (`vpt_host::loader`), and both return a
+//! tests) or on another plugin's task loaded with [`plugin`] (e.g. the `tiny` or `lm` task a
+//! designer-only plugin is tested against: the SDK alone, no host), and both return a
 //! [`Report`]: one line per check, readable as it is, with [`Report::assert_passed`] for tests.
 //!
 //! ```ignore
@@ -29,10 +30,12 @@ use tch::{Kind, Tensor};
 mod hypergradient;
 mod invariants;
 mod learner;
+mod plugin;
 
 pub use hypergradient::check_hypergradient;
 pub use invariants::{check_invariants, InvariantOptions};
 pub use learner::sgd_step;
+pub use plugin::{plugin, plugin_on};
 
 /// The torch seed set before every evaluation the harness compares.
 const SEED: i64 = 0x5EED;

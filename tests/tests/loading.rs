@@ -636,7 +636,7 @@ fn inspect_describes_a_plugin() {
         "design inputs of task tiny:",
         "pretext_onehot     float (B,C) rows sum to 1 — its (possibly wrong) pretext label",
         "kind tiny.soft_targets/v1:",
-        "probs              float (B,C) rows sum to 1 — the target distribution",
+        "probs              float (B,C) rows sum to 1, differentiable in φ — the target distribution",
         "alpha              float (B) in [0,1], optional — the designer's gate",
     ] {
         assert!(text.contains(line), "{line}:\n{text}");

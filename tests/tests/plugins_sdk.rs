@@ -193,12 +193,45 @@ fn new_plugin_scaffolds_the_template_with_the_name_replaced() {
     nd.as_table_mut().unwrap().remove("vpt-sdk");
     od.as_table_mut().unwrap().remove("vpt-sdk");
     assert_eq!(nd, od, "the other dependencies are the template's");
-    for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "README.md",
+        "tiny.toml",
+        "lm-tiny.toml",
+    ] {
         assert!(
             !read(&dir.join(file)).contains("designer_template"),
             "{file} still names the template"
         );
     }
+    // The run configs name the new designer; the harness is a dev-dependency on the SDK alone
+    // (its `testing` feature), and the tests find vpt's task plugins through
+    // .cargo/config.toml.
+    for file in ["tiny.toml", "lm-tiny.toml"] {
+        assert_eq!(
+            read(&dir.join(file)),
+            read(&template.join(file)).replace("designer_template", "my_weights"),
+            "{file}"
+        );
+    }
+    let dev = &new["dev-dependencies"]["vpt-sdk"];
+    assert_eq!(PathBuf::from(dev["path"].as_str().unwrap()), ws.join("sdk"));
+    assert_eq!(dev["features"], toml::Value::from(vec!["testing"]));
+    assert!(
+        new["dev-dependencies"].get("vpt-host").is_none(),
+        "the harness needs no host"
+    );
+    let env: toml::Value = toml::from_str(&read(&dir.join(".cargo/config.toml"))).unwrap();
+    let plugin_path = env["env"]["VPT_PLUGIN_PATH"].as_str().unwrap();
+    let named: Vec<PathBuf> = plugin_path.split(':').map(PathBuf::from).collect();
+    assert!(
+        named.iter().all(|p| p.is_absolute())
+            && Plugins::discover(&SearchPath::only(&named))
+                .get("tiny")
+                .is_ok(),
+        "VPT_PLUGIN_PATH `{plugin_path}` should name the tiny plugin's file, absolute"
+    );
 
     // A bad name and a non-empty directory are refused.
     let bad = vpt()
@@ -332,4 +365,44 @@ fn testing_harness_passes_on_plugins_loaded_through_the_host_loader() {
         !h.passed(),
         "f32 φ cannot pass a 1e-9 finite-difference check:\n{h}"
     );
+}
+
+/// A designer whose construction does not depend on φ (tiny_soft with `alpha_max = 0`: the
+/// targets are the pretext labels whatever φ is, so ∇φ is exactly 0) is named once on stderr
+/// and under "Warnings" in report.md; the shipped designer, which does depend on φ, is not.
+#[test]
+fn a_designer_gradient_of_exactly_zero_is_warned_about_in_the_run_and_the_report() {
+    const WARNING: &str = "φ's gradient was exactly 0 at each of the first 3 meta steps";
+    let compare = |out: &Path, extra: &[&str]| {
+        let mut cmd = vpt();
+        cmd.arg("--plugin")
+            .arg(tiny_plugin())
+            .arg("compare")
+            .arg(workspace().join("examples/tiny.toml"));
+        for s in ["run.steps=6", "run.eval_every=0", "run.checkpoint_every=0"]
+            .iter()
+            .chain(extra)
+        {
+            cmd.args(["--set", s]);
+        }
+        let o = cmd
+            .args(["--arms", "v", "--seeds", "1", "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        (stderr, md)
+    };
+    let root = scratch_dir("zero-phi-grad");
+    let (stderr, md) = compare(&root.join("cut"), &["designer.config.alpha_max=0"]);
+    assert_eq!(stderr.matches(WARNING).count(), 1, "{stderr}");
+    assert!(
+        md.contains("## Warnings") && md.contains(&format!("**v, seed 0**: {WARNING}")),
+        "{md}"
+    );
+    let (stderr, md) = compare(&root.join("sound"), &[]);
+    assert!(!stderr.contains(WARNING), "{stderr}");
+    assert!(!md.contains("## Warnings"), "{md}");
 }

@@ -7,9 +7,9 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
-use vpt_sdk::{kinds, KindSpec, 
-    BuildContext, Construction, Designer, DesignerFactory, Error, Result, TchContext,
-    TensorMap, KIND_EXAMPLE_WEIGHTS,
+use vpt_sdk::{
+    kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Result,
+    TchContext, TensorMap, KIND_EXAMPLE_WEIGHTS,
 };
 
 /// Config of `designer_template` (shown by `vpt schema designer_template`).
@@ -76,7 +76,6 @@ pub struct Template {
 }
 
 impl Designer for Template {
-
     /// φ: the live leaf tensors (the host updates them in place).
     fn parameters(&self) -> Result<TensorMap> {
         Ok(self.vs.variables().into_iter().collect())
@@ -121,7 +120,7 @@ vpt_sdk::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vpt_sdk::DesignerFactory;
+    use vpt_sdk::{testing, DesignerFactory, Task};
 
     #[test]
     fn starts_uniform_and_keeps_mean_one() {
@@ -142,5 +141,38 @@ mod tests {
             (w - 1.0).abs().max().double_value(&[]) < 1e-6,
             "zero init is the baseline"
         );
+    }
+
+    /// The contract harness on this designer and the `tiny` task of vpt's `tiny` plugin
+    /// (`libvpt_tiny.so`, found on VPT_PLUGIN_PATH, which `.cargo/config.toml` sets): the SDK
+    /// alone, no vpt host. For a designer of the LM's soft targets, load `lm` and build
+    /// `causal_lm` with `{"model": "tiny_random", ...}` instead (docs/writing-plugins.md §9).
+    #[test]
+    fn contracts_hold_on_the_tiny_task() {
+        tch::set_num_threads(1);
+        let ctx = BuildContext {
+            seed: 0,
+            device: "cpu".into(),
+        };
+        let tiny = testing::plugin("tiny").unwrap();
+        let mut task = tiny.new_task("tiny", &serde_json::json!({}), &ctx).unwrap();
+        let context = task.info().designer_context;
+        let mut d = crate::vpt_registry()
+            .designer("designer_template")
+            .unwrap()
+            .build(&serde_json::json!({}), &context, &ctx)
+            .unwrap();
+        let manifest = tiny.manifest().unwrap();
+        let opts = testing::InvariantOptions::for_task(manifest.task("tiny").unwrap());
+        testing::check_invariants(&mut task, Some(d.as_mut()), &opts).assert_passed();
+        // φ starts at zero (the baseline): move it off zero so every coordinate has a derivative.
+        tch::manual_seed(1);
+        tch::no_grad(|| {
+            for p in d.parameters().unwrap().tensors() {
+                let _ = p.shallow_clone().f_add_(&(p.randn_like() * 0.3)).unwrap();
+            }
+        });
+        // φ is f32: ε = 1e-3 and a 5e-2 tolerance are what f32 finite differences resolve.
+        testing::check_hypergradient(&mut task, d.as_mut(), 1e-3, 5e-2).assert_passed();
     }
 }

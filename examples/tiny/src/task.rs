@@ -22,7 +22,8 @@ const TINY_TENSORS: &[TensorSpec] = &[
         "B,C",
         Values::Distribution,
         "the target distribution over the C classes",
-    ),
+    )
+    .differentiable(),
     TensorSpec::new(
         "alpha",
         Dtype::Float,

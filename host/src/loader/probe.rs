@@ -5,12 +5,8 @@
 use super::elf;
 use crate::error::clip;
 use crate::{Error, Result};
-use std::{
-    ffi::CStr,
-    os::raw::c_char,
-    path::{Path, PathBuf},
-};
-use vpt_sdk::{ffi::module::ABI_SYMBOL, AbiStamp};
+use std::{ffi::CStr, os::raw::c_char, path::Path};
+use vpt_sdk::{ffi::module::ABI_SYMBOL, foreign::dlopen_path, AbiStamp};
 
 const NOT_A_PLUGIN: &str = "a shared library but not a vpt plugin (it exports no `vpt_plugin_abi` \
      symbol; plugins are built with `vpt_sdk::export_plugin!`); it was not opened";
@@ -84,16 +80,6 @@ fn check_elf(path: &Path) -> Result<()> {
         return Err(refuse(path, NOT_A_PLUGIN));
     }
     Ok(())
-}
-
-/// The path to hand to `dlopen`: a bare file name (`libx.so`) means the file in the working
-/// directory, not a search through the dynamic linker's library path.
-pub(crate) fn dlopen_path(path: &Path) -> PathBuf {
-    if path.is_relative() && path.components().count() == 1 {
-        Path::new(".").join(path)
-    } else {
-        path.to_path_buf()
-    }
 }
 
 /// dlerror text, shortened: the path prefix removed, known causes named, one line at most.

@@ -7,8 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The environment variable holding extra plugin files or directories, `:`-separated.
-pub const PLUGIN_PATH_VAR: &str = "VPT_PLUGIN_PATH";
+pub use vpt_sdk::foreign::PLUGIN_PATH_VAR;
 
 /// Where a search entry came from; decides which files of a directory count as plugins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,19 +167,14 @@ pub fn user_plugin_dir() -> Option<PathBuf> {
 }
 
 fn dir_candidates(dir: &Path, vpt_only: bool) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-                return false;
-            };
-            name.ends_with(".so") && (!vpt_only || name.starts_with("libvpt_")) && p.is_file()
-        })
-        .collect();
-    files.sort();
+    let mut files = vpt_sdk::foreign::plugin_files(dir);
+    if vpt_only {
+        files.retain(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libvpt_"))
+        });
+    }
     files
 }
 

@@ -94,7 +94,8 @@ impl InvariantOptions {
 /// - `designer …` (when given): φ are leaves, the construction's kind is one the task consumes
 ///   ([`InvariantOptions::consumes`]) or example weights, it meets that kind's spec
 ///   ([`KindSpec::check`]: names, dtypes, shapes, value constraints; example weights are also
-///   (B,)), it depends on φ, the regulariser is absent or a finite scalar;
+///   (B,)), every tensor the kind declares differentiable depends on φ (the failure names
+///   the tensor), the regulariser is absent or a finite scalar;
 /// - `evaluate` (unless disabled): `feedback_loss` and `general_loss` present and finite.
 ///
 /// Every check runs even when an earlier one failed, except those that need its result.
@@ -535,10 +536,15 @@ fn check_designer(
     inputs: Option<&TensorMap>,
     b: i64,
 ) {
-    let mut phi_len = 0;
+    let mut phi: Vec<Tensor> = Vec::new();
     r.run("designer parameters", || {
-        let phi = d.parameters()?;
-        phi_len = phi.len();
+        let params = d.parameters()?;
+        phi = params
+            .tensors()
+            .filter(|t| t.requires_grad())
+            .map(Tensor::shallow_clone)
+            .collect();
+        let phi = params;
         if phi.is_empty() {
             return Ok(Verdict::Skip(
                 "φ is empty: a fixed designer (a control)".into(),
@@ -583,8 +589,8 @@ fn check_designer(
         if let Err(e) = spec.check(&c) {
             bad.push(e.to_string());
         }
-        if phi_len > 0 && !c.tensors.tensors().any(Tensor::requires_grad) {
-            bad.push("no tensor depends on φ (was it built under no_grad, or detached?)".into());
+        if !phi.is_empty() {
+            bad.extend(detached_from_phi(spec, &c, &phi)?);
         }
         if c.kind == KIND_EXAMPLE_WEIGHTS {
             let w = c.tensors.require("weights")?;
@@ -613,4 +619,41 @@ fn check_designer(
             }
         });
     }
+}
+
+/// What is wrong with how `c` depends on φ: each tensor its kind declares differentiable
+/// ([`TensorSpec::differentiable`](crate::TensorSpec)) must reach φ's tensors through autograd;
+/// a kind that declares none needs at least one tensor requiring grad.
+fn detached_from_phi(spec: &KindSpec, c: &Construction, phi: &[Tensor]) -> Result<Vec<String>> {
+    let declared: Vec<&TensorSpec> = spec.tensors.iter().filter(|t| t.differentiable).collect();
+    if declared.is_empty() {
+        if c.tensors.tensors().any(Tensor::requires_grad) {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![
+            "no tensor depends on φ (was it built under no_grad, or detached?)".into(),
+        ]);
+    }
+    let mut bad = Vec::new();
+    for t in declared {
+        let Some(x) = c.tensors.get(&t.name) else {
+            continue; // an absent optional tensor; a missing required one failed the spec check
+        };
+        let why = if !x.requires_grad() {
+            Some("requires_grad is false: it was detached, built under no_grad, or computed from the design inputs alone")
+        } else {
+            let y = x.f_sum(Kind::Double)?;
+            let gs = Tensor::f_run_backward(&[y], phi, true, false)?;
+            (!gs.iter().any(Tensor::defined))
+                .then_some("its graph does not reach any of φ's tensors")
+        };
+        if let Some(why) = why {
+            bad.push(format!(
+                "`{}` does not depend on φ ({why}); kind `{}` declares it differentiable, so the \
+                 meta step's ∇φ flows through it: compute it from φ without detach() or no_grad",
+                t.name, spec.name
+            ));
+        }
+    }
+    Ok(bad)
 }

@@ -15,13 +15,24 @@ const KIND_TARGETS: &str = "quad.targets/v1";
 const QUAD_KINDS: &[crate::KindSpec] = &[TARGETS];
 /// The quadratic task's one kind: a target per example.
 const TARGETS: crate::KindSpec = crate::KindSpec::new(KIND_TARGETS, TARGETS_TENSORS);
-const TARGETS_TENSORS: &[crate::TensorSpec] = &[crate::TensorSpec::new(
-    "targets",
-    crate::Dtype::Float,
-    "B",
-    crate::Values::Any,
-    "the target t_i of each example",
-)];
+const TARGETS_TENSORS: &[crate::TensorSpec] = &[
+    crate::TensorSpec::new(
+        "targets",
+        crate::Dtype::Float,
+        "B",
+        crate::Values::Any,
+        "the target t_i of each example",
+    )
+    .differentiable(),
+    crate::TensorSpec::new(
+        "gate",
+        crate::Dtype::Float,
+        "B",
+        crate::Values::UnitInterval,
+        "a diagnostic gate (not used by the loss)",
+    )
+    .optional(),
+];
 
 /// One way the quadratic task breaks a contract.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -250,6 +261,8 @@ enum Style {
     RawWeights,
     /// t = Σ_j x_j, no φ.
     Fixed,
+    /// t = x·a detached, with a gate σ(x·a) that does depend on φ: only the gate reaches φ.
+    DetachedTargets,
 }
 
 struct Lin {
@@ -276,6 +289,14 @@ impl Designer for Lin {
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let x = inputs.require("example_features")?;
         let s = x.matmul(&self.a); // (B,)
+        if self.style == Style::DetachedTargets {
+            return Ok(Construction {
+                kind: KIND_TARGETS.into(),
+                tensors: TensorMap::new()
+                    .with("targets", s.detach())
+                    .with("gate", s.sigmoid()),
+            });
+        }
         let (kind, name, t) = match self.style {
             Style::Targets => (KIND_TARGETS, "targets", s),
             Style::Weights => (
@@ -297,6 +318,7 @@ impl Designer for Lin {
                 "targets",
                 x.sum_dim_intlist(1, false, Kind::Double),
             ),
+            Style::DetachedTargets => unreachable!("returned above"),
         };
         Ok(Construction {
             kind: kind.into(),
@@ -379,6 +401,24 @@ fn each_broken_contract_fails_its_own_check() {
             "{fault:?} should fail `{check}`:\n{r}"
         );
     }
+    // The designer's faults: a tensor its kind declares differentiable is cut off from φ while
+    // another tensor (a gate) still depends on φ; the failure names the cut-off tensor.
+    assert_eq!(
+        sound.get("designer construct").unwrap().outcome,
+        Outcome::Pass,
+        "{sound}"
+    );
+    let r = invariants(
+        &mut Quad::new(None),
+        Some(&mut Lin::new(Style::DetachedTargets)),
+    );
+    let c = r.get("designer construct").unwrap();
+    assert_eq!(c.outcome, Outcome::Fail, "{r}");
+    assert!(
+        c.detail.contains("`targets` does not depend on φ") && !c.detail.contains("`gate`"),
+        "{}",
+        c.detail
+    );
 }
 
 #[test]
@@ -519,5 +559,18 @@ fn contracts_hold_through_the_ffi_round_trip() {
         r.get("pretrain_loss (baseline)").unwrap().outcome,
         Outcome::Fail,
         "{r}"
+    );
+}
+
+#[test]
+fn a_plugin_not_on_the_search_path_is_named_with_the_path() {
+    let err = plugin_on("nope", "/no/such/dir:/no/such/file.so")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("no plugin `nope` on VPT_PLUGIN_PATH (`/no/such/dir:/no/such/file.so`)")
+            && err.contains("/no/such/file.so ("),
+        "{err}"
     );
 }

@@ -240,6 +240,7 @@ impl CausalLm {
             draws: 0,
             seed: ctx.seed,
             packer: Packer::new(cfg.seq_len),
+            prompt_only_warned: false,
         };
         let s_start = model.first_block_of(&alignment);
         let head = if model.config().tie_embeddings {

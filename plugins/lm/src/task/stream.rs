@@ -44,6 +44,8 @@ pub(super) struct Stream {
     pub(super) draws: u64,
     pub(super) seed: u64,
     pub(super) packer: Packer,
+    /// Whether the rows-without-loss warning ([`prompt_only_warning`]) was given (once a task).
+    pub(super) prompt_only_warned: bool,
 }
 
 /// Saved state of the stream and the feedback cursors.
@@ -103,8 +105,39 @@ impl Stream {
                 }
             }
         }
+        if !self.prompt_only_warned {
+            if let Some(w) = prompt_only_warning(&rows, self.packer.seq_len) {
+                eprintln!("{w}");
+                self.prompt_only_warned = true;
+            }
+        }
         Ok(rows)
     }
+}
+
+/// The warning for unlabeled `rows` of which some carry no loss-bearing target (every target is
+/// prompt: a `{"prompt","response"}` record whose prompt is longer than a row); `None` when every
+/// row has one.
+pub(super) fn prompt_only_warning(rows: &[Row], seq_len: usize) -> Option<String> {
+    let empty = rows
+        .iter()
+        .filter(|r| r.mask.iter().all(|&m| m == 0.0))
+        .count();
+    if empty == 0 {
+        return None;
+    }
+    let effect = if empty == rows.len() {
+        "this batch's pretrain_loss is 0 and V is 0"
+    } else {
+        "those rows' pretrain_loss is 0 and they add nothing to V"
+    };
+    Some(format!(
+        "[vpt-lm] warning: {empty} of the {} rows of an unlabeled batch carry no loss-bearing \
+         token (all prompt): {effect}. Prompts of task.config.unlabeled.jsonl records are longer \
+         than a row: raise task.config.seq_len (now {seq_len} tokens) or shorten the prompts \
+         (this is said once)",
+        rows.len()
+    ))
 }
 
 /// Checks `batch` comes from the unlabeled stream (`unlabeled`) or a feedback set; `what` names

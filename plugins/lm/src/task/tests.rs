@@ -84,6 +84,7 @@ fn example_configs_parse() {
         "lm-gsm8k.toml",
         "lm-gsm8k-cpu.toml",
         "lm-two-feedback.toml",
+        "bench-lm.toml",
     ] {
         let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
         let v: serde_json::Value = toml::from_str(&text).unwrap();
@@ -562,4 +563,45 @@ fn a_shorter_meta_sequence_cuts_every_timed_design_input() {
         }
     }
     d.construct(&sliced.design_inputs).unwrap();
+}
+
+/// Unlabeled rows that are all prompt (a prompt longer than a row) are warned about once,
+/// naming how many rows and what to change; rows with a loss-bearing token are not.
+#[test]
+fn rows_without_loss_bearing_tokens_are_warned_about() {
+    let row = |mask: Vec<f32>| Row {
+        ids: vec![0; mask.len()],
+        targets: vec![0; mask.len()],
+        mask,
+    };
+    let (empty, some) = (row(vec![0.0; 4]), row(vec![0.0, 0.0, 1.0, 1.0]));
+    assert!(stream::prompt_only_warning(&[some.clone(), some.clone()], 4).is_none());
+    let w = stream::prompt_only_warning(&[empty.clone(), some.clone()], 4).unwrap();
+    assert!(
+        w.contains("1 of the 2 rows") && w.contains("task.config.seq_len (now 4 tokens)"),
+        "{w}"
+    );
+    let w = stream::prompt_only_warning(&[empty.clone(), empty], 4).unwrap();
+    assert!(w.contains("pretrain_loss is 0 and V is 0"), "{w}");
+
+    // A task whose unlabeled records have 200-byte prompts and 16-token rows.
+    let dir = std::env::temp_dir().join(format!("vpt-lm-prompt-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("long-prompts.jsonl");
+    let prompt = "p".repeat(200);
+    let lines: String = (0..4)
+        .map(|i| format!("{{\"prompt\": \"{prompt}\", \"response\": \"{i}\"}}\n"))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    let mut cfg = CausalLmConfig::tiny();
+    cfg.seq_len = 16;
+    cfg.unlabeled.generated_math = false;
+    cfg.unlabeled.jsonl = vec![JsonlSource::Path(path.display().to_string())];
+    let mut t = CausalLm::new(cfg, &ctx()).unwrap();
+    assert!(!t.stream.prompt_only_warned);
+    let b = t.next_batch(U).unwrap();
+    let mask = b.tensors.require("mask").unwrap();
+    assert_eq!(mask.sum(Kind::Double).double_value(&[]), 0.0, "all prompt");
+    assert!(t.stream.prompt_only_warned, "the first such batch warns");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
