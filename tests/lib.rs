@@ -83,3 +83,54 @@ pub fn tiny_config_path() -> PathBuf {
         "/../examples/tiny.toml"
     ))
 }
+
+/// `vpt run examples/tiny.toml --out OUT --set …` (see [`vpt_command`]).
+pub fn tiny_run(out: &Path, sets: &[&str]) -> std::process::Command {
+    let mut c = vpt_command();
+    c.arg("run").arg(tiny_config_path()).arg("--out").arg(out);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c
+}
+
+/// Runs `cmd` (killed after `limit`) and checks it failed cleanly: an exit code of 1, not a
+/// signal or an abort, within the time limit, with a short message containing every needle.
+/// Returns the message.
+pub fn clear_error(
+    cmd: &mut std::process::Command,
+    needles: &[&str],
+    limit: std::time::Duration,
+) -> String {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning vpt");
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("waiting").is_some() {
+            break;
+        }
+        if started.elapsed() > limit {
+            child.kill().ok();
+            panic!("{cmd:?} hung (killed after {limit:?})");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().expect("collecting output");
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{cmd:?}: {:?}\n{err}", o.status);
+    for n in needles {
+        assert!(err.contains(n), "{cmd:?}: `{n}` not in:\n{err}");
+    }
+    assert!(
+        err.lines().count() <= 6 && err.len() < 4000,
+        "{cmd:?}: message too long ({} lines, {} bytes):\n{}",
+        err.lines().count(),
+        err.len(),
+        &err[..err.len().min(2000)]
+    );
+    err
+}

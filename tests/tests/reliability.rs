@@ -11,7 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 use vpt_integration::{
-    artifact_dirs, cdylib, scratch_dir, tiny_config_path, tiny_plugin, vpt_command,
+    artifact_dirs, cdylib, clear_error, scratch_dir, tiny_config_path, tiny_plugin, tiny_run,
+    vpt_command,
 };
 
 /// The `vpt` binary itself (no `--plugin` added).
@@ -23,15 +24,6 @@ fn vpt_bin() -> PathBuf {
         .expect("target/release/vpt: run `cargo build --release --workspace` first")
 }
 
-fn tiny_run(out: &Path, sets: &[&str]) -> Command {
-    let mut c = vpt_command();
-    c.arg("run").arg(tiny_config_path()).arg("--out").arg(out);
-    for s in sets {
-        c.args(["--set", s]);
-    }
-    c
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -40,41 +32,6 @@ fn run_ok(cmd: &mut Command) -> Output {
     let o = cmd.output().expect("spawning vpt");
     assert!(o.status.success(), "{cmd:?} failed:\n{}", stderr(&o));
     o
-}
-
-/// Runs `cmd` (killed after `limit`) and checks it failed cleanly: an exit code of 1, not a
-/// signal or an abort, within the time limit, with a short message containing every needle.
-fn clear_error(cmd: &mut Command, needles: &[&str], limit: Duration) -> String {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning vpt");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("waiting").is_some() {
-            break;
-        }
-        if started.elapsed() > limit {
-            child.kill().ok();
-            panic!("{cmd:?} hung (killed after {limit:?})");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let o = child.wait_with_output().expect("collecting output");
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "{cmd:?}: {:?}\n{err}", o.status);
-    for n in needles {
-        assert!(err.contains(n), "{cmd:?}: `{n}` not in:\n{err}");
-    }
-    assert!(
-        err.lines().count() <= 6 && err.len() < 4000,
-        "{cmd:?}: message too long ({} lines, {} bytes):\n{}",
-        err.lines().count(),
-        err.len(),
-        &err[..err.len().min(2000)]
-    );
-    err
 }
 
 fn lines(p: &Path) -> Vec<String> {
