@@ -106,9 +106,6 @@ impl VitConfig {
                 format!("heads {} must divide dim {}", self.heads, self.dim),
             );
         }
-        if self.depth <= 0 {
-            return bad("depth", "must be ≥ 1".into());
-        }
         Ok(())
     }
     /// Side of the position grid.
