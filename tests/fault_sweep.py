@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A sweep of fault cases against a built `vpt` (bad configs, bad data, kills, full disk, bad
-plugin files, crafted checkpoints, concurrent runs; and run directories: symlinks planted in a
+plugin files, crafted checkpoints, concurrent runs; run directories: symlinks planted in a
 run directory or an export target, SIGHUP, crafted checkpoints re-signed with absurd values,
-export targets, the keep policy, budgets given on resume). Each case is
+export targets, the keep policy, budgets given on resume; absurd sizes, closed pipes, FIFOs,
+byte-order marks, plugins for another architecture, silently accepted values). Each case is
 classified as ok / clear error / unclear / crash / hang / data loss / silent; the counts are
 printed at the end. Not part of `make test` (it takes minutes and mounts a tmpfs when root).
 
@@ -589,6 +590,115 @@ record("resume", "--overwrite removes old event files", "ok" if len(ev) == 1 els
 rc, _, err = run(tiny(ROOT / "l-nan", "run.steps=3", 'task.config.nan_in="pretrain"', "task.config.nan_every=1"))
 record("resume", "every learner step skipped", "ok" if rc != 0 or "learner steps were skipped" in err else "silent",
        (err.strip().splitlines() or [""])[-1])
+
+# ---- I. absurd sizes, pipes, special files, unclear inputs ----------------------------------
+def case_says(cls, name, args, needles, **kw):
+    """A clear error must also name every needle (the field, the file, the reason)."""
+    rc, out, err = run(args, **kw)
+    outcome = judge(rc, err, want_ok=False)
+    if outcome == "clear error" and not all(n in err for n in needles):
+        outcome = "unclear"
+    record(cls, name, outcome, (err.strip().splitlines() or [""])[-1])
+
+
+huge = {
+    "task.config.hidden=1000000000000": "task.config.hidden",
+    "designer.config.hidden=1000000000000": "designer.config.hidden",
+    "task.config.batch_size=1000000000000": "task.config.batch_size",
+    "task.config.feedback_size=1000000000000": "task.config.feedback_size",
+    "task.config.eval_size=1000000000000": "task.config.eval_size",
+    "task.config.dim=1000000000": "task.config.dim",
+    "task.config.domains=4000000000": "task.config.domains",
+}
+for s, field in huge.items():
+    case_says("huge size", s, tiny(ROOT / f"h{len(rows)}", s), [field], timeout=60)
+case_says("huge size", "tiny feedback pool 2^24 x dim 4096",
+          tiny(ROOT / "h-pool", "task.config.feedback_size=16777216", "task.config.dim=4096"),
+          ["task.config.feedback_size"], timeout=60)
+(ROOT / "h.jsonl").write_text('{"text": "a b c"}\n')
+lm_h = ROOT / "lm-h.toml"
+lm_h.write_text(LM.replace("DATA", str(ROOT / "h.jsonl")))
+for s, field in {"task.config.seq_len=1000000000000": "task.config.seq_len",
+                 "task.config.batch_size=1000000000000": "task.config.batch_size",
+                 "task.config.feedback_max_len=1000000000000": "task.config.feedback_max_len",
+                 "task.config.eval.max_new_tokens=1000000000000": "task.config.eval.max_new_tokens",
+                 "task.config.top_k=1000000000": "task.config.top_k"}.items():
+    case_says("huge size", "lm " + s, ["run", str(lm_h), "--out", str(ROOT / f"h{len(rows)}"), "--set", s],
+              [field], timeout=60)
+case_says("huge size", "lm batch 4096 x seq 65536",
+          ["run", str(lm_h), "--out", "h-lm", "--set", "task.config.seq_len=65536",
+           "--set", "task.config.batch_size=4096"], ["task.config.batch_size"], timeout=60)
+vis = ROOT / "vision.toml"
+vis.write_text('[run]\nsteps = 1\n[task]\nplugin = "vision"\nname = "dino_dense"\n')
+for s, field in {"task.config.vit.dim=1000000000": "task.config.vit.dim",
+                 "task.config.batch_size=1000000000000": "task.config.batch_size",
+                 "task.config.dino.out_dim=1000000000": "task.config.dino.out_dim",
+                 "task.config.crops.locals=1000000": "task.config.crops.locals"}.items():
+    case_says("huge size", "vision " + s, ["run", str(vis), "--out", str(ROOT / f"h{len(rows)}"), "--set", s],
+              [field], timeout=60)
+rw = str(REPO / "examples/reweight-tiny.toml")
+case_says("huge size", "reweight hidden [1e12]",
+          ["run", rw, "--out", "h-rw", "--set", "designer.config.hidden=[1000000000000]"],
+          ["designer.config.hidden[0]"], timeout=60)
+
+
+def closed_stdout(args):
+    p = subprocess.Popen([VPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # `| head -0`: the reader is gone before vpt writes
+    err = p.stderr.read().decode(errors="replace")
+    rc = p.wait(timeout=60)
+    outcome = "ok" if rc == 141 and not err.strip() else judge(rc, err, want_ok=False)
+    if outcome == "clear error":
+        outcome = "unclear"
+    record("pipe", " ".join(args) + " | head", outcome, f"rc {rc} {err.strip()[-120:]}")
+
+
+closed_stdout(["schema", "run"])
+closed_stdout(["plugins", "list", "--json"])
+closed_stdout(["plugins", "list"])
+closed_stdout(["--plugin", str(TINY_SO), "schema", "tiny"])
+closed_stdout(["--plugin", str(TINY_SO), "eval", TINY, "--limit", "8"])
+fifo = ROOT / "fifo.jsonl"
+os.mkfifo(fifo)
+lm_f = ROOT / "lm-fifo.toml"
+lm_f.write_text(LM.replace("DATA", str(fifo)))
+case_says("fifo", "FIFO as JSONL data", ["run", str(lm_f), "--out", "f-data"], ["fifo.jsonl"], timeout=30)
+fifo_so = ROOT / "libfifo.so"
+os.mkfifo(fifo_so)
+case_says("fifo", "FIFO to plugins inspect", ["plugins", "inspect", str(fifo_so)], ["libfifo.so"], timeout=30)
+fifo_dir = ROOT / "fifo-plugins"
+fifo_dir.mkdir()
+os.mkfifo(fifo_dir / "libvpt_fifo.so")
+case("fifo", "FIFO on the plugin path", ["--plugin", str(TINY_SO), "run", TINY, "--set", "run.steps=1", "--out",
+                                         "f-path"], want_ok=True, env={"VPT_PLUGIN_PATH": str(fifo_dir)},
+     timeout=60)
+bom = ROOT / "bom.jsonl"
+bom.write_bytes(b'\xef\xbb\xbf{"text": "a b c d"}\n{"text": "e f"}\n')
+lm_b = ROOT / "lm-bom.toml"
+lm_b.write_text(LM.replace("DATA", str(bom)))
+case("data", "JSONL with a UTF-8 BOM", ["run", str(lm_b), "--out", "b-bom"], want_ok=True)
+arch = bytearray(TINY_SO.read_bytes())
+machine = int.from_bytes(arch[18:20], "little")
+arch[18:20] = (62 if machine == 183 else 183).to_bytes(2, "little")
+(ROOT / "libvpt_arch.so").write_bytes(bytes(arch))
+case_says("plugin file", "inspect: another architecture", ["plugins", "inspect", str(ROOT / "libvpt_arch.so")],
+          ["another architecture"])
+for name, args, needles in [
+    ("run.eval_limit=0", tiny("u-limit", "run.eval_limit=0"), ["run.eval_limit"]),
+    ("eval --limit 0", ["--plugin", str(TINY_SO), "eval", TINY, "--limit", "0"], ["--limit"]),
+    ("probe --batches 0", ["--plugin", str(TINY_SO), "probe", TINY, "--batches", "0"], ["--batches"]),
+    ("probe --batches 1", ["--plugin", str(TINY_SO), "probe", TINY, "--batches", "1"], ["--batches"]),
+    ("probe --eta nan", ["--plugin", str(TINY_SO), "probe", TINY, "--eta", "nan"], ["--eta"]),
+    ("probe --eta -1", ["--plugin", str(TINY_SO), "probe", TINY, "--eta=-1"], ["--eta"]),
+    ("bench --steps 0", ["--plugin", str(TINY_SO), "bench", TINY, "--steps", "0"], ["--steps"]),
+    ("compare --seeds 0", ["--plugin", str(TINY_SO), "compare", TINY, "--seeds", "0", "--out", "u-cmp"],
+     ["--seeds"]),
+    ("run.steps=2^64", tiny("u-big", "run.steps=18446744073709551616"), ["run.steps", "too large"]),
+    ("run.threads=-3", tiny("u-thr", "run.threads=-3"), ["run.threads"]),
+    ("run.threads=1000000", tiny("u-thr2", "run.threads=1000000"), ["run.threads"]),
+    ("run.eval_every_seconds=-1", tiny("u-ees", "run.eval_every_seconds=-1"), ["run.eval_every_seconds"]),
+]:
+    case_says("input", name, args, needles, timeout=120)
 
 print()
 print(f"{len(rows)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))

@@ -85,3 +85,5 @@ pub fn tiny_config_path() -> PathBuf {
         "/../examples/tiny.toml"
     ))
 }
+
+pub use faults::{clear_error, tiny_run};

@@ -71,6 +71,25 @@ pub struct ProgressArgs {
     pub log_every: f64,
 }
 
+fn count(s: &str) -> Result<usize, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))
+}
+
+fn probe_batches(s: &str) -> Result<usize, String> {
+    count(s).and_then(crate::probe::check_batches)
+}
+
+fn probe_heldout(s: &str) -> Result<usize, String> {
+    count(s).and_then(crate::probe::check_heldout_batches)
+}
+
+fn probe_eta(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|_| format!("`{s}` is not a number"))
+        .and_then(crate::probe::check_eta)
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -109,8 +128,8 @@ pub enum Command {
         /// A run directory (latest checkpoint) or a checkpoint directory.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Cap on evaluation examples.
-        #[arg(long)]
+        /// Cap on evaluation examples (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
     },
     /// Run arms × seeds under one budget and write report.md, report.json and SVG plots.
@@ -124,8 +143,8 @@ pub enum Command {
             default_value = "baseline,v,random_feedback"
         )]
         arms: Vec<String>,
-        /// Number of seeds per arm (run.seed, run.seed+1, …).
-        #[arg(long, default_value_t = 1)]
+        /// Number of seeds per arm (run.seed, run.seed+1, …; at least 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
         /// Output directory.
         #[arg(long)]
@@ -147,18 +166,18 @@ pub enum Command {
     Probe {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Number of batches.
-        #[arg(long, default_value_t = 64)]
+        /// Number of batches (2 to 2^20).
+        #[arg(long, default_value_t = 64, value_parser = probe_batches)]
         batches: usize,
-        /// Step size η of the plain gradient step.
-        #[arg(long, default_value_t = 1e-2)]
+        /// Step size η of the plain gradient step (positive).
+        #[arg(long, default_value_t = 1e-2, value_parser = probe_eta)]
         eta: f64,
         /// Learner steps taken before probing (so θ is not at its initialisation).
         #[arg(long, default_value_t = 0)]
         warmup_steps: u64,
         /// Fixed feedback batches, independent of every g_down batch, over which the
-        /// generalising drop of L_down is averaged.
-        #[arg(long, default_value_t = 8)]
+        /// generalising drop of L_down is averaged (1 to 4096).
+        #[arg(long, default_value_t = 8, value_parser = probe_heldout)]
         heldout_batches: usize,
         /// Write probe.json and a scatter plot here.
         #[arg(long)]
@@ -168,8 +187,8 @@ pub enum Command {
     Bench {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Timed learner steps per arm (use a multiple of the meta period).
-        #[arg(long, default_value_t = 16)]
+        /// Timed learner steps per arm (at least 1; use a multiple of the meta period).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
         steps: u64,
         /// Stop timing an arm after this many seconds (at least one step is timed).
         #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
@@ -177,8 +196,8 @@ pub enum Command {
         /// Untimed learner steps of each arm, both before either is timed.
         #[arg(long, default_value_t = 2)]
         warmup: u64,
-        /// Meta period r of the V arm.
-        #[arg(long, default_value_t = 8)]
+        /// Meta period r of the V arm (at least 1).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
         period: u64,
         /// Tokens per example (e.g. the LM's seq_len), to report tokens/s and MFU.
         #[arg(long)]

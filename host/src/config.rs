@@ -48,10 +48,11 @@ pub struct RunSection {
     /// Learner steps between evaluations (0: only at the end).
     #[serde(default)]
     pub eval_every: u64,
-    /// Seconds of charged time between evaluations under a wall-clock budget (0: off).
+    /// Seconds of charged time between evaluations under a wall-clock budget (0: off; never
+    /// negative).
     #[serde(default)]
     pub eval_every_seconds: f64,
-    /// Cap on evaluation examples, passed to the task.
+    /// Cap on evaluation examples, passed to the task (at least 1; absent: no cap).
     #[serde(default)]
     pub eval_limit: Option<u64>,
     /// Learner steps between checkpoints (0: only at the end).
@@ -63,10 +64,13 @@ pub struct RunSection {
     /// `cpu` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
-    /// Intra-op threads for libtorch (0: leave libtorch's default).
+    /// Intra-op threads for libtorch (0: leave libtorch's default; at most 4096).
     #[serde(default)]
     pub threads: i32,
 }
+
+/// Largest `run.threads`.
+pub const MAX_THREADS: i32 = 4096;
 
 fn default_keep() -> usize {
     2
@@ -264,6 +268,30 @@ impl RunConfig {
             }
         }
         check_device(&r.device).map_err(|m| Error::config("run.device", m))?;
+        if !(r.eval_every_seconds >= 0.0 && r.eval_every_seconds.is_finite()) {
+            return Err(Error::config(
+                "run.eval_every_seconds",
+                format!(
+                    "{} is not a non-negative number of seconds (0 = off)",
+                    r.eval_every_seconds
+                ),
+            ));
+        }
+        if r.eval_limit == Some(0) {
+            return Err(Error::config(
+                "run.eval_limit",
+                "must be at least 1 (leave it out to evaluate every example)",
+            ));
+        }
+        if !(0..=MAX_THREADS).contains(&r.threads) {
+            return Err(Error::config(
+                "run.threads",
+                format!(
+                    "{} is not 0 (libtorch's default) or a thread count up to {MAX_THREADS}",
+                    r.threads
+                ),
+            ));
+        }
         if !(self.meta.batch_fraction > 0.0 && self.meta.batch_fraction <= 1.0) {
             return Err(Error::config("meta.batch_fraction", "must be in (0, 1]"));
         }
@@ -389,7 +417,7 @@ pub fn apply_overrides(doc: &mut toml::Value, overrides: &[String]) -> Result<()
         let (key, raw) = o.split_once('=').ok_or_else(|| {
             Error::config(o.clone(), "an override must look like `key.path=value`")
         })?;
-        let value = parse_value(raw.trim());
+        let value = parse_value(key.trim(), raw.trim())?;
         let mut node = &mut *doc;
         let parts: Vec<&str> = key.trim().split('.').collect();
         for (i, part) in parts.iter().enumerate() {
@@ -444,11 +472,30 @@ pub fn json_to_toml(json: serde_json::Value) -> Result<toml::Value> {
     serde_json::from_value(strip(json)).map_err(|e| Error::config("(file)", e.to_string()))
 }
 
-fn parse_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+/// The TOML value `raw`; a bare word that is not TOML is a string. Something that reads as a
+/// number but is not one TOML accepts (`18446744073709551616`, `1e999`) is refused with TOML's
+/// own reason, naming `key`, as the same value in the file would be.
+fn parse_value(key: &str, raw: &str) -> Result<toml::Value> {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => Ok(t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into()))),
+        Err(e) if looks_numeric(raw) => Err(Error::config(
+            key,
+            format!("`{}`: {}", crate::error::clip(raw, 60), e.message().trim()),
+        )),
+        Err(_) => Ok(toml::Value::String(raw.to_string())),
+    }
+}
+
+/// Whether `raw` is spelled like a number: an optional sign, a digit, then only digits and
+/// `_ . e E + -`.
+fn looks_numeric(raw: &str) -> bool {
+    let body = raw.strip_prefix(['+', '-']).unwrap_or(raw);
+    body.starts_with(|c: char| c.is_ascii_digit())
+        && body
+            .chars()
+            .all(|c| c.is_ascii_digit() || "_.eE+-".contains(c))
 }
 
 /// Walks the document once: replaces `${VAR}` in every string with the environment variable's
@@ -587,6 +634,29 @@ mod tests {
                 .to_string();
             assert!(e.contains("`run.device`"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn out_of_range_run_values_are_named() {
+        for (set, field) in [
+            ("run.threads=-3", "`run.threads`"),
+            ("run.threads=100000", "`run.threads`"),
+            ("run.eval_every_seconds=-1", "`run.eval_every_seconds`"),
+            ("run.eval_limit=0", "`run.eval_limit`"),
+            ("run.steps=18446744073709551616", "`run.steps`"),
+        ] {
+            let e = parse(MINIMAL, &[set]).unwrap_err().to_string();
+            assert!(
+                e.contains(field) && !e.contains("invalid type"),
+                "{set}: {e}"
+            );
+        }
+        let c = parse(
+            MINIMAL,
+            &["task.config.name=3rd", "task.config.d=2024-01-02"],
+        )
+        .unwrap();
+        assert_eq!(c.task.config["name"], "3rd");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 use vpt_host::{
     bench, checkpoint,
     cli::{BudgetArgs, Cli, Command, NewWhat, PluginsAction},
@@ -16,17 +16,63 @@ use vpt_host::{
     train::{self, Session},
 };
 
+/// `println!` to stdout, returning an I/O error instead of panicking when stdout is a closed
+/// pipe (`vpt schema run | head -1`); [`main`] turns that error into a quiet exit 141.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(StdoutFailed)?
+    };
+}
+
+/// `print!` to stdout, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*).map_err(StdoutFailed)?
+    };
+}
+
+/// `eprintln!` that ignores a closed stderr (the message has nowhere to go; panicking would
+/// turn a finished command into a crash).
+macro_rules! note {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    };
+}
+
+/// The exit status when stdout is a pipe closed by its reader: 128 + SIGPIPE, what a shell
+/// reports for a program killed by the signal (vpt is not killed: a run still checkpoints).
+const BROKEN_PIPE_STATUS: u8 = 141;
+
+/// A write to stdout failed.
+#[derive(Debug)]
+struct StdoutFailed(std::io::Error);
+
+impl std::fmt::Display for StdoutFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to standard output: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutFailed {}
+
+/// Whether `e` is a write to a stdout pipe that its reader has closed.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<StdoutFailed>()
+        .is_some_and(|s| s.0.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn main() -> ExitCode {
     vpt_host::malloc::keep_freed_memory();
     let cli = Cli::parse();
     let verbose = cli.verbose;
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(BROKEN_PIPE_STATUS),
         Err(e) => {
             if verbose {
-                eprintln!("error: {e}");
+                note!("error: {e}");
             } else {
-                eprintln!(
+                note!(
                     "error: {}",
                     vpt_host::error::clip_words(&e.to_string(), 300)
                 );
@@ -38,7 +84,7 @@ fn main() -> ExitCode {
             }
             if verbose {
                 for cause in e.chain().skip(1) {
-                    eprintln!("  caused by: {cause}");
+                    note!("  caused by: {cause}");
                 }
             }
             ExitCode::FAILURE
@@ -81,8 +127,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 progress.log_every,
             );
             let summary = train::run(&mut session, &dir, halt_after, &shown)?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
-            eprintln!("run directory: {}", dir.path.display());
+            outln!("{}", serde_json::to_string_pretty(&summary)?);
+            note!("run directory: {}", dir.path.display());
         }
         Command::Eval {
             config,
@@ -103,7 +149,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 };
                 session.restore(&ckpt)?;
             }
-            println!("{}", serde_json::to_string_pretty(&session.evaluate()?)?);
+            outln!("{}", serde_json::to_string_pretty(&session.evaluate()?)?);
         }
         Command::Compare {
             config,
@@ -128,8 +174,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &opts,
                 &mut plugins,
             )?;
-            println!("{}", report::render_table(&rep));
-            println!(
+            outln!("{}", report::render_table(&rep));
+            outln!(
                 "report: {}  plots: {}/plot_*.svg",
                 out.join("report.md").display(),
                 out.display()
@@ -149,10 +195,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 session.train_step()?;
             }
             let result = probe::probe(&mut session, batches, eta, heldout_batches)?;
-            println!(
+            outln!(
                 "one-step value probe over {batches} batches (eta {eta}): Pearson r = {:.3} \
                  (same feedback batch), {:.3} ({heldout_batches} held-out feedback batches)",
-                result.pearson_r, result.pearson_r_heldout
+                result.pearson_r,
+                result.pearson_r_heldout
             );
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
@@ -160,7 +207,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     out.join("probe.json"),
                     &serde_json::to_vec_pretty(&result)?,
                 )?;
-                println!("points: {}", out.join("probe.json").display());
+                outln!("points: {}", out.join("probe.json").display());
             }
         }
         Command::Bench {
@@ -185,9 +232,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 &mut plugins,
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                outln!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", bench::render(&report));
+                out!("{}", bench::render(&report));
             }
         }
         Command::Export {
@@ -209,28 +256,28 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let files = export::export(&run_dir, checkpoint, &request, overwrite, &mut plugins)?;
             for f in &files {
                 let size = std::fs::metadata(f).map_or(0, |m| m.len());
-                println!("{}  ({:.1} MB)", f.display(), size as f64 / 1e6);
+                outln!("{}  ({:.1} MB)", f.display(), size as f64 / 1e6);
             }
-            eprintln!("exported in {:.1}s", started.elapsed().as_secs_f64());
+            note!("exported in {:.1}s", started.elapsed().as_secs_f64());
         }
         Command::Plugins {
             action: PluginsAction::List { json },
         } => {
-            print!("{}", loader::cmd_plugins_list(&search, json)?);
+            out!("{}", loader::cmd_plugins_list(&search, json)?);
         }
         Command::Plugins {
             action: PluginsAction::Inspect { path },
         } => {
-            print!("{}", loader::cmd_plugins_inspect(&path, cli.verbose)?);
+            out!("{}", loader::cmd_plugins_inspect(&path, cli.verbose)?);
         }
         Command::Schema { name } => {
             if name == "run" {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&schemars::schema_for!(RunConfig))?
                 );
             } else {
-                print!("{}", loader::cmd_schema(&search, &name)?);
+                out!("{}", loader::cmd_schema(&search, &name)?);
             }
         }
         Command::New {
@@ -238,7 +285,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             scaffold::new_plugin(&name, &dir, sdk.as_deref())?;
-            println!(
+            outln!(
                 "created {} — build it with `cargo build --release --manifest-path {}/Cargo.toml`",
                 dir.display(),
                 dir.display()

@@ -36,6 +36,40 @@ pub struct ProbeResult {
     pub heldout_batches: usize,
 }
 
+/// Most probed batches (`--batches`).
+pub const MAX_BATCHES: usize = 1 << 20;
+/// Most held-out feedback batches (`--heldout-batches`), all held in memory.
+pub const MAX_HELDOUT_BATCHES: usize = 1 << 12;
+
+/// `--batches`: 2 to [`MAX_BATCHES`] (a correlation needs two points).
+pub fn check_batches(n: usize) -> std::result::Result<usize, String> {
+    if (2..=MAX_BATCHES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} batches: a correlation needs 2 to {MAX_BATCHES}"
+        ))
+    }
+}
+
+/// `--eta`: a positive, finite step size.
+pub fn check_eta(eta: f64) -> std::result::Result<f64, String> {
+    if eta > 0.0 && eta.is_finite() {
+        Ok(eta)
+    } else {
+        Err(format!("{eta} is not a positive, finite step size"))
+    }
+}
+
+/// `--heldout-batches`: 1 to [`MAX_HELDOUT_BATCHES`].
+pub fn check_heldout_batches(n: usize) -> std::result::Result<usize, String> {
+    if (1..=MAX_HELDOUT_BATCHES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n}: must be 1 to {MAX_HELDOUT_BATCHES}"))
+    }
+}
+
 /// Mean L_down over `batches` under no_grad.
 fn mean_feedback_loss(task: &mut dyn vpt_sdk::Task, batches: &[Batch]) -> Result<f64> {
     let mut sum = 0.0;
@@ -54,12 +88,10 @@ pub fn probe(
     eta: f64,
     heldout_batches: usize,
 ) -> Result<ProbeResult> {
-    if heldout_batches == 0 {
-        return Err(crate::Error::config(
-            "--heldout-batches",
-            "must be at least 1",
-        ));
-    }
+    let flag = |name: &'static str| move |m: String| crate::Error::config(name, m);
+    check_batches(batches).map_err(flag("--batches"))?;
+    check_eta(eta).map_err(flag("--eta"))?;
+    check_heldout_batches(heldout_batches).map_err(flag("--heldout-batches"))?;
     let s: Vec<Tensor> = session
         .alignment_subset()
         .tensors()

@@ -36,6 +36,7 @@
 //!   for plugins' tests; enable it from dev-dependencies.
 #![warn(missing_docs)]
 
+pub mod checks;
 pub mod construction;
 pub mod error;
 pub mod export;

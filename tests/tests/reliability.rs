@@ -451,7 +451,13 @@ fn case_13_corrupt_checkpoints_fall_back() {
 fn case_14_nan_metrics_and_values() {
     let root = scratch_dir("rel-14");
     let d = root.join("r");
-    run_ok(&mut tiny_run(&d, &["run.steps=2", "run.eval_limit=0"]));
+    // a step size that overflows θ: the final evaluation's losses are NaN
+    run_ok(&mut tiny_run(
+        &d,
+        &["run.steps=3", "learner.lr=1e308", "learner.clip=0"],
+    ));
+    let last = lines(&d.join("metrics.jsonl")).pop().unwrap_or_default();
+    assert!(last.contains("\"feedback_loss\":null"), "{last}");
     clear_error(
         &mut tiny_run(&root.join("r2"), &["learner.lr=nan"]),
         &["`learner.lr`", "NaN"],

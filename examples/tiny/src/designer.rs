@@ -5,6 +5,7 @@ use crate::task::KIND_TINY_SOFT_TARGETS;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Kind, Tensor};
+use vpt_sdk::checks::{check_elements, check_size};
 use vpt_sdk::{
     BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
     TchContext, TensorMap,
@@ -14,7 +15,7 @@ use vpt_sdk::{
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TinySoftConfig {
-    /// Hidden width of φ.
+    /// Hidden width of φ (1 to 65536).
     #[serde(default = "default_hidden")]
     pub hidden: i64,
     /// Upper bound of the gate α.
@@ -53,9 +54,7 @@ impl DesignerFactory for TinySoftFactory {
                 .and_then(|v| v.as_i64())
                 .ok_or_else(|| Error::config(k, "missing from the task's designer context"))
         };
-        if config.hidden < 1 {
-            return Err(Error::config("hidden", "must be at least 1"));
-        }
+        check_size("hidden", config.hidden, 1, crate::task::MAX_WIDTH)?;
         if !config.gate_init.is_finite() {
             return Err(Error::config("gate_init", "must be a finite number"));
         }
@@ -63,6 +62,14 @@ impl DesignerFactory for TinySoftFactory {
             return Err(Error::config("alpha_max", "must lie in [0, 1]"));
         }
         let (features, classes) = (dim("feature_dim")?, dim("classes")?);
+        check_elements(
+            "hidden",
+            &[
+                ("hidden", config.hidden as u64),
+                ("features + classes", (features + classes).max(0) as u64),
+            ],
+            crate::task::MAX_ELEMENTS,
+        )?;
         tch::manual_seed(ctx.seed as i64 ^ 0x5EED);
         let mut vs = nn::VarStore::new(ctx.device());
         let fc1 = nn::linear(

@@ -3,6 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
+use vpt_sdk::checks::{check_elements, check_size};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     Batch, BatchSource, BuildContext, Construction, Differentiation, Dtype, Error, FeedbackSetInfo,
@@ -38,19 +39,19 @@ const TINY_TENSORS: &[TensorSpec] = &[
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TinyConfig {
-    /// Input dimension D.
+    /// Input dimension D (1 to 65536).
     #[serde(default = "defaults::dim")]
     pub dim: i64,
-    /// Number of classes C.
+    /// Number of classes C (1 to 65536).
     #[serde(default = "defaults::classes")]
     pub classes: i64,
-    /// Hidden width of the learner MLP.
+    /// Hidden width of the learner MLP (1 to 65536).
     #[serde(default = "defaults::hidden")]
     pub hidden: i64,
-    /// Examples per unlabeled batch.
+    /// Examples per unlabeled batch (1 to 2^20).
     #[serde(default = "defaults::batch")]
     pub batch_size: i64,
-    /// Examples per feedback batch.
+    /// Examples per feedback batch (1 to 2^20).
     #[serde(default = "defaults::batch")]
     pub feedback_batch_size: i64,
     /// Seed of the teacher and the unlabeled stream.
@@ -59,19 +60,19 @@ pub struct TinyConfig {
     /// Seed of the feedback examples (change it to get a different feedback set).
     #[serde(default = "defaults::feedback_seed")]
     pub feedback_seed: u64,
-    /// Number of distinct feedback examples (the stream cycles through them).
+    /// Number of distinct feedback examples (the stream cycles through them; 1 to 2^24).
     #[serde(default = "defaults::feedback_size")]
     pub feedback_size: i64,
     /// Pretext labels are corrupted where x₀ > this threshold.
     #[serde(default)]
     pub corrupt_threshold: f64,
-    /// Number of unlabeled domains (feedback set j pairs with domain j).
+    /// Number of unlabeled domains (feedback set j pairs with domain j; 1 to 1024).
     #[serde(default = "defaults::domains")]
     pub domains: u32,
     /// Alignment subset S: `all` parameters or only the `last` layer.
     #[serde(default = "defaults::alignment")]
     pub alignment: String,
-    /// Held-out examples per evaluation split.
+    /// Held-out examples per evaluation split (1 to 2^24).
     #[serde(default = "defaults::eval_size")]
     pub eval_size: i64,
     /// Test hook: panic inside this method (`new`, `pretrain_loss`, `evaluate`, …).
@@ -85,32 +86,58 @@ pub struct TinyConfig {
     pub nan_every: u64,
 }
 
+/// Largest `dim`, `classes` and `hidden`.
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// Largest `batch_size` and `feedback_batch_size`.
+pub const MAX_BATCH: i64 = 1 << 20;
+/// Largest `feedback_size` and `eval_size`.
+pub const MAX_SET: i64 = 1 << 24;
+/// Largest `domains`.
+pub const MAX_DOMAINS: u32 = 1 << 10;
+/// Largest tensor the sizes may ask for together (weights, a batch's activations, a feedback
+/// pool or evaluation split), in elements: 2^30, 4 GiB of f32.
+pub const MAX_ELEMENTS: u64 = 1 << 30;
+
 impl TinyConfig {
-    /// Checks ranges; every error names its field.
+    /// Checks ranges; every error names its field. Sizes are bounded (`dim`, `classes`,
+    /// `hidden` ≤ 65536; batch sizes ≤ 2^20; `feedback_size`, `eval_size` ≤ 2^24; `domains` ≤
+    /// 1024; no tensor above 2^30 elements) so that no value reaches an allocation that aborts.
     pub fn validate(&self) -> Result<()> {
         if !["all", "last"].contains(&self.alignment.as_str()) {
             return Err(Error::config("alignment", "must be `all` or `last`"));
         }
-        if self.domains == 0 {
-            return Err(Error::config("domains", "must be at least 1"));
-        }
+        check_size("domains", self.domains, 1, MAX_DOMAINS)?;
         let sizes = [
-            ("dim", self.dim),
-            ("classes", self.classes),
-            ("hidden", self.hidden),
-            ("batch_size", self.batch_size),
-            ("feedback_batch_size", self.feedback_batch_size),
-            ("feedback_size", self.feedback_size),
-            ("eval_size", self.eval_size),
+            ("dim", self.dim, MAX_WIDTH),
+            ("classes", self.classes, MAX_WIDTH),
+            ("hidden", self.hidden, MAX_WIDTH),
+            ("batch_size", self.batch_size, MAX_BATCH),
+            ("feedback_batch_size", self.feedback_batch_size, MAX_BATCH),
+            ("feedback_size", self.feedback_size, MAX_SET),
+            ("eval_size", self.eval_size, MAX_SET),
         ];
-        for (field, v) in sizes {
-            if v < 1 {
-                return Err(Error::config(
-                    field,
-                    format!("must be at least 1 (got {v})"),
-                ));
-            }
+        for (field, v, max) in sizes {
+            check_size(field, v, 1, max)?;
         }
+        // Each size is bounded, but products of them are the tensors: bound those too.
+        let [d, c, h] = [self.dim, self.classes, self.hidden].map(|v| v as u64);
+        let batch = self.batch_size.max(self.feedback_batch_size) as u64;
+        let rows = self.feedback_size.max(self.eval_size) as u64;
+        check_elements(
+            "hidden",
+            &[("hidden", h), ("dim + classes", d + c)],
+            MAX_ELEMENTS,
+        )?;
+        check_elements(
+            "batch_size",
+            &[("batch", batch), ("dim + hidden + classes", d + h + c)],
+            MAX_ELEMENTS,
+        )?;
+        check_elements(
+            "feedback_size",
+            &[("examples", rows), ("dim + hidden", d + h)],
+            MAX_ELEMENTS,
+        )?;
         if !self.corrupt_threshold.is_finite() {
             return Err(Error::config(
                 "corrupt_threshold",

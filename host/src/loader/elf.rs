@@ -34,6 +34,7 @@ pub fn inspect(path: &Path, symbol: &[u8]) -> Result<ElfInfo, Refusal> {
     let f = File::open(path).map_err(|e| e.to_string())?;
     let len = f.metadata().map_err(|e| e.to_string())?.len();
     let r = Reader::new(f, len)?;
+    check_machine(r.u16(18)?, r.is64)?;
     match r.u16(16)? {
         3 => {}
         1 => return Err("not a shared library (an ELF object file)".into()),
@@ -110,6 +111,70 @@ pub fn inspect(path: &Path, symbol: &[u8]) -> Result<ElfInfo, Refusal> {
         }
     }
     Ok(ElfInfo { exports })
+}
+
+/// ELF `e_machine` values and their names, for the architectures vpt is likely to meet.
+const MACHINES: &[(u16, &str)] = &[
+    (3, "x86 (32-bit)"),
+    (8, "MIPS"),
+    (20, "PowerPC"),
+    (21, "PowerPC 64"),
+    (22, "s390"),
+    (40, "ARM (32-bit)"),
+    (62, "x86-64"),
+    (183, "AArch64"),
+    (243, "RISC-V"),
+    (258, "LoongArch"),
+];
+
+/// This process's `e_machine`, if it is one of [`MACHINES`].
+fn host_machine() -> Option<u16> {
+    let arch = std::env::consts::ARCH;
+    let m = match arch {
+        "x86" => 3,
+        "mips" | "mips64" => 8,
+        "powerpc" => 20,
+        "powerpc64" => 21,
+        "s390x" => 22,
+        "arm" => 40,
+        "x86_64" => 62,
+        "aarch64" => 183,
+        "riscv32" | "riscv64" => 243,
+        "loongarch64" => 258,
+        _ => return None,
+    };
+    Some(m)
+}
+
+fn machine_name(m: u16) -> String {
+    MACHINES
+        .iter()
+        .find(|(k, _)| *k == m)
+        .map_or_else(|| format!("ELF machine {m}"), |(_, n)| n.to_string())
+}
+
+/// Refuses a library built for another architecture or word size (which `dlopen` would report
+/// only as "No such file or directory" or "wrong ELF class").
+fn check_machine(machine: u16, is64: bool) -> Result<(), Refusal> {
+    if let Some(host) = host_machine() {
+        if machine != host {
+            return Err(format!(
+                "built for another architecture ({}); this machine runs {}: rebuild it here",
+                machine_name(machine),
+                machine_name(host)
+            ));
+        }
+    }
+    let host64 = cfg!(target_pointer_width = "64");
+    if is64 != host64 {
+        let bits = |b: bool| if b { "64-bit" } else { "32-bit" };
+        return Err(format!(
+            "built for another word size ({} ELF); this machine runs {} programs: rebuild it here",
+            bits(is64),
+            bits(host64)
+        ));
+    }
+    Ok(())
 }
 
 struct Section {
@@ -302,6 +367,22 @@ mod tests {
             let e = inspect(&p, b"cos").unwrap_err();
             assert!(e.contains("truncated"), "cut at {cut}: {e}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_library_for_another_architecture() {
+        let Some(libm) = libm() else { return };
+        let mut bytes = std::fs::read(libm).unwrap();
+        let host = host_machine().unwrap_or(62);
+        let other: u16 = if host == 183 { 62 } else { 183 };
+        bytes[18..20].copy_from_slice(&other.to_le_bytes());
+        let dir = std::env::temp_dir().join(format!("vpt-elf-arch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("libother.so");
+        std::fs::write(&p, &bytes).unwrap();
+        let e = inspect(&p, b"cos").unwrap_err();
+        assert!(e.contains("another architecture"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -74,6 +74,16 @@ fn check_elf(path: &Path) -> Result<()> {
             "is a directory, not a plugin file (directories go in VPT_PLUGIN_PATH)",
         ));
     }
+    if !meta.is_file() {
+        // Opening a named pipe would block until someone writes to it.
+        return Err(refuse(
+            path,
+            format!(
+                "is {}, not a plugin file",
+                vpt_sdk::checks::file_kind(&meta)
+            ),
+        ));
+    }
     let info = elf::inspect(path, ABI_SYMBOL.strip_suffix(b"\0").unwrap_or(ABI_SYMBOL))
         .map_err(|m| refuse(path, m))?;
     if info.exports == Some(false) {

@@ -143,11 +143,14 @@ impl Fields {
 }
 
 /// The non-blank lines of `path` with their 1-based numbers; a line that is not UTF-8 is an
-/// error naming file:line.
+/// error naming file:line. A leading UTF-8 byte-order mark is skipped; a file that is not a
+/// regular file (a named pipe would block forever) is refused, naming it.
 fn read_lines(path: &Path) -> Result<Vec<(usize, String)>> {
+    vpt_sdk::checks::regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = std::str::from_utf8(raw).map_err(|e| {
             Error::data(

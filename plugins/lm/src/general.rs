@@ -77,6 +77,7 @@ pub fn load(
     files.sort();
     let mut g = GeneralText::default();
     for f in &files {
+        vpt_sdk::checks::regular_file(f)?;
         let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
         let rel = f
             .strip_prefix(root)

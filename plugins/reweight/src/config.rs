@@ -2,13 +2,15 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use vpt_sdk::checks::{check_elements, check_size};
 use vpt_sdk::{Error, Result};
 
 /// Config of the `reweight` designer.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReweightConfig {
-    /// Hidden widths of the scoring MLP φ (empty: a linear score).
+    /// Hidden widths of the scoring MLP φ (empty: a linear score; at most 64 layers, each 1 to
+    /// 65536 wide).
     #[serde(default = "defaults::hidden")]
     pub hidden: Vec<i64>,
     /// Activation between hidden layers.
@@ -97,8 +99,16 @@ mod defaults {
     }
 }
 
+/// Most hidden layers of φ.
+pub const MAX_LAYERS: usize = 64;
+/// Widest hidden layer of φ.
+pub const MAX_WIDTH: i64 = 1 << 16;
+/// Most weights in one layer of φ (2^28, 1 GiB of f32).
+pub const MAX_WEIGHTS: u64 = 1 << 28;
+
 impl ReweightConfig {
-    /// Checks value ranges the types cannot express, naming the field.
+    /// Checks value ranges the types cannot express, naming the field: at most 64 hidden
+    /// layers, each 1 to 65536 wide, with at most 2^28 weights between two of them.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(Error::config(
@@ -106,11 +116,14 @@ impl ReweightConfig {
                 format!("must be a positive number, got {}", self.temperature),
             ));
         }
-        if let Some((i, w)) = self.hidden.iter().enumerate().find(|(_, w)| **w <= 0) {
-            return Err(Error::config(
-                format!("hidden[{i}]"),
-                format!("widths must be positive, got {w}"),
-            ));
+        check_size("hidden.len()", self.hidden.len(), 0, MAX_LAYERS)?;
+        for (i, w) in self.hidden.iter().enumerate() {
+            check_size(format!("hidden[{i}]"), *w, 1, MAX_WIDTH)?;
+        }
+        for (i, pair) in self.hidden.windows(2).enumerate() {
+            let (a, b) = (format!("hidden[{i}]"), format!("hidden[{}]", i + 1));
+            let factors = [(a.as_str(), pair[0] as u64), (b.as_str(), pair[1] as u64)];
+            check_elements(b.clone(), &factors, MAX_WEIGHTS)?;
         }
         if self.input.is_empty() {
             return Err(Error::config("input", "must name a design input"));

@@ -66,6 +66,10 @@ impl Reweight {
         }
         tch::manual_seed(ctx.seed as i64 ^ 0x7E_16E7);
         let mut vs = nn::VarStore::new(ctx.device());
+        if let Some(&first) = cfg.hidden.first() {
+            let factors = [("features", features as u64), ("hidden[0]", first as u64)];
+            vpt_sdk::checks::check_elements("hidden[0]", &factors, crate::config::MAX_WEIGHTS)?;
+        }
         let mut hidden = Vec::with_capacity(cfg.hidden.len());
         let mut width = features;
         for (i, &h) in cfg.hidden.iter().enumerate() {

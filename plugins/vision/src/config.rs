@@ -254,6 +254,85 @@ fn d_s0lr() -> f64 {
     1e-3
 }
 
+/// Largest tensor a batch may ask for (views × tokens × width, attention maps), in elements:
+/// 2^32, 16 GiB of f32.
+pub const MAX_ACTIVATIONS: u64 = 1 << 32;
+
+impl DinoDenseConfig {
+    /// Bounds every size, naming the `task.config.…` field, so that no value reaches an
+    /// allocation that aborts: batches ≤ 2^14 scenes, crops ≤ 16 global and 64 local, the DINO
+    /// head ≤ 2^17 prototypes and 2^14 hidden units, scene counts ≤ 2^20, fit steps ≤ 2^20, and
+    /// one batch's activations ≤ [`MAX_ACTIVATIONS`] elements. The ViT is checked by
+    /// [`VitConfig::validate`].
+    pub fn validate_sizes(&self) -> vpt_sdk::Result<()> {
+        use vpt_sdk::checks::{check_elements, check_size};
+        let f = |name: &str| format!("task.config.{name}");
+        check_size(f("batch_size"), self.batch_size, 1, 1 << 14)?;
+        check_size(f("crops.globals"), self.crops.globals, 2, 16)?;
+        check_size(f("crops.locals"), self.crops.locals, 0, 64)?;
+        check_size(f("crops.local_size"), self.crops.local_size, 1, 1 << 10)?;
+        let d = &self.dino;
+        check_size(f("dino.out_dim"), d.out_dim, 1, 1 << 17)?;
+        check_size(f("dino.hidden"), d.hidden, 1, 1 << 14)?;
+        check_size(f("dino.bottleneck"), d.bottleneck, 1, 1 << 13)?;
+        let head = [
+            ("bottleneck", d.bottleneck as u64),
+            ("out_dim", d.out_dim as u64),
+        ];
+        check_elements(f("dino.out_dim"), &head, 1 << 30)?;
+        let fb = &self.feedback;
+        check_size(f("feedback.batch_size"), fb.batch_size, 1, 1 << 14)?;
+        check_size(f("feedback.train_scenes"), fb.train_scenes, 8, 1 << 20)?;
+        check_size(f("feedback.head_steps"), fb.head_steps, 0, 1 << 20)?;
+        check_size(f("feedback.warm_steps"), fb.warm_steps, 0, 1 << 20)?;
+        let e = &self.eval;
+        for (name, v) in [
+            ("eval.test_scenes", e.test_scenes),
+            ("eval.feedback_scenes", e.feedback_scenes),
+            ("eval.general_scenes", e.general_scenes),
+            ("eval.probe_train", e.probe_train),
+            ("eval.probe_test", e.probe_test),
+        ] {
+            check_size(f(name), v, 0, 1 << 20)?;
+        }
+        let views = (self.crops.globals + self.crops.locals) as u64;
+        let side = self.vit.image.max(self.crops.local_size) / self.vit.patch.max(1);
+        let tokens = (side * side + 1) as u64;
+        let rows = self.batch_size.max(fb.batch_size) as u64;
+        let dim = self.vit.dim as u64;
+        check_elements(
+            f("batch_size"),
+            &[
+                ("scenes", rows),
+                ("views", views),
+                ("tokens", tokens),
+                ("mlp width", dim * self.vit.mlp_ratio as u64),
+            ],
+            MAX_ACTIVATIONS,
+        )?;
+        check_elements(
+            f("batch_size"),
+            &[
+                ("scenes", rows),
+                ("views", views),
+                ("heads", self.vit.heads as u64),
+                ("tokens²", tokens * tokens),
+            ],
+            MAX_ACTIVATIONS,
+        )?;
+        check_elements(
+            f("dino.out_dim"),
+            &[
+                ("scenes", rows),
+                ("views", views),
+                ("out_dim", d.out_dim as u64),
+            ],
+            MAX_ACTIVATIONS,
+        )?;
+        Ok(())
+    }
+}
+
 impl Default for DinoDenseConfig {
     fn default() -> Self {
         serde_json::from_str("{}").expect("all fields have defaults")

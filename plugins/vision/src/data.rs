@@ -48,6 +48,7 @@ pub struct FashionMnist {
 
 /// Reads an IDX file (optionally gzip'd, by extension): returns its dims and raw u8 payload.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    vpt_sdk::checks::regular_file(path)?;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
     let gz = path.extension().is_some_and(|e| e == "gz");

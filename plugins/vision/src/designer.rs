@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
+use vpt_sdk::checks::check_size;
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
     kinds, BuildContext, Construction, Designer, DesignerFactory, Error, KindSpec, Metrics, Result,
@@ -88,11 +89,14 @@ pub fn total_variation(mask: &Tensor) -> Result<Tensor> {
     dy.f_add(&dx).op("total variation")
 }
 
+/// Largest `unet_mask` width (its deepest level has 4 × width channels).
+pub const MAX_UNET_WIDTH: i64 = 1 << 8;
+
 /// Config of `unet_mask`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnetMaskConfig {
-    /// Channels of the first U-Net level (doubling per level).
+    /// Channels of the first U-Net level (doubling per level; 1 to 256).
     #[serde(default = "d_width")]
     pub width: i64,
     /// Target keep ratio κ (mean of μ).
@@ -108,7 +112,7 @@ pub struct UnetMaskConfig {
     /// the keep penalty's minimum, so the regulariser and the feedback both move it.
     #[serde(default)]
     pub init_keep: Option<f64>,
-    /// Pixels per mask cell: φ runs on the crop average-pooled by this factor and its logit map
+    /// Pixels per mask cell (1 to 64): φ runs on the crop average-pooled by this factor and its logit map
     /// is upsampled bilinearly back (1 = pixel resolution; 2 = a quarter of the U-Net's cost,
     /// still 16 cells per 8 × 8 ViT patch).
     #[serde(default = "d_mask_stride")]
@@ -261,13 +265,9 @@ impl UnetMask {
                 format!("{init} must lie in (0, 1)"),
             ));
         }
-        if cfg.width < 1 {
-            return Err(Error::config("designer.config.width", "must be ≥ 1"));
-        }
+        check_size("designer.config.width", cfg.width, 1, MAX_UNET_WIDTH)?;
         let mc = MaskContext::parse(task_context)?;
-        if cfg.mask_stride < 1 {
-            return Err(Error::config("designer.config.mask_stride", "must be ≥ 1"));
-        }
+        check_size("designer.config.mask_stride", cfg.mask_stride, 1, 64)?;
         let cell = 4 * cfg.mask_stride;
         if mc.height % cell != 0 || mc.width % cell != 0 {
             return Err(Error::config(
@@ -339,7 +339,7 @@ pub struct RandomMaskConfig {
     /// Keep ratio κ (mean of each mask).
     #[serde(default = "d_kappa")]
     pub keep_ratio: f64,
-    /// Side of the noise grid that is upsampled (smaller = smoother blobs).
+    /// Side of the noise grid that is upsampled (smaller = smoother blobs; 2 to 1024).
     #[serde(default = "d_grid")]
     pub grid: i64,
     /// Softness of the mask edge, in standard deviations of the smooth noise.
@@ -388,9 +388,7 @@ impl DesignerFactory for RandomMask {
         ctx: &BuildContext,
     ) -> Result<Box<dyn Designer>> {
         check_kappa(cfg.keep_ratio)?;
-        if cfg.grid < 2 {
-            return Err(Error::config("designer.config.grid", "must be ≥ 2"));
-        }
+        check_size("designer.config.grid", cfg.grid, 2, 1 << 10)?;
         MaskContext::parse(task_context)?;
         Ok(Box::new(RandomMask {
             cfg,

@@ -71,9 +71,29 @@ impl Default for VitConfig {
 }
 
 impl VitConfig {
-    /// Checks divisibility constraints, naming the field.
+    /// Checks sizes (`image`, `patch` ≤ 1024; `channels` ≤ 64; `dim` ≤ 8192; `depth` ≤ 256;
+    /// `mlp_ratio` ≤ 64; at most 2^30 weights) and divisibility, naming the field.
     pub fn validate(&self, prefix: &str) -> Result<()> {
+        use vpt_sdk::checks::{check_elements, check_size};
         let bad = |f: &str, m: String| Err(vpt_sdk::Error::config(format!("{prefix}.{f}"), m));
+        let field = |f: &str| format!("{prefix}.{f}");
+        check_size(field("image"), self.image, 1, 1 << 10)?;
+        check_size(field("patch"), self.patch, 1, 1 << 10)?;
+        check_size(field("channels"), self.channels, 1, 64)?;
+        check_size(field("dim"), self.dim, 1, 1 << 13)?;
+        check_size(field("depth"), self.depth, 1, 1 << 8)?;
+        check_size(field("heads"), self.heads, 1, self.dim)?;
+        check_size(field("mlp_ratio"), self.mlp_ratio, 1, 64)?;
+        let [depth, dim, ratio] = [self.depth, self.dim, self.mlp_ratio].map(|v| v as u64);
+        check_elements(
+            field("dim"),
+            &[
+                ("depth", depth),
+                ("4 + 2·mlp_ratio", 4 + 2 * ratio),
+                ("dim²", dim * dim),
+            ],
+            1 << 30,
+        )?;
         if self.patch <= 0 || self.image % self.patch != 0 {
             return bad(
                 "patch",
@@ -85,9 +105,6 @@ impl VitConfig {
                 "heads",
                 format!("heads {} must divide dim {}", self.heads, self.dim),
             );
-        }
-        if self.depth <= 0 {
-            return bad("depth", "must be ≥ 1".into());
         }
         Ok(())
     }

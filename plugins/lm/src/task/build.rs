@@ -30,14 +30,14 @@ fn read_path(
     labeled::read_set(kind, p, fields, scorer)
 }
 
-/// Loads θ and its tokenizer.
+/// Loads θ and its tokenizer; the sizes of `lm` are checked against the model's before its
+/// trainable part (LoRA adapters) is built.
 fn load_model(
-    src: &ModelSource,
-    scope: &Scope,
+    lm: &CausalLmConfig,
     device: Device,
     seed: u64,
 ) -> Result<(nn::VarStore, Llama, Tokenizer)> {
-    let (cfg, vs, tok): (Config, nn::VarStore, Tokenizer) = match src {
+    let (cfg, vs, tok): (Config, nn::VarStore, Tokenizer) = match &lm.model {
         ModelSource::Gguf(p) => gguf::load_gguf(p, device)?,
         ModelSource::Hf(d) => hf::load_hf(d, device)?,
         ModelSource::TinyRandom => {
@@ -46,7 +46,8 @@ fn load_model(
             (Config::tiny(), nn::VarStore::new(device), Tokenizer::tiny())
         }
     };
-    let model = Llama::with_scope(&vs.root(), &cfg, scope)?;
+    lm.validate_for_model(cfg.vocab_size, cfg.hidden_size)?;
+    let model = Llama::with_scope(&vs.root(), &cfg, &lm.trainable)?;
     Ok((vs, model, tok))
 }
 
@@ -55,7 +56,7 @@ impl CausalLm {
     pub fn new(cfg: CausalLmConfig, ctx: &BuildContext) -> Result<Self> {
         cfg.validate()?;
         let device = ctx.device();
-        let (vs, model, tok) = load_model(&cfg.model, &cfg.trainable, device, ctx.seed)?;
+        let (vs, model, tok) = load_model(&cfg, device, ctx.seed)?;
         let trainable = model.apply_scope(&vs, &cfg.trainable)?;
         let layers = model.config().num_layers;
         let alignment_scope = match (&cfg.trainable, cfg.alignment_layers) {

@@ -8,6 +8,7 @@ use crate::scorer::ScorerConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vpt_llama::Scope;
+use vpt_sdk::checks::{check_elements, check_size};
 use vpt_sdk::{Error, Result};
 
 /// Where the learner comes from.
@@ -37,13 +38,14 @@ pub struct CausalLmConfig {
     /// LoRA). Default: every trainable layer (all of θ for `"all"`).
     #[serde(default)]
     pub alignment_layers: Option<usize>,
-    /// Tokens per unlabeled row (T).
+    /// Tokens per unlabeled row (T; 2 to 2^17, and batch_size × seq_len ≤ 2^22).
     #[serde(default = "d_seq_len")]
     pub seq_len: usize,
-    /// Rows per unlabeled batch (B).
+    /// Rows per unlabeled batch (B; 1 to 2^16).
     #[serde(default = "d_batch")]
     pub batch_size: usize,
-    /// Candidates per position K for soft targets (the true token + the learner's top K−1).
+    /// Candidates per position K for soft targets (the true token + the learner's top K−1;
+    /// 2 to the vocabulary size).
     #[serde(default = "d_top_k")]
     pub top_k: i64,
     /// Seed of the generated data (problems and splits); the run seed only orders the data.
@@ -58,10 +60,10 @@ pub struct CausalLmConfig {
     /// Feedback sets (labeled, steer φ only). Default: one generated set called `math`.
     #[serde(default = "d_feedback")]
     pub feedback: Vec<FeedbackSetConfig>,
-    /// Examples per feedback batch.
+    /// Examples per feedback batch (1 to 2^16).
     #[serde(default = "d_batch")]
     pub feedback_batch_size: usize,
-    /// Longest feedback row in tokens (prompt + answer); longer ones keep their tail.
+    /// Longest feedback row in tokens (prompt + answer); longer ones keep their tail (1 to 2^17).
     #[serde(default = "d_max_len")]
     pub feedback_max_len: usize,
     /// MiB of feedback examples' S inputs kept for g_down when no parameter below S is trainable
@@ -130,7 +132,8 @@ pub struct FeedbackSetConfig {
     /// Difficulty levels (`generated` only).
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
-    /// Number of examples used for meta steps (`generated`: how many to generate; JSONL: a cap).
+    /// Number of examples used for meta steps (`generated`: how many to generate; JSONL: a cap;
+    /// 1 to 2^24).
     #[serde(default = "d_feedback_size")]
     pub size: usize,
     /// Examples held out from the meta steps for `evaluate`'s `feedback_loss`.
@@ -154,7 +157,7 @@ pub struct TestSetConfig {
     /// Difficulty levels (`generated` only).
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
-    /// Number of test problems (the file's first `size`).
+    /// Number of test problems (the file's first `size`; at most 2^24).
     #[serde(default = "d_test_size")]
     pub size: usize,
     /// `"exact"`, `{ numeric = { pattern = "…" } }` or `"choice"` (default: GSM8K's numeric
@@ -183,7 +186,7 @@ pub struct EvalConfig {
     /// Held-out general-text rows (of `seq_len` tokens) for `general_loss` / `general_ppl`.
     #[serde(default = "d_general_rows")]
     pub general_rows: usize,
-    /// Longest generated answer in tokens.
+    /// Longest generated answer in tokens (at most 2^17).
     #[serde(default = "d_max_new")]
     pub max_new_tokens: usize,
     /// k for pass@k with temperature sampling (0 = off; pass@1 is always greedy).
@@ -324,6 +327,17 @@ impl Default for EvalConfig {
     }
 }
 
+/// Largest `seq_len` and `feedback_max_len`, and longest generated answer (`max_new_tokens`).
+pub const MAX_SEQ: usize = 1 << 17;
+/// Largest batch sizes (`batch_size`, `feedback_batch_size`, `eval.batch_size`) and `top_k`.
+pub const MAX_BATCH: usize = 1 << 16;
+/// Largest number of examples in a set (`feedback[].size`, `.heldout`, `eval.test.size`).
+pub const MAX_SET: usize = 1 << 24;
+/// Most tokens in one batch (`batch_size × seq_len`, `feedback_batch_size × feedback_max_len`).
+pub const MAX_BATCH_TOKENS: u64 = 1 << 22;
+/// Most elements of one batch's logits (`batch_size × seq_len × vocab`): 2^34, 64 GiB as f32.
+pub const MAX_LOGITS: u64 = 1 << 34;
+
 impl CausalLmConfig {
     /// A config for the tiny random model (tests): small sets, no general text unless asked.
     pub fn tiny() -> Self {
@@ -344,21 +358,84 @@ impl CausalLmConfig {
         c
     }
 
+    /// Bounds every size, naming the field, so that no value reaches an allocation that aborts
+    /// (see the `MAX_*` constants: sequences ≤ 2^17 tokens, batches ≤ 2^16 rows and 2^22
+    /// tokens, sets ≤ 2^24 examples).
+    fn validate_sizes(&self) -> Result<()> {
+        let f = |name: &str| format!("task.config.{name}");
+        check_size(f("seq_len"), self.seq_len, 2, MAX_SEQ)?;
+        check_size(f("batch_size"), self.batch_size, 1, MAX_BATCH)?;
+        check_size(
+            f("feedback_batch_size"),
+            self.feedback_batch_size,
+            1,
+            MAX_BATCH,
+        )?;
+        check_size(f("feedback_max_len"), self.feedback_max_len, 1, MAX_SEQ)?;
+        check_size(f("top_k"), self.top_k, 2, MAX_BATCH as i64)?;
+        check_size(f("feedback_cache_mib"), self.feedback_cache_mib, 0, 1 << 20)?;
+        if let Some(n) = self.alignment_layers {
+            check_size(f("alignment_layers"), n, 1, MAX_BATCH)?;
+        }
+        match &self.trainable {
+            Scope::LastN(n) => check_size(f("trainable.last_n"), *n, 1, MAX_BATCH)?,
+            Scope::LoraLastN { layers, rank, .. } => {
+                check_size(f("trainable.lora_last_n.layers"), *layers, 1, MAX_BATCH)?;
+                check_size(f("trainable.lora_last_n.rank"), *rank, 1, MAX_BATCH as i64)?;
+            }
+            Scope::All => {}
+        }
+        let g = &self.general;
+        check_size(f("general.heldout_percent"), g.heldout_percent, 0, 100)?;
+        check_size(f("general.max_chars"), g.max_chars, 1, 1 << 24)?;
+        check_size(f("general.min_chars"), g.min_chars, 0, g.max_chars)?;
+        let e = &self.eval;
+        check_size(f("eval.test.size"), e.test.size, 0, MAX_SET)?;
+        check_size(f("eval.general_rows"), e.general_rows, 0, 1 << 20)?;
+        check_size(f("eval.max_new_tokens"), e.max_new_tokens, 0, MAX_SEQ)?;
+        check_size(f("eval.pass_k"), e.pass_k, 0, 1 << 10)?;
+        check_size(f("eval.batch_size"), e.batch_size, 1, MAX_BATCH)?;
+        check_size(f("eval.bootstrap"), e.bootstrap, 0, 1 << 20)?;
+        let tokens = |rows: usize, len: usize| [("rows", rows as u64), ("tokens", len as u64)];
+        check_elements(
+            f("batch_size"),
+            &tokens(self.batch_size, self.seq_len),
+            MAX_BATCH_TOKENS,
+        )?;
+        check_elements(
+            f("feedback_batch_size"),
+            &tokens(self.feedback_batch_size, self.feedback_max_len),
+            MAX_BATCH_TOKENS,
+        )?;
+        Ok(())
+    }
+
+    /// Checks the batch's logits (and the soft targets' candidates) fit [`MAX_LOGITS`] for a
+    /// model of `vocab` tokens, and LoRA's rank its width `hidden`.
+    pub(super) fn validate_for_model(&self, vocab: i64, hidden: i64) -> Result<()> {
+        let f = |name: &str| format!("task.config.{name}");
+        let rows = self.batch_size.max(self.feedback_batch_size) as u64;
+        let len = self.seq_len.max(self.feedback_max_len) as u64;
+        check_elements(
+            f("batch_size"),
+            &[
+                ("rows", rows),
+                ("tokens", len),
+                ("vocab", vocab.max(0) as u64),
+            ],
+            MAX_LOGITS,
+        )?;
+        check_size(f("top_k"), self.top_k, 2, vocab.max(2))?;
+        if let Scope::LoraLastN { rank, .. } = &self.trainable {
+            check_size(f("trainable.lora_last_n.rank"), *rank, 1, hidden.max(1))?;
+        }
+        Ok(())
+    }
+
     /// Checks the settings; the error names the `task.config.…` field.
     pub(super) fn validate(&self) -> Result<()> {
         let f = |name: &str| format!("task.config.{name}");
-        if self.seq_len < 2 || self.batch_size == 0 || self.feedback_batch_size == 0 {
-            return Err(Error::config(
-                f("seq_len"),
-                "seq_len ≥ 2, batch_size ≥ 1 and feedback_batch_size ≥ 1",
-            ));
-        }
-        if self.top_k < 2 {
-            return Err(Error::config(
-                f("top_k"),
-                format!("must be ≥ 2, got {}", self.top_k),
-            ));
-        }
+        self.validate_sizes()?;
         if !(0.0..=1.0).contains(&self.unlabeled.general_fraction) {
             return Err(Error::config(
                 f("unlabeled.general_fraction"),
@@ -402,12 +479,14 @@ impl CausalLmConfig {
                     "give `path` exactly when kind is \"jsonl\" or \"gsm8k_jsonl\"",
                 ));
             }
-            if !levels_ok(&s.levels) || s.size == 0 {
+            if !levels_ok(&s.levels) {
                 return Err(Error::config(
                     at("levels"),
-                    "levels must be a non-empty list of 1, 2, 3 and size ≥ 1",
+                    "levels must be a non-empty list of 1, 2, 3",
                 ));
             }
+            check_size(at("size"), s.size, 1, MAX_SET)?;
+            check_size(at("heldout"), s.heldout, 0, MAX_SET)?;
         }
         if (self.eval.test.kind != SetKind::Generated) != self.eval.test.path.is_some() {
             return Err(Error::config(
@@ -422,9 +501,6 @@ impl CausalLmConfig {
                 f("eval.test.scorer"),
                 "generated problems have no options; `choice` needs a JSONL set with options",
             ));
-        }
-        if self.eval.batch_size == 0 {
-            return Err(Error::config(f("eval.batch_size"), "must be ≥ 1"));
         }
         if self.eval.pass_k > 0 && (self.eval.temperature.is_nan() || self.eval.temperature <= 0.0)
         {

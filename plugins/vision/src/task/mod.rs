@@ -90,6 +90,7 @@ impl TaskFactory for DinoDense {
 
 fn check(cfg: &DinoDenseConfig) -> Result<()> {
     cfg.vit.validate("task.config.vit")?;
+    cfg.validate_sizes()?;
     let bad = |f: &str, m: &str| Err(Error::config(format!("task.config.{f}"), m.to_string()));
     if cfg.batch_size == 0 {
         return bad("batch_size", "must be ≥ 1");
