@@ -70,7 +70,7 @@ pub fn arm_config(
         .and_then(|s| s.as_integer())
         .unwrap_or(0) as u64;
     apply_overrides(&mut doc, &[format!("run.seed={}", base_seed + seed_offset)])?;
-    RunConfig::from_toml(doc)
+    RunConfig::from_toml(doc)?.read_from(config, cli_overrides)
 }
 
 /// Runs every arm for `seeds` seeds (under `budget` when given) into `out/ARM/seed-S/` (finished runs are reused), then
@@ -86,13 +86,16 @@ pub fn compare(
 ) -> Result<report::Report> {
     // Validate every arm before spending any time.
     for arm in arms {
-        budget.apply(&mut arm_config(config, cli_overrides, arm, 0)?)?;
+        let mut cfg = arm_config(config, cli_overrides, arm, 0)?;
+        budget.apply(&mut cfg)?;
+        cfg.resolve_paths(plugins)?;
     }
     let mut runs = Vec::new();
     for arm in arms {
         for k in 0..seeds {
             let mut cfg = arm_config(config, cli_overrides, arm, k)?;
             budget.apply(&mut cfg)?;
+            cfg.resolve_paths(plugins)?;
             let seed = cfg.run.seed;
             let dir = out.join(arm).join(format!("seed-{seed}"));
             if dir.join("summary.json").exists() && same_config(&dir, &cfg) {

@@ -1,8 +1,10 @@
 //! `vpt new plugin NAME`: writes a designer-plugin crate from `examples/designer-template`
-//! (embedded at build time, so the template and the scaffold never drift apart).
+//! (embedded at build time, so the template and the scaffold never drift apart), depending on
+//! the SDK installed with `vpt` (or the checkout it was built from), and building against the
+//! libtorch `vpt` runs with.
 
 use crate::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const TEMPLATE_CARGO: &str = include_str!("../../examples/designer-template/Cargo.toml");
 const TEMPLATE_LIB: &str = include_str!("../../examples/designer-template/src/lib.rs");
@@ -13,7 +15,10 @@ const TEMPLATE_README: &str = include_str!("../../examples/designer-template/REA
 /// The template's own name, replaced by the new plugin's name.
 const TEMPLATE_NAME: &str = "designer_template";
 
-/// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: this checkout's sdk/).
+/// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: [`default_sdk`]).
+/// When the libtorch this process runs with is known, the crate's `.cargo/config.toml` sets
+/// `LIBTORCH` to it (a plugin must be built against the host's libtorch; an exported `LIBTORCH`
+/// still wins).
 pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
     let valid = !name.is_empty()
         && name
@@ -38,7 +43,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
     }
     let sdk = match sdk {
         Some(p) => p.to_path_buf(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+        None => default_sdk()?,
     };
     let sdk = sdk.canonicalize().map_err(|e| Error::io(&sdk, e))?;
     let package = name.replace('_', "-");
@@ -50,7 +55,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         "name = \"designer-template\"",
         &format!("name = \"{package}\""),
     );
-    let files = [
+    let mut files = vec![
         ("Cargo.toml", cargo),
         ("Cargo.lock", lock),
         ("src/lib.rs", TEMPLATE_LIB.replace(TEMPLATE_NAME, name)),
@@ -60,6 +65,9 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
             include_str!("../../examples/designer-template/build.rs").to_string(),
         ),
     ];
+    if let Some(libtorch) = running_libtorch() {
+        files.push((".cargo/config.toml", cargo_config(&libtorch)));
+    }
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -68,4 +76,67 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
         std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
+}
+
+/// The SDK a new plugin depends on: the one installed with this executable
+/// (`<exe>/../share/vpt/sdk`, written by `make install`), else the sdk/ of the checkout this
+/// binary was built from.
+pub fn default_sdk() -> Result<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    let installed = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(installed_sdk);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    installed
+        .into_iter()
+        .chain([checkout])
+        .find(|d| d.join("Cargo.toml").is_file())
+        .ok_or_else(|| {
+            Error::config(
+                "--sdk",
+                "no vpt-sdk found next to this vpt (PREFIX/share/vpt/sdk) or in the checkout it \
+                 was built from; pass --sdk PATH",
+            )
+        })
+}
+
+/// `PREFIX/share/vpt/sdk`: where `make install PREFIX=…` puts the SDK's sources.
+pub fn installed_sdk(prefix: &Path) -> PathBuf {
+    prefix.join("share").join("vpt").join("sdk")
+}
+
+/// The libtorch this process runs with (`LIBTORCH`, the folder holding `lib/libtorch_cpu.so`),
+/// read from the process's memory map.
+fn running_libtorch() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/lib/libtorch_cpu.so"))
+        .and_then(|p| Path::new(p).parent()?.parent().map(Path::to_path_buf))
+}
+
+/// The new crate's `.cargo/config.toml`: `LIBTORCH` for torch-sys's build script.
+fn cargo_config(libtorch: &Path) -> String {
+    let value = toml::Value::String(libtorch.display().to_string());
+    format!(
+        "# Written by `vpt new plugin`: the libtorch that vpt runs with. A plugin must be built\n\
+         # against the host's libtorch; an exported LIBTORCH takes precedence.\n\
+         [env]\nLIBTORCH = {value}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_runs_with_a_libtorch_and_the_checkout_has_an_sdk() {
+        let lt = running_libtorch().expect("libtorch_cpu.so is mapped");
+        assert!(lt.join("lib").is_dir(), "{}", lt.display());
+        let cfg: toml::Value = toml::from_str(&cargo_config(&lt)).unwrap();
+        assert_eq!(cfg["env"]["LIBTORCH"].as_str(), lt.to_str());
+        assert!(default_sdk().unwrap().join("src/lib.rs").is_file());
+    }
 }
