@@ -8,6 +8,8 @@
 #   PREFIX/share/vpt/sdk/                    the vpt-sdk sources, a standalone crate (what
 #                                            `vpt new plugin` depends on)
 #   PREFIX/share/vpt/designer-template/      the designer template, building against that SDK
+#   PREFIX/share/vpt/examples/*.toml, data/  the example configs and the vendored data they name
+#                                            (by paths relative to the config: ../data/…)
 # Usage: scripts/install.sh [PREFIX]   (the build is read from $CARGO_TARGET_DIR or ./target)
 set -euo pipefail
 
@@ -74,10 +76,13 @@ standalone_sdk_manifest() {
     done < "$ROOT/sdk/Cargo.toml"
 }
 
-# Replace the SDK and the template wholesale (no stale files from an older install).
+# Replace the SDK, the template, the examples and the data wholesale (no stale files from an
+# older install).
 stage=$(mktemp -d "$SHARE/.install.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/sdk" "$stage/designer-template"
+mkdir -p "$stage/sdk" "$stage/designer-template" "$stage/examples"
+cp "$ROOT"/examples/*.toml "$stage/examples/"
+cp -R "$ROOT/data" "$stage/data"
 cp -R "$ROOT/sdk/src" "$stage/sdk/src"
 standalone_sdk_manifest > "$stage/sdk/Cargo.toml"
 for f in Cargo.lock README.md build.rs src; do
@@ -86,7 +91,7 @@ done
 # The template names the SDK at ../../sdk (its place in the repository); installed, it is ../sdk.
 sed 's|path = "../../sdk"|path = "../sdk"|' "$ROOT/examples/designer-template/Cargo.toml" \
     > "$stage/designer-template/Cargo.toml"
-for d in sdk designer-template; do
+for d in sdk designer-template examples data; do
     rm -rf "${SHARE:?}/$d"
     mv "$stage/$d" "$SHARE/$d"
 done
@@ -94,7 +99,7 @@ done
 echo "installed vpt $("$PREFIX/bin/vpt" --version 2>/dev/null | awk '{print $NF}') into $PREFIX:"
 echo "  $PREFIX/bin/vpt"
 echo "  $SHARE/plugins/ (${PLUGINS[*]/#/lib})"
-echo "  $SHARE/sdk/, $SHARE/designer-template/"
+echo "  $SHARE/sdk/, $SHARE/designer-template/, $SHARE/examples/, $SHARE/data/"
 case ":$PATH:" in
     *":$PREFIX/bin:"*) ;;
     *) echo "add $PREFIX/bin to PATH to run \`vpt\` by name" ;;

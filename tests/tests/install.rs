@@ -131,6 +131,9 @@ fn installed_vpt_runs_outside_the_checkout_and_scaffolds_a_plugin_that_loads() {
         "share/vpt/sdk/src/lib.rs",
         "share/vpt/designer-template/Cargo.toml",
         "share/vpt/designer-template/src/lib.rs",
+        "share/vpt/examples/tiny.toml",
+        "share/vpt/examples/lm-smollm2.toml",
+        "share/vpt/data/gsm8k/train.jsonl",
     ] {
         assert!(prefix.join(f).is_file(), "{f} is not installed");
     }

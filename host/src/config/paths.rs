@@ -44,7 +44,7 @@ impl PathOrigin {
     }
 
     /// True when `field`'s value came from the shell (it is, or lies under, a noted field).
-    fn from_shell(&self, field: &str) -> bool {
+    fn is_from_shell(&self, field: &str) -> bool {
         self.shell_fields.iter().any(|k| {
             field
                 .strip_prefix(k.as_str())
@@ -55,7 +55,7 @@ impl PathOrigin {
     /// The directory a relative value of `field` is taken from, and how to say so.
     fn base(&self, field: &str) -> Result<(PathBuf, &'static str)> {
         match &self.config_dir {
-            Some(dir) if !self.from_shell(field) => {
+            Some(dir) if !self.is_from_shell(field) => {
                 Ok((dir.clone(), "the config file's directory"))
             }
             _ => std::env::current_dir()
@@ -381,9 +381,9 @@ mod tests {
         };
         origin.note_overrides(&["task.config.sets=[\"x\"]".into(), "run.steps=3".into()]);
         origin.shell_fields.push("task.config.cache".into());
-        assert!(origin.from_shell("task.config.sets[0]"));
-        assert!(origin.from_shell("task.config.sets"));
-        assert!(!origin.from_shell("task.config.setsx"));
+        assert!(origin.is_from_shell("task.config.sets[0]"));
+        assert!(origin.is_from_shell("task.config.sets"));
+        assert!(!origin.is_from_shell("task.config.setsx"));
         let mut cfg = json!({"cache": "c", "sets": ["x"], "data": null});
         resolve_component(&mut cfg, &schema(), "task.config", &origin).unwrap_err();
         cfg["sets"] = json!([]);
