@@ -9,13 +9,20 @@ export OMP_NUM_THREADS ?= $(shell nproc)
 CARGO ?= cargo
 RELEASE := target/release
 
-.PHONY: demo test build setup clippy fmt bench clean-cache
+# `make install PREFIX=…`: where `vpt` (PREFIX/bin) and its plugins, SDK and designer template
+# (PREFIX/share/vpt) go.
+PREFIX ?= $(HOME)/.local
+
+.PHONY: demo test build install setup clippy fmt bench clean-cache
 
 build:
 	$(CARGO) build --release --workspace
 	@# The designer template is its own crate (outside the workspace); building it into the
 	@# workspace's target dir reuses the compiled dependencies (seconds, not minutes).
 	$(CARGO) build --release --manifest-path examples/designer-template/Cargo.toml --target-dir target
+
+install: build
+	scripts/install.sh "$(PREFIX)"
 
 setup:
 	@scripts/setup.sh data

@@ -284,7 +284,8 @@ pub enum NewWhat {
         /// Directory to create (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path to the vpt-sdk crate the new plugin depends on (default: this checkout's sdk/).
+        /// Path to the vpt-sdk crate the new plugin depends on (default: the SDK installed with
+        /// vpt, PREFIX/share/vpt/sdk, else the sdk/ of the checkout vpt was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },

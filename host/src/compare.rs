@@ -78,7 +78,7 @@ pub fn arm_config(
         .and_then(|s| s.as_integer())
         .unwrap_or(0) as u64;
     apply_overrides(&mut doc, &[format!("run.seed={}", base_seed + seed_offset)])?;
-    RunConfig::from_toml(doc)
+    RunConfig::from_toml(doc)?.read_from(config, cli_overrides)
 }
 
 /// What `vpt compare` does with earlier runs in `--out`, and how it reports progress.
@@ -146,6 +146,7 @@ pub fn compare(
         for k in 0..seeds {
             let mut cfg = arm_config(config, cli_overrides, arm, k)?;
             budget.apply(&mut cfg)?;
+            cfg.resolve_paths(plugins)?;
             let seed = cfg.run.seed;
             let dir = out.join(arm).join(format!("seed-{seed}"));
             let found = inspect(&dir, &cfg)?;

@@ -1,5 +1,7 @@
 //! The typed run config: defaults < file < `--set` overrides; validated before any plugin loads,
-//! with errors that name the field.
+//! with errors that name the field. Path fields of component configs: [`paths`].
+
+pub mod paths;
 
 pub use crate::optim::OptimConfig;
 use crate::{Error, Result};
@@ -30,6 +32,10 @@ pub struct RunConfig {
     /// Extra arms for `vpt compare`: name → overrides.
     #[serde(default)]
     pub arms: BTreeMap<String, ArmConfig>,
+    /// Where relative paths in the component configs are taken from (not part of the config).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub origin: paths::PathOrigin,
 }
 
 /// `[run]`.
@@ -218,11 +224,13 @@ impl RunConfig {
         let mut doc: toml::Value = toml::from_str(&text)
             .map_err(|e| Error::config("(file)", format!("{}: {}", path.display(), e.message())))?;
         apply_overrides(&mut doc, overrides)?;
-        Self::from_toml(doc)
+        Self::from_toml(doc)?.read_from(path, overrides)
     }
 
-    /// Parses an already-merged TOML document.
+    /// Parses an already-merged TOML document (its relative paths are taken from the working
+    /// directory unless [`read_from`](Self::read_from) says otherwise).
     pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
+        let env_led = paths::env_led_fields(&doc);
         expand_env(&mut doc, "")?;
         Self::from_expanded(doc)
     }
@@ -241,10 +249,20 @@ impl RunConfig {
     fn from_expanded(doc: toml::Value) -> Result<RunConfig> {
         let json =
             serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
-        let cfg: RunConfig = serde_path_to_error::deserialize(json)
+        let mut cfg: RunConfig = serde_path_to_error::deserialize(json)
             .map_err(|e| Error::config(e.path().to_string(), e.into_inner().to_string()))?;
         cfg.validate()?;
+        cfg.origin.shell_fields = env_led;
         Ok(cfg)
+    }
+
+    /// Notes that this config was read from `file` with the command-line overrides
+    /// `cli_overrides`: relative paths written in the file are taken from its directory, those
+    /// given on the command line from the working directory ([`paths`]).
+    pub fn read_from(mut self, file: &Path, cli_overrides: &[String]) -> Result<RunConfig> {
+        self.origin.note_file(file)?;
+        self.origin.note_overrides(cli_overrides);
+        Ok(self)
     }
 
     /// Checks ranges and combinations; every error names its field.

@@ -14,7 +14,9 @@ mod search;
 pub use commands::{cmd_plugins_inspect, cmd_plugins_list, cmd_schema};
 pub use probe::{probe, read_stamp};
 pub use registry::{Listing, Plugins};
-pub use search::{user_plugin_dir, Origin, SearchEntry, SearchPath, PLUGIN_PATH_VAR};
+pub use search::{
+    installed_plugin_dir, user_plugin_dir, Origin, SearchEntry, SearchPath, PLUGIN_PATH_VAR,
+};
 
 use crate::{Error, Result};
 use abi_stable::library::LibraryError;

@@ -112,6 +112,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     let config = config.expect("clap requires CONFIG without --resume");
                     let mut cfg = RunConfig::load(&config, &overrides)?;
                     budget.apply(&mut cfg)?;
+                    cfg.resolve_paths(&mut plugins)?;
                     let out = out.unwrap_or_else(|| default_run_dir(&config));
                     let existing = if overwrite {
                         Existing::Overwrite
@@ -286,7 +287,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             scaffold::new_plugin(&name, &dir, sdk.as_deref())?;
             outln!(
-                "created {} — build it with `cargo build --release --manifest-path {}/Cargo.toml`",
+                "created {} — build it with `cd {} && cargo build --release`",
                 dir.display(),
                 dir.display()
             );

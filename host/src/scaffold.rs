@@ -1,9 +1,11 @@
 //! `vpt new plugin NAME`: writes a designer-plugin crate from `examples/designer-template`
-//! (embedded at build time, so the template and the scaffold never drift apart).
+//! (embedded at build time, so the template and the scaffold never drift apart), depending on
+//! the SDK installed with `vpt` (or the checkout it was built from), and building against the
+//! libtorch `vpt` runs with.
 
 use crate::loader::{Plugins, SearchPath};
 use crate::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const TEMPLATE_CARGO: &str = include_str!("../../examples/designer-template/Cargo.toml");
 const TEMPLATE_LIB: &str = include_str!("../../examples/designer-template/src/lib.rs");
@@ -14,7 +16,10 @@ const TEMPLATE_README: &str = include_str!("../../examples/designer-template/REA
 /// The template's own name, replaced by the new plugin's name.
 const TEMPLATE_NAME: &str = "designer_template";
 
-/// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: this checkout's sdk/).
+/// Creates crate `name` in `dir`, depending on vpt-sdk at `sdk` (default: [`default_sdk`]).
+/// When the libtorch this process runs with is known, the crate's `.cargo/config.toml` sets
+/// `LIBTORCH` to it (a plugin must be built against the host's libtorch; an exported `LIBTORCH`
+/// still wins).
 pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
     let valid = !name.is_empty()
         && name
@@ -39,7 +44,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
     }
     let sdk = match sdk {
         Some(p) => p.to_path_buf(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
+        None => default_sdk()?,
     };
     let sdk = sdk.canonicalize().map_err(|e| Error::io(&sdk, e))?;
     let package = name.replace('_', "-");
@@ -70,9 +75,7 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
                 .replace(TEMPLATE_NAME, name),
         ),
     ];
-    if let Some(config) = cargo_config() {
-        files.push((".cargo/config.toml", config));
-    }
+    files.push((".cargo/config.toml", cargo_config(running_libtorch().as_deref())));
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -86,23 +89,68 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
 /// The task plugins a new designer's tests run against (`vpt_sdk::testing::plugin`).
 const TEST_TASK_PLUGINS: [&str; 3] = ["tiny", "lm", "vision"];
 
-/// `.cargo/config.toml` setting `VPT_PLUGIN_PATH` for the new crate's tests to the files of
-/// this vpt's task plugins (as its own search path finds them); `None` when it finds none.
-fn cargo_config() -> Option<String> {
+/// The SDK a new plugin depends on: the one installed with this executable
+/// (`<exe>/../share/vpt/sdk`, written by `make install`), else the sdk/ of the checkout this
+/// binary was built from.
+pub fn default_sdk() -> Result<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    let installed = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(installed_sdk);
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    installed
+        .into_iter()
+        .chain([checkout])
+        .find(|d| d.join("Cargo.toml").is_file())
+        .ok_or_else(|| {
+            Error::config(
+                "--sdk",
+                "no vpt-sdk found next to this vpt (PREFIX/share/vpt/sdk) or in the checkout it \
+                 was built from; pass --sdk PATH",
+            )
+        })
+}
+
+/// `PREFIX/share/vpt/sdk`: where `make install PREFIX=…` puts the SDK's sources.
+pub fn installed_sdk(prefix: &Path) -> PathBuf {
+    prefix.join("share").join("vpt").join("sdk")
+}
+
+/// The libtorch this process runs with (`LIBTORCH`, the folder holding `lib/libtorch_cpu.so`),
+/// read from the process's memory map.
+fn running_libtorch() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/lib/libtorch_cpu.so"))
+        .and_then(|p| Path::new(p).parent()?.parent().map(Path::to_path_buf))
+}
+
+/// The new crate's `.cargo/config.toml`: `LIBTORCH` for torch-sys's build script (the
+/// libtorch this vpt runs with) and `VPT_PLUGIN_PATH` for its tests (the files of this vpt's
+/// task plugins, as its own search path finds them). Values set in the environment win.
+fn cargo_config(libtorch: Option<&Path>) -> String {
     let mut plugins = Plugins::discover(&SearchPath::from_env(&[]));
     let files: Vec<String> = TEST_TASK_PLUGINS
         .iter()
         .filter_map(|name| plugins.get(name).ok()?.path.canonicalize().ok())
         .map(|p| p.display().to_string())
         .collect();
-    if files.is_empty() {
-        return None;
+    let mut out = format!(
+        "# Written by `vpt new plugin`: the libtorch that vpt runs with (a plugin must be built\n\
+         # against the host's libtorch) and where the tests' `vpt_sdk::testing::plugin(..)` finds\n\
+         # the task plugins ({}) of the vpt that made this crate. Variables exported in the\n\
+         # environment take precedence.\n[env]\n",
+        TEST_TASK_PLUGINS.join(", ")
+    );
+    if let Some(l) = libtorch {
+        out += &format!("LIBTORCH = {}\n", toml::Value::String(l.display().to_string()));
     }
-    Some(format!(
-        "# Written by `vpt new plugin`: where the tests' `vpt_sdk::testing::plugin(..)` finds the\n\
-         # task plugins ({}) of the vpt that made this crate. A VPT_PLUGIN_PATH set in the\n\
-         # environment wins over this value.\n[env]\nVPT_PLUGIN_PATH = {:?}\n",
-        TEST_TASK_PLUGINS.join(", "),
-        files.join(":")
-    ))
+    if !files.is_empty() {
+        out += &format!("VPT_PLUGIN_PATH = {}\n", toml::Value::String(files.join(":")));
+    }
+    out
+}
 }

@@ -62,7 +62,9 @@ pub struct Session {
 
 impl Session {
     /// Loads the plugins the config names, builds task and designer, checks kinds and S.
-    pub fn build(cfg: RunConfig, plugins: &mut Plugins) -> Result<Session> {
+    /// Relative paths in the component configs are resolved first ([`RunConfig::resolve_paths`]).
+    pub fn build(mut cfg: RunConfig, plugins: &mut Plugins) -> Result<Session> {
+        cfg.resolve_paths(plugins)?;
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads);
         }

@@ -44,6 +44,7 @@ pub mod ffi;
 pub mod foreign;
 pub mod kinds;
 pub mod objective;
+pub mod paths;
 pub mod registry;
 pub mod rng;
 pub mod tensor_file;
@@ -55,6 +56,7 @@ pub mod value;
 pub use construction::*;
 pub use error::{Error, ErrorKind, PluginError, Result, TchContext};
 pub use kinds::{Dtype, KindSpec, TensorSpec, Values};
+pub use paths::{InputPath, OutputPath};
 pub use registry::{
     parse_config, ComponentManifest, DesignerEntry, ExportSpec, Manifest, Registry, TaskEntry,
 };

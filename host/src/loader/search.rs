@@ -1,5 +1,6 @@
 //! Where plugins are looked for: explicit `--plugin` paths, `VPT_PLUGIN_PATH`, then the default
-//! install directories (next to the executable, and the user's data directory).
+//! install directories (next to the executable, the installation's `share/vpt/plugins`, and the
+//! user's data directory).
 
 use std::{
     collections::HashSet,
@@ -18,6 +19,9 @@ pub enum Origin {
     Env,
     /// The directory holding the running executable (a build directory: only `libvpt_*.so`).
     ExeDir,
+    /// `<exe>/../share/vpt/plugins`: the plugins installed with the executable
+    /// (`make install PREFIX=…` puts `vpt` in `PREFIX/bin` and the plugins there).
+    InstallDir,
     /// `$XDG_DATA_HOME/vpt/plugins` (default `~/.local/share/vpt/plugins`).
     UserDir,
 }
@@ -28,6 +32,7 @@ impl fmt::Display for Origin {
             Origin::Explicit => "--plugin",
             Origin::Env => PLUGIN_PATH_VAR,
             Origin::ExeDir => "next to the executable",
+            Origin::InstallDir => "installed with the executable",
             Origin::UserDir => "user plugin dir",
         })
     }
@@ -52,7 +57,8 @@ pub struct SearchPath {
 impl SearchPath {
     /// The search path of this process: `explicit` (files or directories, in order), then
     /// `VPT_PLUGIN_PATH`, then the executable's directory (and, for a binary in a cargo `deps`
-    /// directory, the one above it), then `$XDG_DATA_HOME/vpt/plugins`.
+    /// directory, the one above it), then `<exe>/../share/vpt/plugins`, then
+    /// `$XDG_DATA_HOME/vpt/plugins`.
     pub fn from_env(explicit: &[PathBuf]) -> SearchPath {
         let env = std::env::var_os(PLUGIN_PATH_VAR).map(|v| v.to_string_lossy().into_owned());
         let exe = std::env::current_exe().ok();
@@ -85,6 +91,9 @@ impl SearchPath {
                 if let Some(up) = dir.parent() {
                     s.push(up.to_path_buf(), Origin::ExeDir);
                 }
+            }
+            if let Some(prefix) = dir.parent() {
+                s.push(installed_plugin_dir(prefix), Origin::InstallDir);
             }
         }
         if let Some(dir) = user_dir {
@@ -156,6 +165,11 @@ impl SearchPath {
     }
 }
 
+/// `PREFIX/share/vpt/plugins`: where `make install PREFIX=…` puts the shipped plugins.
+pub fn installed_plugin_dir(prefix: &Path) -> PathBuf {
+    prefix.join("share").join("vpt").join("plugins")
+}
+
 /// `$XDG_DATA_HOME/vpt/plugins`, or `$HOME/.local/share/vpt/plugins`.
 pub fn user_plugin_dir() -> Option<PathBuf> {
     let xdg = std::env::var_os("XDG_DATA_HOME")
@@ -203,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn order_is_explicit_env_exe_user() {
+    fn order_is_explicit_env_exe_installed_user() {
         let s = SearchPath::from_parts(
             &[PathBuf::from("/a/x.so")],
             Some("/b::/c"),
@@ -223,6 +237,7 @@ mod tests {
                 ("/c", Origin::Env),
                 ("/t/release/deps", Origin::ExeDir),
                 ("/t/release", Origin::ExeDir),
+                ("/t/release/share/vpt/plugins", Origin::InstallDir),
                 ("/home/u/.local/share/vpt/plugins", Origin::UserDir),
             ]
         );

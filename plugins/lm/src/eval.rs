@@ -294,7 +294,10 @@ mod tests {
         let m = Llama::new(&vs.root(), &cfg);
         let test = crate::labeled::read_set(
             crate::labeled::SetKind::Gsm8kJsonl,
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/test.jsonl"),
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../data/gsm8k/test.jsonl"
+            )),
             None,
             None,
         )

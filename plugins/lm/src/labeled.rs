@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::Path;
-use vpt_sdk::{Error, Result};
+use vpt_sdk::{Error, InputPath, Result};
 
 /// Where a labeled set comes from.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -44,13 +44,13 @@ impl SetKind {
 /// `file:line`.
 pub fn read_set(
     kind: SetKind,
-    path: &str,
+    path: &Path,
     fields: Option<&Fields>,
     scorer: Option<&Scorer>,
 ) -> Result<Vec<Example>> {
     let default = kind.default_fields();
     let fields = fields.unwrap_or(&default);
-    let rows = data::read_labeled_jsonl(Path::new(path), fields)?;
+    let rows = data::read_labeled_jsonl(path, fields)?;
     let preset = match kind {
         SetKind::Gsm8kJsonl => Some(Scorer::new(&ScorerConfig::gsm8k(), "gsm8k")?),
         _ => None,
@@ -58,7 +58,7 @@ pub fn read_set(
     for (line, ex) in &rows {
         for s in preset.iter().chain(scorer) {
             if let Some(why) = s.check(ex) {
-                return Err(Error::data(path, *line, why));
+                return Err(Error::data(path.display().to_string(), *line, why));
             }
         }
     }
@@ -71,7 +71,7 @@ pub fn read_set(
 #[serde(untagged)]
 pub enum JsonlSource {
     /// `"path.jsonl"`: records `{"text"}` or `{"prompt","response"}`.
-    Path(String),
+    Path(InputPath),
     /// `{ path = "…", kind = "gsm8k_jsonl" }` or `{ path = "…", fields = { prompt = "q", … } }`.
     Labeled(LabeledSource),
 }
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for JsonlSource {
                 self,
                 v: &str,
             ) -> std::result::Result<Self::Value, E> {
-                Ok(JsonlSource::Path(v.to_string()))
+                Ok(JsonlSource::Path(v.into()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -109,7 +109,7 @@ impl<'de> Deserialize<'de> for JsonlSource {
 #[serde(deny_unknown_fields)]
 pub struct LabeledSource {
     /// The JSONL file.
-    pub path: String,
+    pub path: InputPath,
     /// `jsonl` (default) or `gsm8k_jsonl`.
     #[serde(default = "d_jsonl")]
     pub kind: SetKind,
@@ -137,7 +137,7 @@ pub fn read_stream_source(
 ) -> Result<(Vec<Record>, usize)> {
     let (all, n): (Vec<Record>, usize) = match src {
         JsonlSource::Path(p) => {
-            let v = data::read_unlabeled_jsonl(Path::new(p))?;
+            let v = data::read_unlabeled_jsonl(p)?;
             let n = v.len();
             let kept = v
                 .into_iter()
@@ -176,8 +176,8 @@ pub fn read_stream_source(
 mod tests {
     use super::*;
 
-    fn gsm8k(name: &str) -> String {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/").to_string() + name
+    fn gsm8k(name: &str) -> std::path::PathBuf {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/")).join(name)
     }
 
     #[test]
@@ -197,17 +197,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("g.jsonl");
         std::fs::write(&p, "{\"question\": \"q\", \"answer\": \"4\\n#### 4\"}\n{\"question\": \"q\", \"answer\": \"four\"}\n").unwrap();
-        let err = read_set(SetKind::Gsm8kJsonl, p.to_str().unwrap(), None, None)
+        let err = read_set(SetKind::Gsm8kJsonl, &p, None, None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("g.jsonl:2:"), "{err}");
-        assert!(read_set(
-            SetKind::Jsonl,
-            p.to_str().unwrap(),
-            Some(&Fields::gsm8k()),
-            None
-        )
-        .is_ok());
+        assert!(read_set(SetKind::Jsonl, &p, Some(&Fields::gsm8k()), None).is_ok());
     }
 
     #[test]
@@ -232,7 +226,7 @@ mod tests {
         let all = read_set(SetKind::Gsm8kJsonl, &gsm8k("train.jsonl"), None, None).unwrap();
         let held: HashSet<String> = all.iter().take(100).map(|e| e.prompt.clone()).collect();
         let src = JsonlSource::Labeled(LabeledSource {
-            path: gsm8k("train.jsonl"),
+            path: gsm8k("train.jsonl").into(),
             kind: SetKind::Gsm8kJsonl,
             fields: None,
         });

@@ -5,6 +5,7 @@ use crate::dino::DinoConfig;
 use crate::vit::VitConfig;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use vpt_sdk::{InputPath, OutputPath};
 
 /// Multi-crop and view settings.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -199,8 +200,9 @@ impl Default for EvalConfig {
 #[serde(deny_unknown_fields)]
 pub struct DinoDenseConfig {
     /// Folder with the Fashion-MNIST `*-ubyte.gz` files (Debian package `dataset-fashion-mnist`).
+    /// Relative paths in this config are taken from the config file's directory.
     #[serde(default = "d_dir")]
-    pub data_dir: String,
+    pub data_dir: InputPath,
     /// Unlabeled scenes per learner batch.
     #[serde(default = "d_batch")]
     pub batch_size: usize,
@@ -224,7 +226,7 @@ pub struct DinoDenseConfig {
     pub eval: EvalConfig,
     /// A stage-0 checkpoint (student, teacher, centre) to start from; overrides `stage0_steps`.
     #[serde(default)]
-    pub base_checkpoint: Option<String>,
+    pub base_checkpoint: Option<InputPath>,
     /// Stage-0 DINO pretraining steps run at build time when no `base_checkpoint` is given
     /// (0 = start from random init). The result is cached under `cache_dir` by config hash.
     #[serde(default)]
@@ -234,14 +236,14 @@ pub struct DinoDenseConfig {
     pub stage0_lr: f64,
     /// Where stage-0 checkpoints are cached (default `$VPT_CACHE/vision` or `~/.cache/vpt/vision`).
     #[serde(default)]
-    pub cache_dir: Option<String>,
+    pub cache_dir: Option<OutputPath>,
     /// Diagnostic, never a method (the headroom study's supervised upper bound; reports label
     /// such runs "(diagnostic)"): the learner fine-tunes the last `align_blocks` blocks and the
     /// linear heads directly on feedback labels instead of the DINO loss (see `supervised.rs`).
     #[serde(default)]
     pub diagnostic_supervised: bool,
 }
-fn d_dir() -> String {
+fn d_dir() -> InputPath {
     crate::data::DEFAULT_DIR.into()
 }
 fn d_batch() -> usize {

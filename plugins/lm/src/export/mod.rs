@@ -11,7 +11,7 @@ pub mod hf;
 use crate::task::config::ModelSource;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{nn, Device, Kind, Tensor};
 use vpt_llama::gguf::{self, permute_rows, GgmlType, Gguf, GgufWriter, Value};
 use vpt_llama::Tokenizer;
@@ -156,7 +156,7 @@ impl TokenizerSource {
                 })
             }
             ModelSource::Hf(d) => {
-                let dir = Path::new(d);
+                let dir = d.as_path();
                 let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))?;
                 let cfg_path = dir.join("tokenizer_config.json");
                 let tc: Json = match std::fs::read_to_string(&cfg_path) {

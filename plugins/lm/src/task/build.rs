@@ -9,18 +9,17 @@ use crate::mathgen::MathSplits;
 use crate::prefix_cache::PrefixCache;
 use crate::scorer::Scorer;
 use std::collections::HashSet;
-use std::path::Path;
 use tch::{nn, Device};
 use vpt_llama::Tokenizer;
 use vpt_llama::{gguf, hf, Config, Llama, Scope};
 use vpt_sdk::rng::fnv1a;
-use vpt_sdk::{BuildContext, Error, Result};
+use vpt_sdk::{BuildContext, Error, InputPath, Result};
 
 /// Reads a labeled JSONL set (`kind` ≠ generated) named by config `field`.
 fn read_path(
     field: &str,
     kind: SetKind,
-    path: &Option<String>,
+    path: &Option<InputPath>,
     fields: Option<&Fields>,
     scorer: Option<&Scorer>,
 ) -> Result<Vec<Example>> {
@@ -173,12 +172,7 @@ impl CausalLm {
         let general_needed = cfg.unlabeled.general_fraction > 0.0 || cfg.eval.general_rows > 0;
         let gen_text = if general_needed {
             let g = &cfg.general;
-            general::load(
-                Path::new(&g.root),
-                g.heldout_percent,
-                g.min_chars,
-                g.max_chars,
-            )?
+            general::load(&g.root, g.heldout_percent, g.min_chars, g.max_chars)?
         } else {
             GeneralText::default()
         };

@@ -9,17 +9,17 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vpt_llama::Scope;
 use vpt_sdk::checks::{check_elements, check_size};
-use vpt_sdk::{Error, Result};
+use vpt_sdk::{Error, InputPath, Result};
 
-/// Where the learner comes from.
+/// Where the learner comes from. Relative paths in a config file are taken from its directory.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ModelSource {
     /// A GGUF file (weights dequantised to f32; tokenizer from its metadata), e.g.
     /// `{ gguf = "${VPT_SMOLLM2_GGUF}" }`.
-    Gguf(String),
+    Gguf(InputPath),
     /// An HF directory with `config.json`, `model.safetensors`, `tokenizer.json`.
-    Hf(String),
+    Hf(InputPath),
     /// A tiny randomly initialised model (`Config::tiny`, 300-token tokenizer) for tests.
     TinyRandom,
 }
@@ -85,7 +85,8 @@ pub struct UnlabeledConfig {
     /// Difficulty levels (1–3) of the generated stream.
     #[serde(default = "d_levels")]
     pub levels: Vec<u8>,
-    /// JSONL sources: a path of `{"text"}` / `{"prompt","response"}` records, or a labeled set
+    /// JSONL sources (paths relative to the config file's directory): a path of `{"text"}` /
+    /// `{"prompt","response"}` records, or a labeled set
     /// `{ path, kind = "jsonl" | "gsm8k_jsonl", fields }` read as `Question: …\nAnswer: ` +
     /// response. The loss is on the response only; any prompt of a feedback or test set is
     /// dropped.
@@ -102,7 +103,7 @@ pub struct UnlabeledConfig {
 pub struct GeneralConfig {
     /// Root of the `*.rst.txt` sources.
     #[serde(default = "d_general_root")]
-    pub root: String,
+    pub root: InputPath,
     /// Percent of files (by path hash) held out for `general_loss`.
     #[serde(default = "d_heldout_percent")]
     pub heldout_percent: u64,
@@ -122,9 +123,9 @@ pub struct FeedbackSetConfig {
     pub name: String,
     /// Source kind: `generated`, `jsonl` or `gsm8k_jsonl` (the GSM8K preset).
     pub kind: SetKind,
-    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only).
+    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only; relative to the config file's directory).
     #[serde(default)]
-    pub path: Option<String>,
+    pub path: Option<InputPath>,
     /// JSON field names (default: `prompt`/`response`/`options`; GSM8K: `question`/`answer`).
     /// The feedback loss is the NLL of the response tokens after the prompt.
     #[serde(default)]
@@ -148,9 +149,9 @@ pub struct TestSetConfig {
     /// Source kind: `generated`, `jsonl` or `gsm8k_jsonl` (the GSM8K preset).
     #[serde(default = "d_generated")]
     pub kind: SetKind,
-    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only).
+    /// The JSONL file (`jsonl` / `gsm8k_jsonl` only; relative to the config file's directory).
     #[serde(default)]
-    pub path: Option<String>,
+    pub path: Option<InputPath>,
     /// JSON field names (default: the kind's).
     #[serde(default)]
     pub fields: Option<Fields>,
@@ -224,7 +225,7 @@ pub(super) fn d_levels() -> Vec<u8> {
 fn d_general_fraction() -> f64 {
     0.25
 }
-fn d_general_root() -> String {
+fn d_general_root() -> InputPath {
     general::DEFAULT_ROOT.into()
 }
 fn d_heldout_percent() -> u64 {

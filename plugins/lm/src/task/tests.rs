@@ -212,8 +212,10 @@ fn evaluate_reports_the_required_metrics() {
     assert!((0.0..=1.0).contains(&m["pass@1"]));
 }
 
-fn gsm8k(name: &str) -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/").to_string() + name
+fn gsm8k(name: &str) -> vpt_sdk::InputPath {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/gsm8k/"))
+        .join(name)
+        .into()
 }
 
 fn gsm8k_set(name: &str, size: usize, heldout: usize) -> FeedbackSetConfig {
@@ -313,7 +315,7 @@ fn jsonl_sets_with_scorers_evaluate_with_intervals() {
     cfg.feedback = vec![FeedbackSetConfig {
         name: "echo".into(),
         kind: SetKind::Jsonl,
-        path: Some(fb_path.display().to_string()),
+        path: Some(fb_path.clone().into()),
         fields: Some(Fields {
             prompt: "q".into(),
             response: "a".into(),
@@ -370,7 +372,7 @@ fn jsonl_sets_with_scorers_evaluate_with_intervals() {
     let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
     assert!(err.contains("eval.test.scorer.numeric.pattern"), "{err}");
     let mut bad = cfg;
-    bad.eval.test.path = Some(fb_path.display().to_string());
+    bad.eval.test.path = Some(fb_path.clone().into());
     let err = CausalLm::new(bad, &ctx()).err().unwrap().to_string();
     assert!(err.contains("fb.jsonl:1:"), "{err}");
 }

@@ -125,7 +125,7 @@ impl DinoDenseTask {
     pub fn new(cfg: DinoDenseConfig, ctx: &BuildContext) -> Result<Self> {
         check(&cfg)?;
         let device = ctx.device();
-        let data = crate::data::load(std::path::Path::new(&cfg.data_dir))?;
+        let data = crate::data::load(&cfg.data_dir)?;
         let gen = SceneGen::new(data, ctx.seed, PartitionSizes::default())?;
         tch::manual_seed(ctx.seed as i64);
         let student = Model::new(device, &cfg.vit, &cfg.dino)?;

@@ -21,7 +21,7 @@ const STAGE0_OFFSET: u64 = 1 << 40;
 /// Loads `base_checkpoint`, or the cached stage 0, or runs and caches stage 0.
 pub fn prepare_base(task: &mut DinoDenseTask) -> Result<()> {
     if let Some(p) = task.cfg.base_checkpoint.clone() {
-        return load(task, Path::new(&p))
+        return load(task, &p)
             .map_err(|e| Error::config("task.config.base_checkpoint", format!("{p}: {e}")));
     }
     if task.cfg.stage0_steps == 0 {
@@ -58,7 +58,7 @@ pub fn cache_path(task: &DinoDenseTask) -> Result<PathBuf> {
         "batch_size": c.batch_size, "steps": c.stage0_steps, "lr": c.stage0_lr, "data_dir": c.data_dir,
     });
     let dir = match &c.cache_dir {
-        Some(d) => PathBuf::from(d),
+        Some(d) => d.to_path_buf(),
         None => match std::env::var_os("VPT_CACHE") {
             Some(v) => PathBuf::from(v).join("vision"),
             None => PathBuf::from(std::env::var_os("HOME").ok_or_else(|| {
