@@ -45,6 +45,39 @@ pub struct ComponentManifest {
     /// Tasks only: whether it shards batches for data-parallel runs.
     #[serde(default)]
     pub data_parallel: bool,
+    /// Designers only: the config field naming the kind it produces, for a designer whose
+    /// config chooses it ([`DesignerFactory::KIND_FROM_CONFIG`]); `kinds` then only names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind_from_config: Option<String>,
+}
+
+impl ComponentManifest {
+    /// The kind a designer with this manifest produces under `config`: its config's
+    /// [`kind_from_config`](Self::kind_from_config) field when it has one, else its declared kind.
+    /// The error names the config field.
+    pub fn produced_kind(&self, config: &serde_json::Value) -> Result<String> {
+        let Some(field) = &self.kind_from_config else {
+            return Ok(self.kinds.first().cloned().unwrap_or_default());
+        };
+        match config.get(field) {
+            Some(serde_json::Value::String(kind)) if !kind.is_empty() => Ok(kind.clone()),
+            other => Err(Error::config(
+                format!("designer.config.{field}"),
+                format!(
+                    "designer `{}` takes the construction kind it produces from this field: name one \
+                     (e.g. {}, {} or {}){}",
+                    self.name,
+                    crate::KIND_LM_SOFT_TARGETS,
+                    crate::KIND_VISION_VIEW_MASK,
+                    crate::KIND_EXAMPLE_WEIGHTS,
+                    match other {
+                        None => String::from(", it is missing"),
+                        Some(v) => format!(", got {v}"),
+                    }
+                ),
+            )),
+        }
+    }
 }
 
 type TaskBuild = fn(&serde_json::Value, &BuildContext) -> Result<Box<dyn crate::Task>>;
@@ -95,6 +128,7 @@ impl TaskEntry {
                 design_inputs: F::DESIGN_INPUTS.to_vec(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: F::DATA_PARALLEL,
+                kind_from_config: None,
             },
             build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
         }
@@ -126,10 +160,14 @@ impl DesignerEntry {
                 name: F::NAME.into(),
                 description: F::DESCRIPTION.into(),
                 kinds: vec![F::PRODUCES.name.to_string()],
-                kind_specs: vec![F::PRODUCES],
+                kind_specs: match F::KIND_FROM_CONFIG {
+                    None => vec![F::PRODUCES],
+                    Some(_) => Vec::new(),
+                },
                 design_inputs: Vec::new(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: false,
+                kind_from_config: F::KIND_FROM_CONFIG.map(String::from),
             },
             build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
         }
