@@ -53,7 +53,8 @@ class Block(nn.Module):
 class TopKSoft(nn.Module):
     inputs = ["features", "cand_ids", "cand_logprobs", "cand_embeddings", "loss_mask"]
 
-    def __init__(self, context, layers=6, width=256, heads=4, alpha_max=0.5, gate_init=0.0):
+    def __init__(self, context, layers=6, width=256, heads=4, alpha_max=0.5, gate_init=0.0,
+                 dtype="float32"):
         super().__init__()
         d, k = int(context["d_model"]), int(context["k"])
         if width % heads:
@@ -84,6 +85,7 @@ class TopKSoft(nn.Module):
         nn.init.zeros_(self.score.weight)  # r starts uniform over the K
         nn.init.zeros_(self.gate.weight)  # α starts at α_max·sigmoid(gate_init)
         nn.init.constant_(self.gate.bias, gate_init)
+        self.to({"float32": torch.float32, "float64": torch.float64}[dtype])
 
     def forward(self, inputs):
         dtype = self.slot.dtype

@@ -230,7 +230,8 @@ fn topk_soft_port_gives_the_rust_designers_construction_value_and_gradient() {
     copy_phi(&rust, &py);
     assert_equivalent(&mut task, &mut rust, &mut py);
     // The optional metrics method maps to the designer's step metrics.
-    let inputs = task.design_inputs(&task.next_batch(U).unwrap()).unwrap();
+    let b = task.next_batch(U).unwrap();
+    let inputs = task.design_inputs(&b).unwrap();
     let (c_r, c_p) = (
         rust.construct(&inputs).unwrap(),
         py.construct(&inputs).unwrap(),
@@ -310,6 +311,7 @@ const HEADER: &str = "import torch\nfrom torch import nn\n\n\nclass D(nn.Module)
 fn one_line(e: &impl std::fmt::Display) -> String {
     let s = e.to_string();
     assert!(!s.trim().contains('\n'), "not one line:\n{s}");
+    println!("{s}");
     s
 }
 
@@ -320,7 +322,8 @@ fn python_errors_are_one_line_naming_the_file_line_or_the_tensor() {
     let dir = scratch_dir("python-errors");
     let mut task = tiny_task(&tiny);
     let context = task.info().designer_context;
-    let inputs = task.design_inputs(&task.next_batch(U).unwrap()).unwrap();
+    let b = task.next_batch(U).unwrap();
+    let inputs = task.design_inputs(&b).unwrap();
     let build = |file: &str, args: serde_json::Value| {
         let cfg = python_config(file, "D", KIND_EXAMPLE_WEIGHTS, args);
         python.new_designer("python", &cfg, &context, &ctx())
@@ -333,7 +336,7 @@ fn python_errors_are_one_line_naming_the_file_line_or_the_tensor() {
         &dir,
         "raises",
         &forward(&format!(
-            "{x}        return {{'weights': 1 / (x * 0)['nope']}}\n"
+            "{x}        return {{'weights': torch.cat([x, 'nope'])}}\n"
         )),
     );
     let e = one_line(
@@ -368,7 +371,7 @@ fn python_errors_are_one_line_naming_the_file_line_or_the_tensor() {
         &dir,
         "shape",
         &forward(&format!(
-            "{x}        return {{'weights': torch.softmax(x, 0).repeat(2) * x.shape[0]}}\n"
+            "{x}        return {{'weights': (torch.softmax(x, 0) * x.shape[0]).unsqueeze(1)}}\n"
         )),
     );
     let mut d = build(&shape, serde_json::json!({})).unwrap();
@@ -397,6 +400,19 @@ fn python_errors_are_one_line_naming_the_file_line_or_the_tensor() {
         .unwrap(),
     );
     assert!(e.contains("`weights`"), "{e}");
+
+    // A declared design input the task does not have.
+    let missing = bad_designer(
+        &dir,
+        "missing",
+        &format!("{HEADER}    inputs = ['nope']\n\n    def forward(self, inputs):\n        return {{}}\n"),
+    );
+    let mut d = build(&missing, serde_json::json!({})).unwrap();
+    let e = one_line(&d.construct(&inputs).unwrap_err());
+    assert!(
+        e.contains("`inputs` names `nope`, which the task does not provide"),
+        "{e}"
+    );
 
     // A construction cut off φ's graph is refused in the meta step (grad on), not under no_grad.
     let cut = bad_designer(

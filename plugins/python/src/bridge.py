@@ -26,6 +26,7 @@ _DIFFERENTIABLE = {
 }
 
 _FRAMES = 3  # traceback frames kept in an error line
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 
 
 class ContractError(Exception):
@@ -36,12 +37,17 @@ def _one_line(text):
     return " ".join(str(text).split())
 
 
-def describe(exc):
+def describe(exc, tb=None):
     """One line for an exception: its type and message and where it was raised (the innermost
-    frames outside this file, as file:line in function)."""
+    frames of traceback `tb` (default: the exception's own) outside this file, as file:line in
+    function)."""
     if isinstance(exc, ContractError):
         return _one_line(exc)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    tb = tb if tb is not None else exc.__traceback__
+    frames = [f for f in traceback.extract_tb(tb) if f.filename != __file__]
+    # the designer's own frames, without torch's module-call plumbing between them
+    own = [f for f in frames if not f.filename.startswith(_TORCH_DIR)]
+    frames = own or frames
     where = " <- ".join(
         f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(frames[-_FRAMES:])
     )
@@ -83,25 +89,24 @@ def load(path, class_name, context, args, seed, device, kind):
     torch.manual_seed(seed)
     designer = cls(context, **args)
     designer.to(device)
-    return Hosted(designer, f"{class_name} ({path})", kind)
+    return Hosted(designer, kind)
 
 
 class Hosted:
     """A designer module as the plugin drives it."""
 
-    def __init__(self, module, label, kind):
+    def __init__(self, module, kind):
         self.module = module
-        self.label = label
         self.kind = kind
         inputs = getattr(module, "inputs", None)
         if inputs is not None and not (
             isinstance(inputs, (list, tuple)) and all(isinstance(n, str) for n in inputs)
         ):
-            raise ContractError(f"{label}: `inputs` must be a list of design-input names")
+            raise ContractError("`inputs` must be a list of design-input names")
         self.inputs = list(inputs) if inputs is not None else None
         for name, p in module.named_parameters():
             if not p.is_floating_point():
-                raise ContractError(f"{label}: parameter `{name}` is {p.dtype}, not floating")
+                raise ContractError(f"parameter `{name}` is {p.dtype}, not floating")
 
     def parameters(self):
         """φ: the parameters that require grad, by name."""
@@ -112,27 +117,27 @@ class Hosted:
             missing = [n for n in self.inputs if n not in inputs]
             if missing:
                 raise ContractError(
-                    f"{self.label}: declares input `{missing[0]}`, which the task does not "
-                    f"provide (its design inputs: {', '.join(sorted(inputs))})"
+                    f"`inputs` names `{missing[0]}`, which the task does not provide "
+                    f"(its design inputs: {', '.join(sorted(inputs))})"
                 )
             inputs = {n: inputs[n] for n in self.inputs}
         out = self.module(inputs)
-        tensors = self._tensor_dict(out, "forward")
+        tensors = self._tensor_dict(out)
         if torch.is_grad_enabled() and any(True for _ in self.parameters()):
             self._check_attached(tensors)
         return list(tensors.items())
 
-    def _tensor_dict(self, out, method):
+    def _tensor_dict(self, out):
         if not isinstance(out, dict):
             raise ContractError(
-                f"{self.label}: {method} must return a dict[str, Tensor], got {type(out).__name__}"
+                f"must return a dict[str, Tensor], got {type(out).__name__}"
             )
         for key, value in out.items():
             if not isinstance(key, str):
-                raise ContractError(f"{self.label}: {method} returned a non-string key {key!r}")
+                raise ContractError(f"returned a non-string key {key!r}")
             if not isinstance(value, torch.Tensor):
                 raise ContractError(
-                    f"{self.label}: {method} returned `{key}` as {type(value).__name__}, "
+                    f"returned `{key}` as {type(value).__name__}, "
                     "expected a torch.Tensor"
                 )
         return out
@@ -146,7 +151,7 @@ class Hosted:
             cut = floats if floats and not any(tensors[k].requires_grad for k in floats) else []
         if cut:
             raise ContractError(
-                f"{self.label}: forward returned `{cut[0]}` cut off φ's graph (it does not "
+                f"returned `{cut[0]}` cut off φ's graph (it does not "
                 "require grad): the meta step differentiates V through it; do not detach it, "
                 "go through .item()/numpy, or compute it under torch.no_grad()"
             )
@@ -160,7 +165,7 @@ class Hosted:
             return None
         if not isinstance(r, torch.Tensor) or r.numel() != 1:
             raise ContractError(
-                f"{self.label}: regularizer must return a scalar Tensor or None, got "
+                f"must return a scalar Tensor or None, got "
                 f"{type(r).__name__}{tuple(r.shape) if isinstance(r, torch.Tensor) else ''}"
             )
         return r.reshape(())
@@ -173,14 +178,14 @@ class Hosted:
             out = fn(construction)
         if not isinstance(out, dict):
             raise ContractError(
-                f"{self.label}: metrics must return a dict[str, float], got {type(out).__name__}"
+                f"must return a dict[str, float], got {type(out).__name__}"
             )
         values = {}
         for k, v in out.items():
             v = v.item() if isinstance(v, torch.Tensor) else v
             if not isinstance(k, str) or not isinstance(v, (int, float)):
                 raise ContractError(
-                    f"{self.label}: metrics must return a dict[str, float]; `{k}` is "
+                    f"must return a dict[str, float]; `{k}` is "
                     f"{type(v).__name__}"
                 )
             if math.isfinite(v):
@@ -194,13 +199,13 @@ class Hosted:
             return "null", []
         out = fn()
         if not isinstance(out, dict):
-            raise ContractError(f"{self.label}: state must return a dict, got {type(out).__name__}")
+            raise ContractError(f"must return a dict, got {type(out).__name__}")
         tensors = [(k, v.detach()) for k, v in out.items() if isinstance(v, torch.Tensor)]
         rest = {k: v for k, v in out.items() if not isinstance(v, torch.Tensor)}
         try:
             text = json.dumps(rest)
         except TypeError as e:
-            raise ContractError(f"{self.label}: state's non-tensor entries must be JSON: {e}")
+            raise ContractError(f"its non-tensor entries must be JSON: {e}")
         return text, tensors
 
     def load_state(self, text, tensors):

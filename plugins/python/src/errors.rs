@@ -10,7 +10,9 @@ pub fn describe(py: Python<'_>, e: &PyErr) -> String {
     let via_bridge = || -> PyResult<String> {
         let modules = py.import("sys")?.getattr("modules")?;
         let bridge = modules.get_item("vpt_bridge")?;
-        bridge.call_method1("describe", (e.value(py),))?.extract()
+        bridge
+            .call_method1("describe", (e.value(py), e.traceback(py)))?
+            .extract()
     };
     via_bridge().unwrap_or_else(|_| {
         e.to_string()
