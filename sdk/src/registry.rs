@@ -281,3 +281,42 @@ pub fn export_new_designer(
         Ok(DesignerExport::new(reg.plugin, d).into_box())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn designer(kind_from_config: Option<&str>) -> ComponentManifest {
+        ComponentManifest {
+            name: "d".into(),
+            description: String::new(),
+            kinds: vec!["declared/v1".into()],
+            kind_specs: Vec::new(),
+            schema: serde_json::Value::Null,
+            design_inputs: Vec::new(),
+            data_parallel: false,
+            kind_from_config: kind_from_config.map(String::from),
+        }
+    }
+
+    #[test]
+    fn produced_kind_comes_from_the_declaration_or_the_named_config_field() {
+        let cfg = serde_json::json!({ "produces": "lm.soft_targets/v1" });
+        assert_eq!(designer(None).produced_kind(&cfg).unwrap(), "declared/v1");
+        let dynamic = designer(Some("produces"));
+        assert_eq!(dynamic.produced_kind(&cfg).unwrap(), "lm.soft_targets/v1");
+        let e = dynamic.produced_kind(&serde_json::json!({})).unwrap_err();
+        assert_eq!(e.field(), Some("designer.config.produces"), "{e}");
+        assert!(e.to_string().contains("it is missing"), "{e}");
+        let e = dynamic
+            .produced_kind(&serde_json::json!({ "produces": 3 }))
+            .unwrap_err();
+        assert!(e.to_string().contains("got 3"), "{e}");
+        // Old manifests (no such field) still parse.
+        let old: ComponentManifest = serde_json::from_value(serde_json::json!({
+            "name": "d", "description": "", "kinds": ["k"], "schema": null
+        }))
+        .unwrap();
+        assert_eq!(old.kind_from_config, None);
+    }
+}
