@@ -98,7 +98,7 @@ fn copy_phi(from: &dyn Designer, to: &dyn Designer) {
         for (name, t) in dst.iter() {
             let s = src.get(name).unwrap();
             assert_eq!(s.size(), t.size(), "{name}");
-            let _ = t.shallow_clone().f_copy_(s).unwrap();
+            t.shallow_clone().f_copy_(s).unwrap();
         }
     });
 }
