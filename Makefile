@@ -4,6 +4,10 @@
 SHELL := /bin/bash
 LIBTORCH := $(shell scripts/setup.sh libtorch)
 export LIBTORCH
+# The `python` designer plugin embeds the interpreter of the venv whose torch provides libtorch
+# (one libtorch for the host and Python's torch); pyo3 builds against it. Falls back to python3.
+PYO3_PYTHON ?= $(firstword $(wildcard $(abspath $(LIBTORCH)/../../../../bin/python)) python3)
+export PYO3_PYTHON
 # Keep libtorch from oversubscribing small machines; `vpt` also sets its thread count explicitly.
 export OMP_NUM_THREADS ?= $(shell nproc)
 CARGO ?= cargo

@@ -99,22 +99,21 @@ impl Session {
             None => None,
             Some(d) => {
                 let plugin = plugins.get(d.plugin.as_deref().unwrap_or(&cfg.task.plugin))?;
-                let produces = plugin
+                let manifest = plugin
                     .manifest
                     .designers
                     .iter()
                     .find(|m| m.name == d.name)
-                    .map(|m| m.kinds.clone());
-                let produces = produces.ok_or_else(|| {
-                    Error::config(
-                        "designer.name",
-                        format!(
-                            "plugin `{}` has no designer `{}`",
-                            plugin.manifest.plugin, d.name
-                        ),
-                    )
-                })?;
-                let kind = produces.first().cloned().unwrap_or_default();
+                    .ok_or_else(|| {
+                        Error::config(
+                            "designer.name",
+                            format!(
+                                "plugin `{}` has no designer `{}`",
+                                plugin.manifest.plugin, d.name
+                            ),
+                        )
+                    })?;
+                let kind = manifest.produced_kind(&d.config)?;
                 if kind != KIND_EXAMPLE_WEIGHTS && !consumes.contains(&kind) {
                     return Err(Error::config("designer.name", format!(
                         "designer `{}` produces `{kind}`, but task `{}` consumes only [{}] (and {KIND_EXAMPLE_WEIGHTS})",

@@ -56,10 +56,43 @@ pub struct ComponentManifest {
     /// Tasks only: whether it shards batches for data-parallel runs.
     #[serde(default)]
     pub data_parallel: bool,
+    /// Designers only: the config field naming the kind it produces, for a designer whose
+    /// config chooses it ([`DesignerFactory::KIND_FROM_CONFIG`]); `kinds` then only names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind_from_config: Option<String>,
     /// Tasks only: the export formats it writes ([`TaskFactory::EXPORTS`]); empty when not
     /// declared.
     #[serde(default)]
     pub exports: Vec<ExportSpec>,
+}
+
+impl ComponentManifest {
+    /// The kind a designer with this manifest produces under `config`: its config's
+    /// [`kind_from_config`](Self::kind_from_config) field when it has one, else its declared kind.
+    /// The error names the config field.
+    pub fn produced_kind(&self, config: &serde_json::Value) -> Result<String> {
+        let Some(field) = &self.kind_from_config else {
+            return Ok(self.kinds.first().cloned().unwrap_or_default());
+        };
+        match config.get(field) {
+            Some(serde_json::Value::String(kind)) if !kind.is_empty() => Ok(kind.clone()),
+            other => Err(Error::config(
+                format!("designer.config.{field}"),
+                format!(
+                    "designer `{}` takes the construction kind it produces from this field: name one \
+                     (e.g. {}, {} or {}){}",
+                    self.name,
+                    crate::KIND_LM_SOFT_TARGETS,
+                    crate::KIND_VISION_VIEW_MASK,
+                    crate::KIND_EXAMPLE_WEIGHTS,
+                    match other {
+                        None => String::from(", it is missing"),
+                        Some(v) => format!(", got {v}"),
+                    }
+                ),
+            )),
+        }
+    }
 }
 
 /// One export format a task writes, and the element types it takes.
@@ -126,6 +159,7 @@ impl TaskEntry {
                         dtypes: d.iter().map(|d| d.to_string()).collect(),
                     })
                     .collect(),
+                kind_from_config: None,
             },
             build: |cfg, ctx| F::build(parse_config(cfg)?, ctx),
         }
@@ -157,11 +191,15 @@ impl DesignerEntry {
                 name: F::NAME.into(),
                 description: F::DESCRIPTION.into(),
                 kinds: vec![F::PRODUCES.name.to_string()],
-                kind_specs: vec![F::PRODUCES],
+                kind_specs: match F::KIND_FROM_CONFIG {
+                    None => vec![F::PRODUCES],
+                    Some(_) => Vec::new(),
+                },
                 design_inputs: Vec::new(),
                 schema: schema_of::<F::Config>(),
                 data_parallel: false,
                 exports: Vec::new(),
+                kind_from_config: F::KIND_FROM_CONFIG.map(String::from),
             },
             build: |cfg, task_ctx, ctx| F::build(parse_config(cfg)?, task_ctx, ctx),
         }
@@ -274,4 +312,43 @@ pub fn export_new_designer(
         let d = reg.designer(name.as_str())?.build(&cfg, &task_ctx, &ctx)?;
         Ok(DesignerExport::new(reg.plugin, d).into_box())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn designer(kind_from_config: Option<&str>) -> ComponentManifest {
+        ComponentManifest {
+            name: "d".into(),
+            description: String::new(),
+            kinds: vec!["declared/v1".into()],
+            kind_specs: Vec::new(),
+            schema: serde_json::Value::Null,
+            design_inputs: Vec::new(),
+            data_parallel: false,
+            kind_from_config: kind_from_config.map(String::from),
+        }
+    }
+
+    #[test]
+    fn produced_kind_comes_from_the_declaration_or_the_named_config_field() {
+        let cfg = serde_json::json!({ "produces": "lm.soft_targets/v1" });
+        assert_eq!(designer(None).produced_kind(&cfg).unwrap(), "declared/v1");
+        let dynamic = designer(Some("produces"));
+        assert_eq!(dynamic.produced_kind(&cfg).unwrap(), "lm.soft_targets/v1");
+        let e = dynamic.produced_kind(&serde_json::json!({})).unwrap_err();
+        assert_eq!(e.field(), Some("designer.config.produces"), "{e}");
+        assert!(e.to_string().contains("it is missing"), "{e}");
+        let e = dynamic
+            .produced_kind(&serde_json::json!({ "produces": 3 }))
+            .unwrap_err();
+        assert!(e.to_string().contains("got 3"), "{e}");
+        // Old manifests (no such field) still parse.
+        let old: ComponentManifest = serde_json::from_value(serde_json::json!({
+            "name": "d", "description": "", "kinds": ["k"], "schema": null
+        }))
+        .unwrap();
+        assert_eq!(old.kind_from_config, None);
+    }
 }

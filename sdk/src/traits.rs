@@ -317,6 +317,11 @@ pub trait DesignerFactory {
     const DESCRIPTION: &'static str;
     /// The construction kind it produces, declared once (e.g. `vpt_sdk::kinds::EXAMPLE_WEIGHTS`).
     const PRODUCES: crate::KindSpec;
+    /// For a designer whose config chooses the kind it produces (e.g. one written in Python):
+    /// the name of that config field, a string naming the kind. The host then reads the kind
+    /// from the designer's config, and [`PRODUCES`](Self::PRODUCES) only names the field in
+    /// listings (its tensors are not shown). `None` (the default): the kind is `PRODUCES`.
+    const KIND_FROM_CONFIG: Option<&'static str> = None;
     /// Its config; `#[serde(deny_unknown_fields)]` is expected.
     type Config: DeserializeOwned + JsonSchema;
     /// Builds the designer for a task whose [`TaskInfo::designer_context`] is `task_context`.
