@@ -130,9 +130,13 @@ pub enum Command {
         /// Number of batches.
         #[arg(long, default_value_t = 64)]
         batches: usize,
-        /// Step size η of the plain gradient step.
+        /// Step size η of the plain gradient step (the learning rate of the AdamW step).
         #[arg(long, default_value_t = 1e-2)]
         eta: f64,
+        /// The step measured: `sgd` (θ_S − η·g_pre) or `adam` (one step of the learner's
+        /// AdamW from its state after --warmup-steps; the preconditioned value is scored too).
+        #[arg(long, value_enum, default_value_t = crate::probe::ProbeStep::Sgd)]
+        optimizer: crate::probe::ProbeStep,
         /// Learner steps taken before probing (so θ is not at its initialisation).
         #[arg(long, default_value_t = 0)]
         warmup_steps: u64,
