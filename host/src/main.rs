@@ -137,10 +137,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             let result = probe::probe(&mut session, batches, eta, heldout_batches, optimizer)?;
             println!(
-                "one-step value probe over {batches} batches ({optimizer:?} step, eta {eta}): \
+                "one-step value probe over {batches} batches ({} step, eta {eta}): \
                  Pearson r = {:.3} (same feedback batch), {:.3} ({heldout_batches} held-out \
                  feedback batches)",
-                result.pearson_r, result.pearson_r_heldout
+                match optimizer {
+                    probe::ProbeStep::Sgd => "plain gradient",
+                    probe::ProbeStep::Adam => "learner AdamW",
+                },
+                result.pearson_r,
+                result.pearson_r_heldout
             );
             if let Some([same, held]) = result.preconditioned {
                 println!(
