@@ -50,7 +50,10 @@ fn run_arm(config: &str, arm: &str, steps: usize) -> (Vec<BTreeMap<String, f64>>
     let mut s = Session::build(cfg, &mut plugins).unwrap_or_else(|e| panic!("{config} {arm}: {e}"));
     let (mut out, mut metas) = (Vec::new(), 0);
     for _ in 0..steps {
-        match s.train_step().unwrap_or_else(|e| panic!("{config} {arm}: {e}")) {
+        match s
+            .train_step()
+            .unwrap_or_else(|e| panic!("{config} {arm}: {e}"))
+        {
             Record::Train(t) => {
                 metas += t.meta.is_some() as usize;
                 out.push(t.metrics);
@@ -70,7 +73,13 @@ fn regime_configs_run_every_arm_on_the_tiny_model() {
     tch::set_num_threads(1);
     // the configs read data/ by relative path, from the repository root
     std::env::set_current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
-    let soft = ["v", "v_adam", "random_feedback", "uniform_topk", "self_topk"];
+    let soft = [
+        "v",
+        "v_adam",
+        "random_feedback",
+        "uniform_topk",
+        "self_topk",
+    ];
     let learned = ["v", "v_adam", "random_feedback", "reweight"];
 
     let mix = "examples/lm-mix-cpu.toml";
@@ -85,7 +94,11 @@ fn regime_configs_run_every_arm_on_the_tiny_model() {
         "baseline_math_only",
     ] {
         let (steps, metas) = run_arm(mix, arm, 2);
-        assert_eq!(metas > 0, learned.contains(&arm), "{arm}: meta steps {metas}");
+        assert_eq!(
+            metas > 0,
+            learned.contains(&arm),
+            "{arm}: meta steps {metas}"
+        );
         let last = &steps[1];
         let shares: f64 = ["math", "general", "code"]
             .iter()
@@ -97,8 +110,16 @@ fn regime_configs_run_every_arm_on_the_tiny_model() {
         } else {
             assert!(last.contains_key("tokens/code"), "{arm}: {last:?}");
         }
-        assert_eq!(has_prefix(last, "offtarget/"), soft.contains(&arm), "{arm}: {last:?}");
-        assert_eq!(has_prefix(last, "alpha/"), arm.starts_with('v') || arm == "random_feedback", "{arm}: {last:?}");
+        assert_eq!(
+            has_prefix(last, "offtarget/"),
+            soft.contains(&arm),
+            "{arm}: {last:?}"
+        );
+        assert_eq!(
+            has_prefix(last, "alpha/"),
+            arm.starts_with('v') || arm == "random_feedback",
+            "{arm}: {last:?}"
+        );
         assert!(!last.contains_key("corrupted_tokens"));
     }
 
@@ -115,7 +136,11 @@ fn regime_configs_run_every_arm_on_the_tiny_model() {
         "baseline_clean",
     ] {
         let (steps, metas) = run_arm(noisy, arm, 2);
-        assert_eq!(metas > 0, learned.contains(&arm), "{arm}: meta steps {metas}");
+        assert_eq!(
+            metas > 0,
+            learned.contains(&arm),
+            "{arm}: meta steps {metas}"
+        );
         let corrupted: f64 = steps.iter().map(|m| m["corrupted_tokens"]).sum();
         if arm == "baseline_clean" {
             assert_eq!(corrupted, 0.0);
@@ -126,7 +151,10 @@ fn regime_configs_run_every_arm_on_the_tiny_model() {
         }
         let last = &steps[1];
         if soft.contains(&arm) {
-            assert!(last.contains_key("offtarget/corrupt") && last.contains_key("offtarget/clean"), "{arm}: {last:?}");
+            assert!(
+                last.contains_key("offtarget/corrupt") && last.contains_key("offtarget/clean"),
+                "{arm}: {last:?}"
+            );
         }
         if arm == "oracle_corrupt" {
             for m in &steps {

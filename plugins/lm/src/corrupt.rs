@@ -107,7 +107,7 @@ impl Corrupter {
     pub fn apply(&self, index: u64, row: &mut Row, source: &[u8]) -> Vec<f32> {
         let mut rng = SplitMix64::stream(self.cfg.seed ^ 0xC022_0B7E, index);
         let mut out = vec![0.0f32; row.targets.len()];
-        for p in 0..row.targets.len() {
+        for (p, hit) in out.iter_mut().enumerate() {
             // two draws per position, whether or not it is eligible: the draws of a position
             // never depend on the others
             let (coin, pick) = (rng.uniform(), rng.next_u64());
@@ -132,7 +132,7 @@ impl Corrupter {
                 }
             };
             row.targets[p] = new;
-            out[p] = 1.0;
+            *hit = 1.0;
         }
         out
     }
@@ -177,11 +177,11 @@ mod tests {
             let (mut r, s) = row(64);
             let orig = r.targets.clone();
             let m = c.apply(index, &mut r, &s);
-            for p in 0..64 {
+            for (p, &mp) in m.iter().enumerate() {
                 let changed = r.targets[p] != orig[p];
                 assert_eq!(
                     changed,
-                    m[p] == 1.0,
+                    mp == 1.0,
                     "mask marks exactly the replaced targets"
                 );
                 assert!(!changed || r.mask[p] == 1.0, "a prompt target was replaced");
@@ -212,9 +212,9 @@ mod tests {
         let orig = r.targets.clone();
         let m = c.apply(0, &mut r, &s);
         let digit = |t: i64| (i64::from(b'0')..=i64::from(b'9')).contains(&t);
-        for p in 0..64 {
+        for (p, &mp) in m.iter().enumerate() {
             let eligible = r.mask[p] == 1.0 && digit(orig[p]);
-            assert_eq!(m[p] == 1.0, eligible, "position {p}");
+            assert_eq!(mp == 1.0, eligible, "position {p}");
             if eligible {
                 assert!(digit(r.targets[p]) && r.targets[p] != orig[p]);
             } else {
@@ -227,8 +227,8 @@ mod tests {
         let c = Corrupter::new(only_code, &ByteCodec, 257, "f").unwrap();
         let (mut r, s) = row(64);
         let m = c.apply(0, &mut r, &s);
-        for p in 0..64 {
-            assert_eq!(m[p] == 1.0, r.mask[p] == 1.0 && s[p] == 2, "position {p}");
+        for (p, &mp) in m.iter().enumerate() {
+            assert_eq!(mp == 1.0, r.mask[p] == 1.0 && s[p] == 2, "position {p}");
         }
         let err = Corrupter::new(
             cfg(1.5, Among::All, 1),

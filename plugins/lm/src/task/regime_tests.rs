@@ -155,12 +155,9 @@ fn corrupted_stream_replaces_only_the_marked_loss_targets() {
         let changed = floats(&g(&x, "targets").ne_tensor(&g(&y, "targets")));
         let marked = floats(&g(&y, "corrupt"));
         let mask = floats(&g(&y, "mask"));
-        for i in 0..changed.len() {
-            assert_eq!(changed[i], marked[i], "position {i}");
-            assert!(
-                marked[i] == 0.0 || mask[i] == 1.0,
-                "a prompt target was corrupted"
-            );
+        for (i, ((c, m), l)) in changed.iter().zip(&marked).zip(&mask).enumerate() {
+            assert_eq!(c, m, "position {i}");
+            assert!(*m == 0.0 || *l == 1.0, "a prompt target was corrupted");
         }
         hit += marked.iter().sum::<f64>();
         loss += mask.iter().sum::<f64>();
@@ -178,7 +175,12 @@ fn corrupted_stream_replaces_only_the_marked_loss_targets() {
     // a batch with a corrupted target (a row can be all prompt)
     let batch = (0..20)
         .map(|_| d.next_batch(U).unwrap())
-        .find(|b| floats(b.tensors.require("corrupt").unwrap()).iter().sum::<f64>() > 0.0)
+        .find(|b| {
+            floats(b.tensors.require("corrupt").unwrap())
+                .iter()
+                .sum::<f64>()
+                > 0.0
+        })
         .unwrap();
     let inputs = d.design_inputs(&batch).unwrap();
     assert!(inputs
