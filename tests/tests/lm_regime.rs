@@ -41,7 +41,8 @@ fn run_arm(config: &str, arm: &str, steps: usize) -> (Vec<BTreeMap<String, f64>>
         overrides.push("task.config.eval.code_rows=2".into());
     }
     apply_overrides(&mut doc, &overrides).unwrap();
-    apply_overrides(&mut doc, &arm_overrides(&doc, arm).unwrap()).unwrap();
+    let arm_set = arm_overrides(&doc, arm).unwrap();
+    apply_overrides(&mut doc, &arm_set).unwrap();
     let cfg = RunConfig::from_toml(doc).unwrap_or_else(|e| panic!("{config} {arm}: {e}"));
     let mut plugins = Plugins::discover(&SearchPath::only(&[
         cdylib("vpt_lm"),
