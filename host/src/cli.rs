@@ -169,9 +169,13 @@ pub enum Command {
         /// Number of batches (2 to 2^20).
         #[arg(long, default_value_t = 64, value_parser = probe_batches)]
         batches: usize,
-        /// Step size η of the plain gradient step (positive).
+        /// Step size η of the plain gradient step (the learning rate of the AdamW step; positive).
         #[arg(long, default_value_t = 1e-2, value_parser = probe_eta)]
         eta: f64,
+        /// The step measured: `sgd` (θ_S − η·g_pre) or `adam` (one step of the learner's
+        /// AdamW from its state after --warmup-steps; the preconditioned value is scored too).
+        #[arg(long, value_enum, default_value_t = crate::probe::ProbeStep::Sgd)]
+        optimizer: crate::probe::ProbeStep,
         /// Learner steps taken before probing (so θ is not at its initialisation).
         #[arg(long, default_value_t = 0)]
         warmup_steps: u64,

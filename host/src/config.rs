@@ -154,6 +154,22 @@ pub struct MetaConfig {
     /// the paper: 256 against 1,024 for pretraining). 0 = whole sequences.
     #[serde(default)]
     pub max_seq_len: usize,
+    /// The metric V aligns the gradients in: `none` (V = g_downᵀ g_pre, the first-order value
+    /// of an SGD step) or `adam` (V = g_downᵀ P g_pre with P the learner AdamW's current
+    /// diagonal preconditioner 1/(√v̂ + ε): the first-order value of the step AdamW takes).
+    #[serde(default)]
+    pub precondition: Precondition,
+}
+
+/// `meta.precondition`: the preconditioner between g_down and g_pre in V (DESIGN §1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precondition {
+    /// V = g_downᵀ g_pre.
+    #[default]
+    None,
+    /// V = g_downᵀ P g_pre, P the learner AdamW's bias-corrected 1/(√v̂ + ε) on S.
+    Adam,
 }
 
 impl Default for MetaConfig {
@@ -167,6 +183,7 @@ impl Default for MetaConfig {
             feedback: vec![],
             batch_fraction: 1.0,
             max_seq_len: 0,
+            precondition: Precondition::None,
         }
     }
 }
@@ -210,6 +227,8 @@ pub fn builtin_arm(name: &str) -> Option<Vec<String>> {
         ]),
         "v" => Some(vec![]),
         "random_feedback" => Some(vec!["meta.estimator=random_feedback".into()]),
+        // V in the learner's Adam metric (meta.precondition)
+        "v_adam" => Some(vec!["meta.precondition=adam".into()]),
         // the cosine estimator, and the diagnostic arms (diagnostics.rs)
         "cosine" | "frozen" | "oracle" => Some(vec![format!("meta.estimator={name}")]),
         _ => None,
@@ -312,6 +331,15 @@ impl RunConfig {
         }
         if !(self.meta.batch_fraction > 0.0 && self.meta.batch_fraction <= 1.0) {
             return Err(Error::config("meta.batch_fraction", "must be in (0, 1]"));
+        }
+        if self.meta.precondition == Precondition::Adam && self.learner.optimizer != "adamw" {
+            return Err(Error::config(
+                "meta.precondition",
+                format!(
+                    "`adam` needs the learner to step with AdamW (learner.optimizer is `{}`)",
+                    self.learner.optimizer
+                ),
+            ));
         }
         if self.meta.period == 0 {
             return Err(Error::config("meta.period", "must be at least 1"));

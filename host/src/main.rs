@@ -186,6 +186,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             config,
             batches,
             eta,
+            optimizer,
             warmup_steps,
             heldout_batches,
             out,
@@ -195,13 +196,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             for _ in 0..warmup_steps {
                 session.train_step()?;
             }
-            let result = probe::probe(&mut session, batches, eta, heldout_batches)?;
+            let result = probe::probe(&mut session, batches, eta, heldout_batches, optimizer)?;
             outln!(
-                "one-step value probe over {batches} batches (eta {eta}): Pearson r = {:.3} \
-                 (same feedback batch), {:.3} ({heldout_batches} held-out feedback batches)",
+                "one-step value probe over {batches} batches ({} step, eta {eta}): \
+                 Pearson r = {:.3} (same feedback batch), {:.3} ({heldout_batches} held-out \
+                 feedback batches)",
+                match optimizer {
+                    probe::ProbeStep::Sgd => "plain gradient",
+                    probe::ProbeStep::Adam => "learner AdamW",
+                },
                 result.pearson_r,
                 result.pearson_r_heldout
             );
+            if let Some([same, held]) = result.preconditioned {
+                println!(
+                    "preconditioned value g_down·P·g_pre (the learner's AdamW metric): Pearson \
+                     r = {same:.3} (same feedback batch), {held:.3} (held-out)"
+                );
+            }
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
                 vpt_host::fileio::atomic_write(

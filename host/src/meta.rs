@@ -75,6 +75,8 @@ pub struct MetaStep<'a> {
     pub max_seq_len: usize,
     /// Global-norm clip of ∇φ (`designer_optim.clip`; 0: off).
     pub clip: f64,
+    /// P on S (`meta.precondition`): V aligns P ⊙ g_down with g_pre; `None` is the identity.
+    pub precondition: Option<Vec<Tensor>>,
     /// Phase timer (`vpt bench`), if on.
     pub phases: Option<&'a mut Phases>,
 }
@@ -106,6 +108,7 @@ impl MetaStep<'_> {
         let started = Instant::now();
         let mut out = MetaRecord {
             rows: unlabeled.iter().map(batch_rows).sum(),
+            preconditioned: self.precondition.is_some(),
             max_seq_len: self.max_seq_len as u64,
             ..MetaRecord::default()
         };
@@ -181,6 +184,11 @@ impl MetaStep<'_> {
         let (mut values, mut reg) = (Vec::new(), None::<Tensor>);
         for (i, (g_down, idx)) in pairs.into_iter().enumerate() {
             let g_down = (self.estimator.feedback)(g_down)?;
+            // V_P = (P g_down)ᵀ g_pre: the learner optimizer's metric (P detached, diagonal)
+            let g_down = match &self.precondition {
+                Some(p) => g_down.iter().zip(p).map(|(g, p)| g * p).collect(),
+                None => g_down,
+            };
             // V = Align(g_down, g_pre), g_pre = ∇_S L_pre(θ; B_u, designer_φ(B_u)) built with
             // create_graph (the task is told: Twice)
             let batches: Vec<&Batch> = idx.iter().map(|&k| &unlabeled[k]).collect();

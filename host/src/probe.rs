@@ -1,8 +1,11 @@
 //! `vpt probe`: the one-step value probe. For many batches, the predicted change
-//! η·g_downᵀg_pre is compared with the realised drop of L_down after one plain gradient step
-//! θ_S ← θ_S − η·g_pre; the paper reports Pearson r = 0.657. The drop that generalises is
-//! measured on a fixed held-out set of feedback batches drawn before the first point, so it is
-//! independent of every g_down batch (the feedback cursor walks the set without replacement).
+//! η·g_downᵀg_pre is compared with the realised drop of L_down after one step on θ_S: a plain
+//! gradient step θ_S ← θ_S − η·g_pre (`--optimizer sgd`; the paper reports Pearson r = 0.657),
+//! or one real step of the learner's AdamW from its current state (`--optimizer adam`), for
+//! which the preconditioned prediction η·g_downᵀ P g_pre is scored too. The drop that
+//! generalises is measured on a fixed held-out set of feedback batches drawn before the first
+//! point, so it is independent of every g_down batch (the feedback cursor walks the set
+//! without replacement).
 
 use crate::{train::Session, value::pearson, Result};
 use serde::Serialize;
@@ -10,11 +13,24 @@ use tch::Tensor;
 use vpt_sdk::value::{dot, grad, mean_pretrain_objective};
 use vpt_sdk::{Batch, BatchSource, Differentiation, TensorMap};
 
+/// The step whose effect the probe measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeStep {
+    /// θ_S ← θ_S − η·g_pre.
+    Sgd,
+    /// One step of the learner's AdamW on θ_S (learning rate η) from its current state.
+    Adam,
+}
+
 /// One probed batch.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbePoint {
     /// η·g_downᵀg_pre.
     pub predicted: f64,
+    /// η·g_downᵀ P g_pre with the learner optimizer's preconditioner P (when it has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_preconditioned: Option<f64>,
     /// L_down(θ) − L_down(θ − η·g_pre) on the feedback batch g_down came from.
     pub realised: f64,
     /// The same drop, averaged over the fixed held-out feedback batches (what generalises).
@@ -30,6 +46,11 @@ pub struct ProbeResult {
     pub pearson_r: f64,
     /// Pearson correlation of predicted and realised on the held-out feedback batches.
     pub pearson_r_heldout: f64,
+    /// The same two correlations for the preconditioned prediction (when there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preconditioned: Option<[f64; 2]>,
+    /// The step measured.
+    pub step: ProbeStep,
     /// η.
     pub eta: f64,
     /// Number of held-out feedback batches the generalising drop is averaged over.
@@ -87,16 +108,22 @@ pub fn probe(
     batches: usize,
     eta: f64,
     heldout_batches: usize,
+    step: ProbeStep,
 ) -> Result<ProbeResult> {
     let flag = |name: &'static str| move |m: String| crate::Error::config(name, m);
     check_batches(batches).map_err(flag("--batches"))?;
     check_eta(eta).map_err(flag("--eta"))?;
     check_heldout_batches(heldout_batches).map_err(flag("--heldout-batches"))?;
-    let s: Vec<Tensor> = session
-        .alignment_subset()
-        .tensors()
-        .map(Tensor::shallow_clone)
-        .collect();
+    let s_map = session.alignment_subset().shallow_clone();
+    let s: Vec<Tensor> = s_map.tensors().map(Tensor::shallow_clone).collect();
+    let precondition = session.learner_preconditioner()?;
+    if step == ProbeStep::Adam && precondition.is_none() {
+        return Err(crate::Error::config(
+            "--optimizer",
+            "`adam` measures a step of the learner's AdamW from its state: the learner must \
+             use AdamW and have stepped (give --warmup-steps, e.g. 20)",
+        ));
+    }
     let held: Vec<Batch> = (0..heldout_batches)
         .map(|_| {
             session
@@ -109,6 +136,10 @@ pub fn probe(
     for _ in 0..batches {
         let b_u = session.next_unlabeled()?;
         let c = session.learner_constructions(&b_u)?;
+        let mut adam = match step {
+            ProbeStep::Adam => Some(session.learner_optimizer_on_s()?),
+            ProbeStep::Sgd => None,
+        };
         let task = session.task_mut();
         let b_f: Batch = task.next_batch(BatchSource::Feedback { set: 0 })?;
         let l_down = task.feedback_loss(&b_f)?;
@@ -121,14 +152,25 @@ pub fn probe(
         let l_pre = mean_pretrain_objective(task, &refs, &states, &c, Differentiation::Once)?.loss;
         let g_pre = grad(&l_pre, &s, false)?;
         let predicted = eta * dot(&g_down, &g_pre)?.f_double_value(&[])?;
-        // θ_S ← θ_S − η g_pre, measure, restore exactly
-        let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
-        tch::no_grad(|| -> Result<()> {
-            for (p, g) in s.iter().zip(&g_pre) {
-                let _ = p.shallow_clone().f_sub_(&(g * eta))?;
+        let predicted_preconditioned = match &precondition {
+            Some(p) => {
+                let pg: Vec<Tensor> = g_down.iter().zip(p).map(|(g, p)| g * p).collect();
+                Some(eta * dot(&pg, &g_pre)?.f_double_value(&[])?)
             }
-            Ok(())
-        })?;
+            None => None,
+        };
+        // one step on θ_S (plain, or the learner's AdamW from a copy of its state), measure,
+        // restore exactly
+        let saved: Vec<Tensor> = s.iter().map(|p| p.detach().copy()).collect();
+        match adam.as_mut() {
+            Some(opt) => opt.step(&s_map, &g_pre, eta)?,
+            None => tch::no_grad(|| -> Result<()> {
+                for (p, g) in s.iter().zip(&g_pre) {
+                    let _ = p.shallow_clone().f_sub_(&(g * eta))?;
+                }
+                Ok(())
+            })?,
+        }
         let l1 = tch::no_grad(|| task.feedback_loss(&b_f))?.f_double_value(&[])?;
         let h1 = mean_feedback_loss(task, &held)?;
         tch::no_grad(|| -> Result<()> {
@@ -139,6 +181,7 @@ pub fn probe(
         })?;
         points.push(ProbePoint {
             predicted,
+            predicted_preconditioned,
             realised: l0 - l1,
             realised_heldout: h0 - h1,
         });
@@ -148,9 +191,12 @@ pub fn probe(
     let x: Vec<f64> = points.iter().map(|p| p.predicted).collect();
     let y: Vec<f64> = points.iter().map(|p| p.realised).collect();
     let h: Vec<f64> = points.iter().map(|p| p.realised_heldout).collect();
+    let xp: Option<Vec<f64>> = points.iter().map(|p| p.predicted_preconditioned).collect();
     Ok(ProbeResult {
         pearson_r: pearson(&x, &y),
         pearson_r_heldout: pearson(&x, &h),
+        preconditioned: xp.map(|xp| [pearson(&xp, &y), pearson(&xp, &h)]),
+        step,
         points,
         eta,
         heldout_batches,

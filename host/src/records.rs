@@ -123,6 +123,10 @@ pub struct MetaRecord {
     /// Longest sequence the meta step used (`meta.max_seq_len`; 0 = whole sequences).
     #[serde(default)]
     pub max_seq_len: u64,
+    /// True when V was taken in the learner optimizer's metric (`meta.precondition = "adam"`
+    /// once the learner has stepped); `g_down_norm` and `cos` are then of P ⊙ g_down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preconditioned: bool,
 }
 
 /// `{"kind":"eval", ...}`: one evaluation, metric name → value.

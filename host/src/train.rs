@@ -4,7 +4,7 @@
 use crate::{
     budget::{is_meta_step, step_seed, Budget},
     checkpoint::{self, add_prefixed, with_prefix, Checkpoint},
-    config::RunConfig,
+    config::{Precondition, RunConfig},
     error::HostTchContext,
     estimators::{self, Diagnostic, EstimatorEntry},
     fileio::atomic_write,
@@ -42,6 +42,8 @@ pub struct Session {
     info: TaskInfo,
     theta: TensorMap,
     s: TensorMap,
+    /// Positions of S's tensors in θ (for the learner optimizer's preconditioner on S).
+    s_in_theta: Vec<usize>,
     phi: TensorMap,
     opt_theta: Box<dyn Optimizer>,
     opt_phi: Box<dyn Optimizer>,
@@ -142,6 +144,12 @@ impl Session {
             }
         }
         let s = theta.select(&info.alignment)?;
+        let theta_names = theta.names();
+        let s_in_theta = info
+            .alignment
+            .iter()
+            .filter_map(|n| theta_names.iter().position(|m| m == n))
+            .collect();
         let phi = match &designer {
             Some(d) => d.parameters()?,
             None => TensorMap::new(),
@@ -177,6 +185,7 @@ impl Session {
             info,
             theta,
             s,
+            s_in_theta,
             phi,
             estimator,
             feedback,
@@ -187,6 +196,24 @@ impl Session {
             phases: None,
             first_phi_norms: Vec::new(),
         })
+    }
+
+    /// The learner optimizer's diagonal preconditioner on S (`meta.precondition = "adam"`'s P),
+    /// `None` for the identity (SGD, or no learner step taken yet).
+    pub fn learner_preconditioner(&self) -> Result<Option<Vec<Tensor>>> {
+        self.opt_theta.preconditioner(&self.s_in_theta)
+    }
+
+    /// A copy of the learner optimizer restricted to S: the same algorithm, config and state
+    /// (moments, step count) for S's tensors, so one of its steps on S is the step the
+    /// learner's optimizer would take there.
+    pub fn learner_optimizer_on_s(&self) -> Result<Box<dyn Optimizer>> {
+        let mut opt = optim::build(&self.cfg.learner)?;
+        let state = optim::select_state(&self.opt_theta.state(), &self.s_in_theta);
+        if !state.is_empty() {
+            opt.load_state(&state)?; // copies: the learner's own state is untouched
+        }
+        Ok(opt)
     }
 
     /// True on the rank that evaluates, logs and checkpoints (rank 0, or the only process).
@@ -388,6 +415,10 @@ impl Session {
             .designer
             .as_deref_mut()
             .expect("meta_due implies a designer");
+        let precondition = match self.cfg.meta.precondition {
+            Precondition::None => None,
+            Precondition::Adam => self.opt_theta.preconditioner(&self.s_in_theta)?,
+        };
         let out = MetaStep {
             task: self.task.as_mut(),
             designer,
@@ -401,6 +432,7 @@ impl Session {
             batch_fraction: self.cfg.meta.batch_fraction,
             max_seq_len: self.cfg.meta.max_seq_len,
             clip: self.cfg.designer_optim.clip,
+            precondition,
             phases: self.phases.as_mut(),
         }
         .run(

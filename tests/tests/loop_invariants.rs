@@ -409,3 +409,56 @@ fn a_v_learner_step_runs_one_learner_forward() {
     b.train_step().unwrap();
     assert_eq!(forwards(&mut b) - before, 1);
 }
+
+#[test]
+fn the_adam_preconditioned_value_aligns_p_times_g_down_with_g_pre() {
+    // `meta.precondition = "adam"`: V = (P ⊙ g_down)ᵀ g_pre with P = 1/(√v̂ + ε) from the
+    // learner's AdamW. With ε = 1e6 ≫ √v̂, P = 1/ε to 1e-6, so V·ε must equal the plain V of an
+    // identical run (φ frozen, so both runs see the same θ and batches) — and a V not
+    // multiplied by P fails this by a factor of 1e6. Before the learner's first step there is
+    // no preconditioner and V is the plain one.
+    let run = |precondition: &str| {
+        let mut s = session(&[
+            "learner.eps=1e6",
+            "designer_optim.lr=0.0",
+            &format!("meta.precondition={precondition}"),
+        ]);
+        (0..6)
+            .map(|_| match s.train_step().unwrap() {
+                vpt_host::records::Record::Train(r) => r.meta.unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (plain, adam) = (run("none"), run("adam"));
+    assert!(!adam[0].preconditioned && adam[0].value == plain[0].value);
+    for (p, a) in plain.iter().zip(&adam).skip(1) {
+        assert!(a.preconditioned && !p.preconditioned);
+        let rel = (a.value * 1e6 - p.value).abs() / p.value.abs();
+        assert!(
+            rel < 1e-4,
+            "V_P·ε = {} vs V = {} (rel {rel})",
+            a.value * 1e6,
+            p.value
+        );
+    }
+    // Adam's metric needs an Adam learner
+    let mut doc: toml::Value = toml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/tiny.toml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    apply_overrides(
+        &mut doc,
+        &[
+            "meta.precondition=adam".into(),
+            "learner.optimizer=sgd".into(),
+        ],
+    )
+    .unwrap();
+    let err = RunConfig::from_toml(doc).unwrap_err().to_string();
+    assert!(err.contains("meta.precondition"), "{err}");
+}

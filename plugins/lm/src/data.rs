@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
-use vpt_sdk::{Error, Result, TchContext};
+use vpt_sdk::{Error, Result};
+
+pub use crate::pack::{rows_to_tensors, Packer, Row, TokenDoc};
 
 /// What the task needs from a tokenizer; implemented by the GGUF/HF tokenizer and by
 /// [`ByteCodec`] (tests and the tiny random model).
@@ -368,65 +369,6 @@ impl Cursor {
     }
 }
 
-/// Tokens of one document with per-token loss flags (`true` = predict this token). Stored
-/// compactly (see [`CompactDoc`]): it is the packer's buffer, saved in every checkpoint.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(into = "CompactDoc", try_from = "CompactDoc")]
-pub struct TokenDoc {
-    /// Token ids.
-    pub ids: Vec<i64>,
-    /// Loss flag per token.
-    pub loss: Vec<bool>,
-}
-
-/// The saved form of a [`TokenDoc`]: the ids, and the loss flags as run lengths (alternating,
-/// starting with a run of `false`), so a buffer costs a few bytes per token, not ~12.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompactDoc {
-    ids: Vec<i64>,
-    loss_runs: Vec<u64>,
-}
-
-impl From<TokenDoc> for CompactDoc {
-    fn from(d: TokenDoc) -> Self {
-        let mut runs = vec![0u64];
-        let mut cur = false;
-        for &b in &d.loss {
-            if b != cur {
-                runs.push(0);
-                cur = b;
-            }
-            *runs.last_mut().expect("starts non-empty") += 1;
-        }
-        CompactDoc {
-            ids: d.ids,
-            loss_runs: runs,
-        }
-    }
-}
-
-impl TryFrom<CompactDoc> for TokenDoc {
-    type Error = String;
-    fn try_from(c: CompactDoc) -> std::result::Result<Self, String> {
-        let mut loss = Vec::with_capacity(c.ids.len());
-        for (i, &n) in c.loss_runs.iter().enumerate() {
-            if n > (c.ids.len() - loss.len()) as u64 {
-                return Err(format!("loss_runs cover more than the {} ids", c.ids.len()));
-            }
-            loss.resize(loss.len() + n as usize, i % 2 == 1);
-        }
-        if loss.len() != c.ids.len() {
-            return Err(format!(
-                "loss_runs cover {} of {} ids",
-                loss.len(),
-                c.ids.len()
-            ));
-        }
-        Ok(TokenDoc { ids: c.ids, loss })
-    }
-}
-
 /// Documents longer than this (in bytes of text) are cut to it before tokenising, which bounds
 /// the tokenizer's memory and the packer's buffer (and so the checkpointed state).
 pub const MAX_DOC_BYTES: usize = 1 << 20;
@@ -464,89 +406,13 @@ pub fn tokenize_record(codec: &dyn Codec, record: &Record) -> Result<TokenDoc> {
     };
     let mut doc = TokenDoc {
         ids: ctx,
-        loss: Vec::new(),
+        ..TokenDoc::default()
     };
     doc.loss = vec![false; doc.ids.len()];
     doc.ids.extend(&tgt);
     doc.ids.push(codec.eos_id());
     doc.loss.resize(doc.ids.len(), true);
     Ok(doc)
-}
-
-/// Concatenates documents and cuts rows of `seq_len + 1` tokens (consecutive rows overlap by
-/// one token so every token but the first is predicted once). Its buffer is part of the state.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Packer {
-    /// Tokens per row (T).
-    pub seq_len: usize,
-    /// Tokens not yet emitted.
-    pub buf: TokenDoc,
-}
-
-/// One packed row: inputs, next-token targets and the target loss mask, each of length T.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Input ids (T).
-    pub ids: Vec<i64>,
-    /// Next-token targets (T).
-    pub targets: Vec<i64>,
-    /// 1.0 where the target counts in the loss (T).
-    pub mask: Vec<f32>,
-}
-
-impl Packer {
-    /// An empty packer.
-    pub fn new(seq_len: usize) -> Self {
-        Packer {
-            seq_len,
-            buf: TokenDoc::default(),
-        }
-    }
-    /// Appends a document.
-    pub fn push(&mut self, doc: &TokenDoc) {
-        self.buf.ids.extend(&doc.ids);
-        self.buf.loss.extend(&doc.loss);
-    }
-    /// The next full row, if the buffer holds one.
-    pub fn pop_row(&mut self) -> Option<Row> {
-        let t = self.seq_len;
-        if self.buf.ids.len() < t + 1 {
-            return None;
-        }
-        let row = Row {
-            ids: self.buf.ids[..t].to_vec(),
-            targets: self.buf.ids[1..=t].to_vec(),
-            mask: self.buf.loss[1..=t]
-                .iter()
-                .map(|&b| f32::from(u8::from(b)))
-                .collect(),
-        };
-        self.buf.ids.drain(..t);
-        self.buf.loss.drain(..t);
-        Some(row)
-    }
-}
-
-/// Stacks rows into batch tensors `ids`, `targets` (B,T) int64 and `mask` (B,T) float.
-pub fn rows_to_tensors(rows: &[Row], device: Device) -> Result<vpt_sdk::TensorMap> {
-    let b = rows.len() as i64;
-    let t = rows.first().map_or(0, |r| r.ids.len()) as i64;
-    let cat_i = |f: fn(&Row) -> &Vec<i64>| -> Result<Tensor> {
-        let flat: Vec<i64> = rows.iter().flat_map(|r| f(r).iter().copied()).collect();
-        Tensor::from_slice(&flat)
-            .f_reshape([b, t])?
-            .f_to(device)
-            .op("batch to device")
-    };
-    let flat: Vec<f32> = rows.iter().flat_map(|r| r.mask.iter().copied()).collect();
-    let mask = Tensor::from_slice(&flat)
-        .f_reshape([b, t])?
-        .f_to(device)
-        .op("mask to device")?;
-    Ok(vpt_sdk::TensorMap::new()
-        .with("ids", cat_i(|r| &r.ids)?)
-        .with("targets", cat_i(|r| &r.targets)?)
-        .with("mask", mask.f_to_kind(Kind::Float)?))
 }
 
 /// The teacher-forced row of `continuation` after the chat-formatted `prompt`: prompt (no loss)
@@ -593,6 +459,7 @@ pub fn pad_rows(mut rows: Vec<Row>, pad: i64) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Device, Kind};
 
     #[test]
     fn non_utf8_lines_are_named_by_file_and_line() {

@@ -1,6 +1,8 @@
 //! Designers of top-K soft targets (`lm.soft_targets/v1`): the learned `topk_soft` (a small
-//! causal transformer φ, the paper's adaptive top-K targets) and two parameter-free controls,
-//! `uniform_topk` and `self_topk`.
+//! causal transformer φ, the paper's adaptive top-K targets), two parameter-free controls,
+//! `uniform_topk` and `self_topk`, and the diagnostic `oracle_corrupt` (α = α_max exactly where
+//! the stream's corruption replaced the target; it reads the corruption mask, which no method
+//! can).
 //!
 //! Every designer reads the task's design inputs — `features` (B,T,d) detached learner hidden
 //! states, `cand_ids` (B,T,K) with the true next token at index 0, `cand_logprobs` (B,T,K) the
@@ -76,6 +78,12 @@ fn soft_targets(inputs: &TensorMap, probs: Tensor) -> Result<Construction> {
     })
 }
 
+/// `alpha_mean`: the mean of the construction's gate `alpha` over the loss-bearing positions.
+fn alpha_mean(c: &Construction) -> Result<Metrics> {
+    let mean = c.mean_of("alpha", Some("loss_mask"))?;
+    Ok(Metrics::from([("alpha_mean".to_string(), mean)]))
+}
+
 /// R(φ, c) = mean of (1 − q_true) over the loss-bearing positions (`loss_mask`; every position
 /// when the construction has none): the probability mass moved off the true token where it
 /// changes the learner's loss. Prompt and padding positions do not count.
@@ -93,7 +101,49 @@ pub fn off_target_mass(c: &Construction) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Controls
+// Controls and the corruption oracle: a fixed α per position, the moved mass spread over the K
+
+/// Where a fixed-α designer puts the mass it moves off the true token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Spread {
+    /// Uniformly over the K candidates (uniform smoothing).
+    Uniform,
+    /// Over the K by the learner's own renormalised probabilities (self-distillation).
+    #[default]
+    Learner,
+}
+
+impl Spread {
+    /// r (B,T,K) from the learner's candidate log-probabilities (B,T,K).
+    fn r(self, lp: &Tensor) -> Result<Tensor> {
+        match self {
+            Spread::Uniform => {
+                let k = lp.size()[2];
+                lp.f_zeros_like()?
+                    .f_add_scalar(1.0 / k as f64)
+                    .op("uniform r")
+            }
+            Spread::Learner => lp.f_softmax(-1, lp.kind()).op("learner r"),
+        }
+    }
+
+    /// The construction q = (1−α)·onehot + α·r for α (B,T); `alpha` is kept in it (for the
+    /// `alpha_mean` metric and the split metrics) when `keep_alpha`.
+    fn construct(
+        self,
+        inputs: &TensorMap,
+        alpha: Tensor,
+        keep_alpha: bool,
+    ) -> Result<Construction> {
+        let r = self.r(inputs.require("cand_logprobs")?)?;
+        let mut c = soft_targets(inputs, mix_with_true(&alpha, &r)?)?;
+        if keep_alpha {
+            c.tensors.insert("alpha", alpha);
+        }
+        Ok(c)
+    }
+}
 
 /// Config of `uniform_topk`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -175,10 +225,8 @@ impl Designer for UniformTopK {
         Ok(TensorMap::new())
     }
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
-        let lp = inputs.require("cand_logprobs")?;
-        let k = lp.size()[2];
-        let r = lp.f_zeros_like()?.f_add_scalar(1.0 / k as f64)?;
-        soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
+        let alpha = fixed_alpha(inputs.require("cand_logprobs")?, self.alpha)?;
+        Spread::Uniform.construct(inputs, alpha, false)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)
@@ -190,9 +238,68 @@ impl Designer for SelfTopK {
         Ok(TensorMap::new())
     }
     fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
+        let alpha = fixed_alpha(inputs.require("cand_logprobs")?, self.alpha)?;
+        Spread::Learner.construct(inputs, alpha, false)
+    }
+    fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
+        off_target_mass(c).map(Some)
+    }
+}
+
+/// Config of `oracle_corrupt`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OracleCorruptConfig {
+    /// α on the corrupted positions (0 elsewhere), in [0, 1].
+    #[serde(default = "d_alpha_max")]
+    pub alpha_max: f64,
+    /// Where the moved mass goes: `"learner"` (the learner's renormalised top-K, default) or
+    /// `"uniform"`.
+    #[serde(default)]
+    pub spread: Spread,
+}
+
+/// Diagnostic: α = α_max exactly where the stream's corruption replaced the target (it reads
+/// the task's `corrupt_mask`), 0 elsewhere. What a designer that found every wrong target
+/// could do at most with this α_max.
+pub struct OracleCorrupt {
+    cfg: OracleCorruptConfig,
+}
+
+impl DesignerFactory for OracleCorrupt {
+    const NAME: &'static str = "oracle_corrupt";
+    const DESCRIPTION: &'static str =
+        "diagnostic (reads the corruption mask): alpha = alpha_max exactly on the corrupted targets, the mass spread by the learner's top-K or uniformly";
+    const PRODUCES: KindSpec = kinds::LM_SOFT_TARGETS;
+    type Config = OracleCorruptConfig;
+    fn build(
+        config: Self::Config,
+        task_context: &serde_json::Value,
+        _: &BuildContext,
+    ) -> Result<Box<dyn Designer>> {
+        parse_context(task_context)?;
+        check_alpha("designer.config.alpha_max", config.alpha_max)?;
+        Ok(Box::new(OracleCorrupt { cfg: config }))
+    }
+}
+
+impl Designer for OracleCorrupt {
+    fn parameters(&self) -> Result<TensorMap> {
+        Ok(TensorMap::new())
+    }
+    fn construct(&mut self, inputs: &TensorMap) -> Result<Construction> {
         let lp = inputs.require("cand_logprobs")?;
-        let r = lp.f_softmax(-1, lp.kind())?;
-        soft_targets(inputs, mix_with_true(&fixed_alpha(lp, self.alpha)?, &r)?)
+        let hit = inputs.require("corrupt_mask").map_err(|_| {
+            Error::msg(
+                "oracle_corrupt needs the design input `corrupt_mask`: set task.config.diagnostic_corrupt_mask = true (causal_lm with unlabeled.corrupt)",
+            )
+        })?;
+        let alpha = hit.f_to_kind(lp.kind())?.f_mul_scalar(self.cfg.alpha_max)?;
+        self.cfg.spread.construct(inputs, alpha, true)
+    }
+    /// `alpha_mean`: the mean α over the loss-bearing positions.
+    fn metrics(&self, c: &Construction) -> Result<Metrics> {
+        alpha_mean(c)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)
@@ -532,8 +639,7 @@ impl Designer for TopKSoft {
     }
     /// `alpha_mean`: the mean gate α over the loss-bearing positions.
     fn metrics(&self, c: &Construction) -> Result<Metrics> {
-        let mean = c.mean_of("alpha", Some("loss_mask"))?;
-        Ok(Metrics::from([("alpha_mean".to_string(), mean)]))
+        alpha_mean(c)
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         off_target_mass(c).map(Some)

@@ -3,6 +3,8 @@
 //! data (labeled JSONL sets with exact / numeric / multiple-choice scorers), and top-K
 //! soft-target designers (`lm.soft_targets/v1`).
 pub mod candidates;
+pub mod code;
+pub mod corrupt;
 pub mod data;
 pub mod designer;
 pub mod eval;
@@ -11,6 +13,7 @@ pub mod general;
 pub mod labeled;
 pub mod loss;
 pub mod mathgen;
+pub mod pack;
 pub mod prefix_cache;
 pub mod scorer;
 pub mod task;
@@ -18,5 +21,10 @@ pub mod task;
 vpt_sdk::export_plugin! {
     name: "lm",
     tasks: [task::CausalLm],
-    designers: [designer::TopKSoft, designer::UniformTopK, designer::SelfTopK],
+    designers: [
+        designer::TopKSoft,
+        designer::UniformTopK,
+        designer::SelfTopK,
+        designer::OracleCorrupt,
+    ],
 }

@@ -2,17 +2,16 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::path::PathBuf;
-use vpt_sdk::{Error, Result};
+use vpt_sdk::{Error, InputPath, Result};
 
 /// Config of the `python` designer: which class of which file, the kind it produces, and the
 /// keyword arguments of its constructor.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PythonConfig {
-    /// The Python file defining the designer (relative paths are taken from the working
-    /// directory, as the run's data paths are).
-    pub module: PathBuf,
+    /// The Python file defining the designer (a relative path written in a config file is
+    /// taken from that file's directory; one given with `--set`, from the working directory).
+    pub module: InputPath,
     /// The designer class in that file: a `torch.nn.Module` built as `cls(context, **args)`.
     pub class: String,
     /// The construction kind its `forward` returns, e.g. `lm.soft_targets/v1`,

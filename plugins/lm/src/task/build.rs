@@ -2,7 +2,8 @@
 
 use super::config::{CausalLmConfig, ModelSource};
 use super::{CausalLm, FeedbackSet, Stream};
-use crate::data::{self, Codec, Cursor, Example, Fields, Packer, Record};
+use crate::corrupt::Corrupter;
+use crate::data::{self, Codec, Cursor, Example, Fields, Packer, Record, Row};
 use crate::general::{self, GeneralText};
 use crate::labeled::{self, SetKind};
 use crate::mathgen::MathSplits;
@@ -27,6 +28,24 @@ fn read_path(
         .as_deref()
         .ok_or_else(|| Error::config(format!("{field}.path"), "missing path"))?;
     labeled::read_set(kind, p, fields, scorer)
+}
+
+/// Up to `n` rows of `seq_len` tokens packed from held-out paragraphs (`general_loss`,
+/// `code_loss`).
+fn heldout_rows(codec: &dyn Codec, paras: &[String], seq_len: usize, n: usize) -> Result<Vec<Row>> {
+    let mut p = Packer::new(seq_len);
+    let mut rows = Vec::new();
+    for para in paras {
+        if rows.len() >= n {
+            break;
+        }
+        p.push(&data::tokenize_record(codec, &Record::Text(para.clone()))?);
+        while let Some(r) = p.pop_row() {
+            rows.push(r);
+        }
+    }
+    rows.truncate(n);
+    Ok(rows)
 }
 
 /// Loads θ and its tokenizer; the sizes of `lm` are checked against the model's before its
@@ -203,25 +222,38 @@ impl CausalLm {
             }
             jsonl.extend(records);
         }
-        let general_eval = if cfg.eval.general_rows > 0 {
-            let mut p = Packer::new(cfg.seq_len);
-            let mut rows = Vec::new();
-            for para in &gen_text.heldout {
-                p.push(&data::tokenize_record(
-                    codec.as_ref(),
-                    &Record::Text(para.clone()),
-                )?);
-                while let Some(r) = p.pop_row() {
-                    rows.push(r);
-                }
-                if rows.len() >= cfg.eval.general_rows {
-                    break;
-                }
-            }
-            rows.truncate(cfg.eval.general_rows);
-            rows
+        let general_eval = heldout_rows(
+            codec.as_ref(),
+            &gen_text.heldout,
+            cfg.seq_len,
+            cfg.eval.general_rows,
+        )?;
+        let code_needed = cfg.unlabeled.code_fraction > 0.0 || cfg.eval.code_rows > 0;
+        let code_text = if code_needed {
+            let c = &cfg.code;
+            crate::code::load(
+                Path::new(&c.root),
+                c.heldout_percent,
+                c.min_chars,
+                c.max_chars,
+            )?
         } else {
-            Vec::new()
+            GeneralText::default()
+        };
+        let code_eval = heldout_rows(
+            codec.as_ref(),
+            &code_text.heldout,
+            cfg.seq_len,
+            cfg.eval.code_rows,
+        )?;
+        let corrupter = match &cfg.unlabeled.corrupt {
+            Some(c) => Some(Corrupter::new(
+                c.clone(),
+                codec.as_ref(),
+                model.config().vocab_size,
+                "task.config.unlabeled.corrupt",
+            )?),
+            None => None,
         };
         let stream = Stream {
             math,
@@ -232,10 +264,16 @@ impl CausalLm {
                 .then(|| Cursor::new(ctx.seed ^ 0x6E_E7, gen_text.train.len())),
             general: gen_text.train,
             general_fraction: cfg.unlabeled.general_fraction,
+            code_cursor: (cfg.unlabeled.code_fraction > 0.0 && !code_text.train.is_empty())
+                .then(|| Cursor::new(ctx.seed ^ 0xC0_DE, code_text.train.len())),
+            code: code_text.train,
+            code_fraction: cfg.unlabeled.code_fraction,
             draws: 0,
             seed: ctx.seed,
             packer: Packer::new(cfg.seq_len),
             prompt_only_warned: false,
+            rows: 0,
+            corrupter,
         };
         let s_start = model.first_block_of(&alignment);
         let head = if model.config().tie_embeddings {
@@ -268,6 +306,7 @@ impl CausalLm {
             test,
             scorer,
             general_eval,
+            code_eval,
             device,
             seed: ctx.seed,
         })

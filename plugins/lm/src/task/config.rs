@@ -1,6 +1,7 @@
 //! The `causal_lm` task's configuration: the model source, the unlabeled stream, feedback and
 //! test sets, evaluation settings, their defaults and validation (errors name the field).
 
+use crate::corrupt::CorruptConfig;
 use crate::data::Fields;
 use crate::general::{self};
 use crate::labeled::{JsonlSource, SetKind};
@@ -57,6 +58,10 @@ pub struct CausalLmConfig {
     /// The general text (Python docs): part of the stream and the `general_loss` held-out set.
     #[serde(default)]
     pub general: GeneralConfig,
+    /// The Python source code: part of the stream (`unlabeled.code_fraction`) and the
+    /// `code_loss` held-out set (`eval.code_rows`).
+    #[serde(default)]
+    pub code: CodeConfig,
     /// Feedback sets (labeled, steer φ only). Default: one generated set called `math`.
     #[serde(default = "d_feedback")]
     pub feedback: Vec<FeedbackSetConfig>,
@@ -73,6 +78,10 @@ pub struct CausalLmConfig {
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Diagnostic: hand designers the corruption mask (`corrupt_mask`, for `oracle_corrupt`).
+    /// Reports mark such runs *(diagnostic)*; needs `unlabeled.corrupt`.
+    #[serde(default)]
+    pub diagnostic_corrupt_mask: bool,
 }
 
 /// The unlabeled stream: a mixture of "math" documents (generated and/or JSONL) and general text.
@@ -95,6 +104,32 @@ pub struct UnlabeledConfig {
     /// Probability that a document is drawn from the general text instead (0 disables it).
     #[serde(default = "d_general_fraction")]
     pub general_fraction: f64,
+    /// Probability that a document is drawn from the Python source code instead (0, the
+    /// default, disables it); the math sources get 1 − general_fraction − code_fraction.
+    #[serde(default)]
+    pub code_fraction: f64,
+    /// Wrong targets: `{ fraction, among = "all" | "numbers", seed, sources }` replaces a seeded
+    /// fraction of the loss-bearing targets (see [`crate::corrupt`]). Off by default.
+    #[serde(default)]
+    pub corrupt: Option<CorruptConfig>,
+}
+
+/// Python source code (by default the python3.11 standard library), cut into chunks.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeConfig {
+    /// Root of the `*.py` files (searched recursively).
+    #[serde(default = "d_code_root")]
+    pub root: String,
+    /// Percent of files (by path hash) held out for `code_loss`.
+    #[serde(default = "d_heldout_percent")]
+    pub heldout_percent: u64,
+    /// Shortest chunk kept, in characters.
+    #[serde(default = "d_min_chars")]
+    pub min_chars: usize,
+    /// Chunks are closed before this many characters.
+    #[serde(default = "d_max_chars")]
+    pub max_chars: usize,
 }
 
 /// General text from the Debian `python3.11-doc` reST sources.
@@ -187,6 +222,9 @@ pub struct EvalConfig {
     /// Held-out general-text rows (of `seq_len` tokens) for `general_loss` / `general_ppl`.
     #[serde(default = "d_general_rows")]
     pub general_rows: usize,
+    /// Held-out code rows (of `seq_len` tokens) for `code_loss` (0, the default: none).
+    #[serde(default)]
+    pub code_rows: usize,
     /// Longest generated answer in tokens (at most 2^17).
     #[serde(default = "d_max_new")]
     pub max_new_tokens: usize,
@@ -227,6 +265,9 @@ fn d_general_fraction() -> f64 {
 }
 fn d_general_root() -> InputPath {
     general::DEFAULT_ROOT.into()
+}
+fn d_code_root() -> String {
+    crate::code::DEFAULT_ROOT.into()
 }
 fn d_heldout_percent() -> u64 {
     10
@@ -289,6 +330,8 @@ impl Default for UnlabeledConfig {
             levels: d_levels(),
             jsonl: vec![],
             general_fraction: d_general_fraction(),
+            code_fraction: 0.0,
+            corrupt: None,
         }
     }
 }
@@ -296,6 +339,16 @@ impl Default for GeneralConfig {
     fn default() -> Self {
         GeneralConfig {
             root: d_general_root(),
+            heldout_percent: d_heldout_percent(),
+            min_chars: d_min_chars(),
+            max_chars: d_max_chars(),
+        }
+    }
+}
+impl Default for CodeConfig {
+    fn default() -> Self {
+        CodeConfig {
+            root: d_code_root(),
             heldout_percent: d_heldout_percent(),
             min_chars: d_min_chars(),
             max_chars: d_max_chars(),
@@ -319,6 +372,7 @@ impl Default for EvalConfig {
         EvalConfig {
             test: TestSetConfig::default(),
             general_rows: d_general_rows(),
+            code_rows: 0,
             max_new_tokens: d_max_new(),
             pass_k: 0,
             temperature: d_temperature(),
@@ -443,13 +497,23 @@ impl CausalLmConfig {
                 "must be in [0, 1]",
             ));
         }
-        if !self.unlabeled.generated_math
-            && self.unlabeled.jsonl.is_empty()
-            && self.unlabeled.general_fraction < 1.0
-        {
+        let u = &self.unlabeled;
+        if !(0.0..=1.0).contains(&u.code_fraction) || u.general_fraction + u.code_fraction > 1.0 {
+            return Err(Error::config(
+                f("unlabeled.code_fraction"),
+                "must be in [0, 1], with general_fraction + code_fraction ≤ 1",
+            ));
+        }
+        if !u.generated_math && u.jsonl.is_empty() && u.general_fraction + u.code_fraction < 1.0 {
             return Err(Error::config(
                 f("unlabeled"),
-                "no math source: enable generated_math, list jsonl files, or set general_fraction = 1",
+                "no math source: enable generated_math, list jsonl files, or set general_fraction + code_fraction = 1",
+            ));
+        }
+        if self.diagnostic_corrupt_mask && u.corrupt.is_none() {
+            return Err(Error::config(
+                f("diagnostic_corrupt_mask"),
+                "needs unlabeled.corrupt (there is no corruption mask without it)",
             ));
         }
         let levels_ok =

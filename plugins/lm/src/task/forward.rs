@@ -1,6 +1,7 @@
 //! The task's forward passes and loss inputs: hidden states as a differentiation mode needs
 //! them, soft-target CE, the construction's targets, design inputs and feedback rows.
 
+use super::stream::StreamRow;
 use super::CausalLm;
 use crate::candidates::LossPositions;
 use crate::data::{self, Example, Row};
@@ -9,7 +10,8 @@ use crate::loss::{soft_ce_logits, soft_ce_twice, LossRows};
 use tch::{Kind, Tensor};
 use vpt_llama::{Attention, Llama};
 use vpt_sdk::{
-    Batch, BatchSource, Construction, Differentiation, Error, Metrics, Result, TensorMap,
+    Batch, BatchSource, Construction, Differentiation, Error, Metrics, Result, TchContext,
+    TensorMap,
 };
 
 impl CausalLm {
@@ -24,6 +26,41 @@ impl CausalLm {
     /// The loaded model.
     pub fn model(&self) -> &Llama {
         &self.model
+    }
+
+    /// The batch of unlabeled rows: `ids`, `targets`, `mask`, and per target its source
+    /// (`source`, (B,T) int64, [`crate::pack::Source`] values) and whether the corruption
+    /// replaced it (`corrupt`, (B,T) float).
+    pub(super) fn unlabeled_batch(
+        &self,
+        source: BatchSource,
+        rows: Vec<StreamRow>,
+    ) -> Result<Batch> {
+        let (b, t) = (rows.len() as i64, self.cfg.seq_len as i64);
+        let tags: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r.source.iter().map(|&s| i64::from(s)))
+            .collect();
+        let corrupt: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.corrupt.iter().copied())
+            .collect();
+        let plain: Vec<Row> = rows.into_iter().map(|r| r.row).collect();
+        let tensors = data::rows_to_tensors(&plain, self.device)?
+            .with(
+                "source",
+                Tensor::from_slice(&tags)
+                    .f_reshape([b, t])?
+                    .f_to(self.device)?,
+            )
+            .with(
+                "corrupt",
+                Tensor::from_slice(&corrupt)
+                    .f_reshape([b, t])?
+                    .f_to(self.device)
+                    .op("corrupt")?,
+            );
+        Ok(Batch { source, tensors })
     }
 
     /// Final hidden states (B,T,d) of ids (B,T) as a pass differentiated `diff` needs them:
@@ -117,7 +154,15 @@ impl CausalLm {
             (-cand_lp.f_select(-1, 0)? * &m).f_sum_dim_intlist(1, true, hidden.kind())? / &count;
         let example_features = Tensor::f_cat(&[pooled, nll], 1)?; // (B,d+1)
         let cand_embeddings = self.model.embed_tokens(&cand)?.detach(); // (B,T,K,d)
-        Ok(TensorMap::new()
+        let mut inputs = TensorMap::new();
+        if self.cfg.diagnostic_corrupt_mask {
+            // diagnostic only: where the stream's corruption replaced the target
+            inputs.insert(
+                "corrupt_mask",
+                batch.tensors.require("corrupt")?.shallow_clone(),
+            );
+        }
+        Ok(inputs
             .with("example_features", example_features)
             .with("features", hidden.detach())
             .with("cand_ids", cand)

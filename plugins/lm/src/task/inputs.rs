@@ -34,6 +34,14 @@ pub(crate) const DESIGN_INPUTS: &[TensorSpec] = &[
         "1 where a position carries a loss (not prompt or padding)",
     ),
     TensorSpec::new(
+        "corrupt_mask",
+        Dtype::Float,
+        "B,T",
+        Values::UnitInterval,
+        "diagnostic only, given when task.config.diagnostic_corrupt_mask = true: 1 where the stream's corruption replaced the target",
+    )
+    .optional(),
+    TensorSpec::new(
         "cand_embeddings",
         Dtype::Float,
         "B,T,K,d",

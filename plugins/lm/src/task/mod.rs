@@ -15,6 +15,9 @@ mod build;
 pub mod config;
 mod forward;
 mod inputs;
+#[cfg(test)]
+mod regime_tests;
+mod split;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -56,6 +59,7 @@ pub struct CausalLm {
     test: Vec<Example>,
     scorer: Scorer,
     general_eval: Vec<Row>,
+    code_eval: Vec<Row>,
     device: Device,
     seed: u64,
 }
@@ -105,10 +109,11 @@ impl Task for CausalLm {
     }
 
     fn next_batch(&mut self, source: BatchSource) -> Result<Batch> {
-        let rows = match source {
-            BatchSource::Unlabeled { domain: 0 } => self
-                .stream
-                .next_rows(self.codec.as_ref(), self.cfg.batch_size)?,
+        match source {
+            BatchSource::Unlabeled { domain: 0 } => {
+                let rows = (self.stream).next_rows(self.codec.as_ref(), self.cfg.batch_size)?;
+                self.unlabeled_batch(source, rows)
+            }
             BatchSource::Feedback { set } => {
                 let fs = self.feedback.get_mut(set as usize).ok_or_else(|| {
                     Error::msg(format!(
@@ -127,18 +132,12 @@ impl Task for CausalLm {
                 // `example`: each row's index in its set's training split (the prefix cache key)
                 let tensors = data::rows_to_tensors(&rows, self.device)?
                     .with("example", Tensor::f_from_slice(&index)?.f_to(self.device)?);
-                return Ok(Batch { source, tensors });
+                Ok(Batch { source, tensors })
             }
-            s => {
-                return Err(Error::msg(format!(
-                    "causal_lm has one unlabeled domain; got {s:?}"
-                )))
-            }
-        };
-        Ok(Batch {
-            source,
-            tensors: data::rows_to_tensors(&rows, self.device)?,
-        })
+            s => Err(Error::msg(format!(
+                "causal_lm has one unlabeled domain; got {s:?}"
+            ))),
+        }
     }
 
     fn design_inputs(&mut self, batch: &Batch) -> Result<TensorMap> {
@@ -196,6 +195,11 @@ impl Task for CausalLm {
         expect_source(batch, true, "pretrain_loss")?;
         let (cand, q) = self.targets_of(batch, construction)?;
         let mask = batch.tensors.require("mask")?;
+        // the learner step's side outputs: where the designer puts mass (split.rs)
+        let side = match diff {
+            Differentiation::Once => split::side_outputs(batch, construction, &q)?,
+            Differentiation::Twice => TensorMap::new(),
+        };
         let per_example = match (
             diff,
             state.get("loss_logp"),
@@ -215,7 +219,15 @@ impl Task for CausalLm {
             }
             _ => self.pretrain_loss(batch, construction, diff),
         }?;
-        Ok(PretrainLoss::new(per_example))
+        Ok(PretrainLoss { per_example, side })
+    }
+
+    fn after_step(&mut self, _step: u64, side: &[TensorMap]) -> Result<Metrics> {
+        split::step_metrics(
+            side,
+            &self.stream.sources(),
+            self.stream.corrupter.is_some(),
+        )
     }
 
     fn meta_batch(
@@ -239,7 +251,10 @@ impl Task for CausalLm {
         };
         let sliced = Batch {
             source: batch.source,
-            tensors: cut(&batch.tensors, &["ids", "targets", "mask"])?,
+            tensors: cut(
+                &batch.tensors,
+                &["ids", "targets", "mask", "source", "corrupt"],
+            )?,
         };
         // the design inputs with a time axis, read off their declaration (B,T,…)
         let timed: Vec<&str> = inputs::DESIGN_INPUTS
@@ -317,6 +332,16 @@ impl Task for CausalLm {
             eos,
         )?;
         self.insert_with_ci(&mut m, "general_loss", &[general]);
+        if !self.code_eval.is_empty() {
+            let n_code = cap(self.code_eval.len());
+            let code = ev::row_nlls(
+                &self.model,
+                &self.code_eval[..n_code],
+                self.cfg.batch_size,
+                eos,
+            )?;
+            self.insert_with_ci(&mut m, "code_loss", &[code]);
+        }
         for suffix in ["", ".ci_lo", ".ci_hi"] {
             if let Some(v) = m.get(&format!("general_loss{suffix}")).copied() {
                 m.insert(format!("general_ppl{suffix}"), v.exp());
@@ -368,7 +393,9 @@ impl Task for CausalLm {
             math_next: self.stream.math_next,
             jsonl: self.stream.jsonl_cursor.as_ref().map(Cursor::state),
             general: self.stream.general_cursor.as_ref().map(Cursor::state),
+            code: self.stream.code_cursor.as_ref().map(Cursor::state),
             draws: self.stream.draws,
+            rows: self.stream.rows,
             buffer: self.stream.packer.buf.clone(),
             feedback: self.feedback.iter().map(|f| f.cursor.state()).collect(),
         };
@@ -397,11 +424,15 @@ impl Task for CausalLm {
         }
         self.stream.math_next = s.math_next;
         self.stream.draws = s.draws;
+        self.stream.rows = s.rows;
         self.stream.packer.buf = s.buffer;
         if let (Some(c), Some(st)) = (self.stream.jsonl_cursor.as_mut(), s.jsonl) {
             c.restore(st);
         }
         if let (Some(c), Some(st)) = (self.stream.general_cursor.as_mut(), s.general) {
+            c.restore(st);
+        }
+        if let (Some(c), Some(st)) = (self.stream.code_cursor.as_mut(), s.code) {
             c.restore(st);
         }
         for (f, st) in self.feedback.iter_mut().zip(s.feedback) {

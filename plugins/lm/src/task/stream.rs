@@ -1,8 +1,11 @@
-//! The unlabeled stream (generated math, JSONL records and general paragraphs mixed by a
-//! counter-based coin and packed into rows), the feedback sets and their saved cursor state.
+//! The unlabeled stream (generated math, JSONL records, general paragraphs and code chunks
+//! mixed by a counter-based coin, packed into rows with each target's source, optionally with
+//! wrong targets), the feedback sets and their saved cursor state.
 
+use crate::corrupt::Corrupter;
 use crate::data::{self, Codec, Cursor, CursorState, Example, Packer, Record, Row, TokenDoc};
 use crate::mathgen::MathSplits;
+use crate::pack::{Source, TaggedRow};
 use serde::{Deserialize, Serialize};
 use vpt_llama::Tokenizer;
 use vpt_sdk::rng::SplitMix64;
@@ -32,7 +35,7 @@ pub(super) struct FeedbackSet {
 }
 
 /// The unlabeled stream: generated math (counter), JSONL records (cursor), general paragraphs
-/// (cursor), mixed by a counter-based coin, packed into rows.
+/// and code chunks (cursors), mixed by a counter-based coin, packed into rows.
 pub(super) struct Stream {
     pub(super) math: Option<MathSplits>,
     pub(super) math_next: u64,
@@ -41,11 +44,26 @@ pub(super) struct Stream {
     pub(super) general: Vec<String>,
     pub(super) general_cursor: Option<Cursor>,
     pub(super) general_fraction: f64,
+    pub(super) code: Vec<String>,
+    pub(super) code_cursor: Option<Cursor>,
+    pub(super) code_fraction: f64,
     pub(super) draws: u64,
     pub(super) seed: u64,
     pub(super) packer: Packer,
     /// Whether the rows-without-loss warning ([`prompt_only_warning`]) was given (once a task).
     pub(super) prompt_only_warned: bool,
+    /// Rows emitted so far (keys the corruption draws).
+    pub(super) rows: u64,
+    pub(super) corrupter: Option<Corrupter>,
+}
+
+/// One unlabeled row with its targets' sources and the targets replaced by the corruption.
+pub(super) struct StreamRow {
+    pub(super) row: Row,
+    /// [`Source`] of each target (T).
+    pub(super) source: Vec<u8>,
+    /// 1.0 where the target was replaced (T).
+    pub(super) corrupt: Vec<f32>,
 }
 
 /// Saved state of the stream and the feedback cursors.
@@ -54,20 +72,42 @@ pub(super) struct SavedState {
     pub(super) math_next: u64,
     pub(super) jsonl: Option<CursorState>,
     pub(super) general: Option<CursorState>,
+    #[serde(default)]
+    pub(super) code: Option<CursorState>,
     pub(super) draws: u64,
+    #[serde(default)]
+    pub(super) rows: u64,
     pub(super) buffer: TokenDoc,
     pub(super) feedback: Vec<CursorState>,
 }
 
 impl Stream {
-    pub(super) fn next_record(&mut self) -> Record {
+    /// The next document and its source.
+    pub(super) fn next_record(&mut self) -> (Record, Source) {
         let mut coin = SplitMix64::stream(self.seed ^ 0x5EED_0001, self.draws);
         self.draws += 1;
-        let general = self.general_cursor.is_some() && coin.uniform() < self.general_fraction;
-        if general {
-            let c = self.general_cursor.as_mut().expect("checked above");
-            return Record::Text(self.general[c.next_index()].clone());
+        // one draw picks the source (none without general text or code: the math draws are
+        // then those of a stream that never had them)
+        if self.general_cursor.is_some() || self.code_cursor.is_some() {
+            let u = coin.uniform();
+            let code_cut = self.general_fraction + self.code_fraction;
+            if let Some(c) = (self.general_cursor.as_mut()).filter(|_| u < self.general_fraction) {
+                return (
+                    Record::Text(self.general[c.next_index()].clone()),
+                    Source::General,
+                );
+            }
+            if let Some(c) = (self.code_cursor.as_mut()).filter(|_| u < code_cut) {
+                return (
+                    Record::Text(self.code[c.next_index()].clone()),
+                    Source::Code,
+                );
+            }
         }
+        self.next_math(&mut coin)
+    }
+
+    fn next_math(&mut self, coin: &mut SplitMix64) -> (Record, Source) {
         let use_jsonl = match (&self.math, &self.jsonl_cursor) {
             (Some(_), Some(_)) => coin.uniform() < 0.5,
             (None, Some(_)) => true,
@@ -75,33 +115,64 @@ impl Stream {
         };
         if use_jsonl {
             let c = self.jsonl_cursor.as_mut().expect("checked above");
-            return self.jsonl[c.next_index()].clone();
+            return (self.jsonl[c.next_index()].clone(), Source::Math);
         }
-        match &self.math {
-            Some(m) => {
-                self.math_next += 1;
-                Record::Text(m.train(self.math_next - 1).to_text())
-            }
-            // Validation guarantees general_fraction = 1 here.
-            None => Record::Text(
-                self.general[self
-                    .general_cursor
-                    .as_mut()
-                    .expect("general on")
-                    .next_index()]
-                .clone(),
+        if let Some(m) = &self.math {
+            self.math_next += 1;
+            return (
+                Record::Text(m.train(self.math_next - 1).to_text()),
+                Source::Math,
+            );
+        }
+        // Validation guarantees general_fraction + code_fraction = 1 here (a draw at the float
+        // edge lands here): the general text, else the code.
+        match (self.general_cursor.as_mut(), self.code_cursor.as_mut()) {
+            (Some(c), _) => (
+                Record::Text(self.general[c.next_index()].clone()),
+                Source::General,
             ),
+            (None, Some(c)) => (
+                Record::Text(self.code[c.next_index()].clone()),
+                Source::Code,
+            ),
+            (None, None) => unreachable!("validation requires a source"),
         }
     }
 
-    pub(super) fn next_rows(&mut self, codec: &dyn Codec, n: usize) -> Result<Vec<Row>> {
+    /// The sources this stream draws from.
+    pub(super) fn sources(&self) -> Vec<Source> {
+        let math = self.math.is_some() || self.jsonl_cursor.is_some();
+        [
+            (Source::Math, math),
+            (Source::General, self.general_cursor.is_some()),
+            (Source::Code, self.code_cursor.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(s, on)| on.then_some(s))
+        .collect()
+    }
+
+    /// The next `n` rows, tagged and (when configured) corrupted.
+    pub(super) fn next_rows(&mut self, codec: &dyn Codec, n: usize) -> Result<Vec<StreamRow>> {
         let mut rows = Vec::with_capacity(n);
         while rows.len() < n {
-            match self.packer.pop_row() {
-                Some(r) => rows.push(r),
+            match self.packer.pop_tagged() {
+                Some(TaggedRow { mut row, source }) => {
+                    let corrupt = match &self.corrupter {
+                        Some(c) => c.apply(self.rows, &mut row, &source),
+                        None => vec![0.0; row.targets.len()],
+                    };
+                    self.rows += 1;
+                    rows.push(StreamRow {
+                        row,
+                        source,
+                        corrupt,
+                    });
+                }
                 None => {
-                    let rec = self.next_record();
-                    self.packer.push(&data::tokenize_record(codec, &rec)?);
+                    let (rec, source) = self.next_record();
+                    self.packer
+                        .push(&data::tokenize_record(codec, &rec)?.tagged(source));
                 }
             }
         }

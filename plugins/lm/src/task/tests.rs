@@ -71,7 +71,7 @@ fn builds_through_the_registry_and_rejects_bad_config() {
         .to_string();
     assert!(err.contains("feedback[0].path"), "{err}");
     let m = reg.manifest();
-    assert_eq!(m.designers.len(), 3);
+    assert_eq!(m.designers.len(), 4);
     assert!(m.tasks[0].schema.to_string().contains("alignment_layers"));
 }
 
@@ -85,6 +85,8 @@ fn example_configs_parse() {
         "lm-gsm8k-cpu.toml",
         "lm-two-feedback.toml",
         "bench-lm.toml",
+        "lm-mix-cpu.toml",
+        "lm-noisy-cpu.toml",
     ] {
         let text = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
         let v: serde_json::Value = toml::from_str(&text).unwrap();
