@@ -44,6 +44,7 @@ pub fn arm_overrides(doc: &toml::Value, arm: &str) -> Result<Vec<String>> {
                 "baseline",
                 "v",
                 "random_feedback",
+                "v_adam",
                 "cosine",
                 "frozen (diagnostic)",
                 "oracle (diagnostic)",

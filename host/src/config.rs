@@ -251,7 +251,9 @@ impl RunConfig {
     pub fn from_toml(mut doc: toml::Value) -> Result<RunConfig> {
         let env_led = paths::env_led_fields(&doc);
         expand_env(&mut doc, "")?;
-        Self::from_expanded(doc)
+        let mut cfg = Self::from_expanded(doc)?;
+        cfg.origin.shell_fields = env_led;
+        Ok(cfg)
     }
 
     /// Parses a run directory's saved config, already resolved when the run started (a `${…}`
@@ -268,10 +270,9 @@ impl RunConfig {
     fn from_expanded(doc: toml::Value) -> Result<RunConfig> {
         let json =
             serde_json::to_value(&doc).map_err(|e| Error::config("(file)", e.to_string()))?;
-        let mut cfg: RunConfig = serde_path_to_error::deserialize(json)
+        let cfg: RunConfig = serde_path_to_error::deserialize(json)
             .map_err(|e| Error::config(e.path().to_string(), e.into_inner().to_string()))?;
         cfg.validate()?;
-        cfg.origin.shell_fields = env_led;
         Ok(cfg)
     }
 

@@ -75,7 +75,10 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: Option<&Path>) -> Result<()> {
                 .replace(TEMPLATE_NAME, name),
         ),
     ];
-    files.push((".cargo/config.toml", cargo_config(running_libtorch().as_deref())));
+    files.push((
+        ".cargo/config.toml",
+        cargo_config(running_libtorch().as_deref()),
+    ));
     for (rel, text) in files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -146,11 +149,16 @@ fn cargo_config(libtorch: Option<&Path>) -> String {
         TEST_TASK_PLUGINS.join(", ")
     );
     if let Some(l) = libtorch {
-        out += &format!("LIBTORCH = {}\n", toml::Value::String(l.display().to_string()));
+        out += &format!(
+            "LIBTORCH = {}\n",
+            toml::Value::String(l.display().to_string())
+        );
     }
     if !files.is_empty() {
-        out += &format!("VPT_PLUGIN_PATH = {}\n", toml::Value::String(files.join(":")));
+        out += &format!(
+            "VPT_PLUGIN_PATH = {}\n",
+            toml::Value::String(files.join(":"))
+        );
     }
     out
-}
 }

@@ -232,7 +232,7 @@ impl CausalLm {
         let code_text = if code_needed {
             let c = &cfg.code;
             crate::code::load(
-                Path::new(&c.root),
+                std::path::Path::new(&c.root),
                 c.heldout_percent,
                 c.min_chars,
                 c.max_chars,

@@ -177,7 +177,7 @@ impl Stream {
             }
         }
         if !self.prompt_only_warned {
-            if let Some(w) = prompt_only_warning(&rows, self.packer.seq_len) {
+            if let Some(w) = prompt_only_warning(rows.iter().map(|r| &r.row), self.packer.seq_len) {
                 eprintln!("{w}");
                 self.prompt_only_warned = true;
             }
@@ -189,15 +189,16 @@ impl Stream {
 /// The warning for unlabeled `rows` of which some carry no loss-bearing target (every target is
 /// prompt: a `{"prompt","response"}` record whose prompt is longer than a row); `None` when every
 /// row has one.
-pub(super) fn prompt_only_warning(rows: &[Row], seq_len: usize) -> Option<String> {
-    let empty = rows
-        .iter()
-        .filter(|r| r.mask.iter().all(|&m| m == 0.0))
-        .count();
+pub(super) fn prompt_only_warning<'a>(
+    rows: impl ExactSizeIterator<Item = &'a Row>,
+    seq_len: usize,
+) -> Option<String> {
+    let total = rows.len();
+    let empty = rows.filter(|r| r.mask.iter().all(|&m| m == 0.0)).count();
     if empty == 0 {
         return None;
     }
-    let effect = if empty == rows.len() {
+    let effect = if empty == total {
         "this batch's pretrain_loss is 0 and V is 0"
     } else {
         "those rows' pretrain_loss is 0 and they add nothing to V"
@@ -207,7 +208,7 @@ pub(super) fn prompt_only_warning(rows: &[Row], seq_len: usize) -> Option<String
          token (all prompt): {effect}. Prompts of task.config.unlabeled.jsonl records are longer \
          than a row: raise task.config.seq_len (now {seq_len} tokens) or shorten the prompts \
          (this is said once)",
-        rows.len()
+        total
     ))
 }
 

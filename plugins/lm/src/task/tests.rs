@@ -579,13 +579,13 @@ fn rows_without_loss_bearing_tokens_are_warned_about() {
         mask,
     };
     let (empty, some) = (row(vec![0.0; 4]), row(vec![0.0, 0.0, 1.0, 1.0]));
-    assert!(stream::prompt_only_warning(&[some.clone(), some.clone()], 4).is_none());
-    let w = stream::prompt_only_warning(&[empty.clone(), some.clone()], 4).unwrap();
+    assert!(stream::prompt_only_warning([some.clone(), some.clone()].iter(), 4).is_none());
+    let w = stream::prompt_only_warning([empty.clone(), some.clone()].iter(), 4).unwrap();
     assert!(
         w.contains("1 of the 2 rows") && w.contains("task.config.seq_len (now 4 tokens)"),
         "{w}"
     );
-    let w = stream::prompt_only_warning(&[empty.clone(), empty], 4).unwrap();
+    let w = stream::prompt_only_warning([empty.clone(), empty].iter(), 4).unwrap();
     assert!(w.contains("pretrain_loss is 0 and V is 0"), "{w}");
 
     // A task whose unlabeled records have 200-byte prompts and 16-token rows.
