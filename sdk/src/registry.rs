@@ -328,6 +328,7 @@ mod tests {
             design_inputs: Vec::new(),
             data_parallel: false,
             kind_from_config: kind_from_config.map(String::from),
+            exports: Vec::new(),
         }
     }
 

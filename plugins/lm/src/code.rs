@@ -3,9 +3,8 @@
 //! cut into chunks at blank lines and split into train and held-out parts by a hash of each
 //! file's relative path (a whole file is on one side), like the general text.
 
-use crate::general::GeneralText;
+use crate::general::{split_files, GeneralText};
 use std::path::{Path, PathBuf};
-use vpt_sdk::rng::fnv1a;
 use vpt_sdk::{Error, Result};
 
 /// Where Debian's python3.11 installs its standard library.
@@ -77,33 +76,13 @@ pub fn load(
     }
     let mut files = Vec::new();
     py_files(root, &mut files)?;
-    files.sort();
-    let mut g = GeneralText::default();
-    for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else {
-            continue; // a few stdlib test files are not UTF-8 on purpose
-        };
-        let rel = f
-            .strip_prefix(root)
-            .unwrap_or(f)
-            .to_string_lossy()
-            .into_owned();
-        let side = if fnv1a(rel.as_bytes()) % 100 < heldout_percent {
-            &mut g.heldout
-        } else {
-            &mut g.train
-        };
-        side.extend(chunks(&text, min_chars, max_chars));
-    }
-    if g.train.is_empty() || g.heldout.is_empty() {
-        return Err(Error::msg(format!(
-            "code: {} gave {} train and {} held-out chunks; both must be non-empty",
-            root.display(),
-            g.train.len(),
-            g.heldout.len()
-        )));
-    }
-    Ok(g)
+    split_files(root, files, heldout_percent, "code", |f| {
+        // a few stdlib test files are not UTF-8 on purpose: skipped
+        Ok(match std::fs::read_to_string(f) {
+            Ok(text) => chunks(&text, min_chars, max_chars),
+            Err(_) => Vec::new(),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -74,11 +74,27 @@ pub fn load(
     }
     let mut files = Vec::new();
     rst_files(root, &mut files)?;
+    split_files(root, files, heldout_percent, "general text", |f| {
+        vpt_sdk::checks::regular_file(f)?;
+        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        Ok(paragraphs(&text, min_chars, max_chars))
+    })
+}
+
+/// The pieces `cut` makes of each of `files` (under `root`), split into train and held-out by
+/// a hash of each file's path relative to `root`: a file whose hash falls in the lowest
+/// `heldout_percent` goes wholly to the held-out part. `what` names the source in the error
+/// when either part is empty.
+pub fn split_files(
+    root: &Path,
+    mut files: Vec<PathBuf>,
+    heldout_percent: u64,
+    what: &str,
+    cut: impl Fn(&Path) -> Result<Vec<String>>,
+) -> Result<GeneralText> {
     files.sort();
     let mut g = GeneralText::default();
     for f in &files {
-        vpt_sdk::checks::regular_file(f)?;
-        let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
         let rel = f
             .strip_prefix(root)
             .unwrap_or(f)
@@ -89,11 +105,11 @@ pub fn load(
         } else {
             &mut g.train
         };
-        side.extend(paragraphs(&text, min_chars, max_chars));
+        side.extend(cut(f)?);
     }
     if g.train.is_empty() || g.heldout.is_empty() {
         return Err(Error::msg(format!(
-            "general text: {} gave {} train and {} held-out paragraphs; both must be non-empty",
+            "{what}: {} gave {} train and {} held-out pieces; both must be non-empty",
             root.display(),
             g.train.len(),
             g.heldout.len()
