@@ -54,7 +54,7 @@ fn mixed_config(general: f64, code: f64) -> CausalLmConfig {
         })
         .collect();
     let py: Vec<(&str, String)> = py.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
-    c.general.root = scratch("docs", &docs).display().to_string();
+    c.general.root = scratch("docs", &docs).display().to_string().into();
     c.general.min_chars = 100;
     c.code.root = scratch("code", &py).display().to_string();
     c.code.min_chars = 50;

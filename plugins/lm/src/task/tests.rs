@@ -600,7 +600,7 @@ fn rows_without_loss_bearing_tokens_are_warned_about() {
     let mut cfg = CausalLmConfig::tiny();
     cfg.seq_len = 16;
     cfg.unlabeled.generated_math = false;
-    cfg.unlabeled.jsonl = vec![JsonlSource::Path(path.display().to_string())];
+    cfg.unlabeled.jsonl = vec![JsonlSource::Path(path.display().to_string().into())];
     let mut t = CausalLm::new(cfg, &ctx()).unwrap();
     assert!(!t.stream.prompt_only_warned);
     let b = t.next_batch(U).unwrap();
