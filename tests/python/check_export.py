@@ -134,7 +134,10 @@ def check_events(ref, figures):
             if k == "meta" and isinstance(v, dict):
                 flat.update({f"meta/{a}": b for a, b in v.items()})
             elif k == "metrics":
-                flat.update({f"eval/{a}": b for a, b in v.items()})
+                # an evaluation's metrics under eval/, a learner step's (task and designer
+                # step metrics) under train/metrics/
+                section = "eval" if kind == "eval" else f"{kind}/metrics"
+                flat.update({f"{section}/{a}": b for a, b in v.items()})
             elif v is not None and not isinstance(v, (dict, list)):
                 flat[f"{kind}/{k}"] = v
         for tag, v in flat.items():
