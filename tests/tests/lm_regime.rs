@@ -43,7 +43,10 @@ fn run_arm(config: &str, arm: &str, steps: usize) -> (Vec<BTreeMap<String, f64>>
     apply_overrides(&mut doc, &overrides).unwrap();
     let arm_set = arm_overrides(&doc, arm).unwrap();
     apply_overrides(&mut doc, &arm_set).unwrap();
-    let cfg = RunConfig::from_toml(doc).unwrap_or_else(|e| panic!("{config} {arm}: {e}"));
+    // paths written in the file are taken from its directory, as `vpt` does
+    let cfg = RunConfig::from_toml(doc)
+        .and_then(|c| c.read_from(Path::new(config), &[]))
+        .unwrap_or_else(|e| panic!("{config} {arm}: {e}"));
     let mut plugins = Plugins::discover(&SearchPath::only(&[
         cdylib("vpt_lm"),
         cdylib("vpt_reweight"),
