@@ -609,6 +609,8 @@ pub struct RunSummary {
 /// checkpoint. SIGINT/SIGTERM (single-process runs) stop it after the current step with a
 /// checkpoint and [`Error::Interrupted`]. A run resumed after it finished does nothing.
 pub fn run(session: &mut Session, dir: &RunDir, halt_after: Option<u64>) -> Result<RunSummary> {
+    // plugins that draw pictures of a run (vision's view grids) find its directory here
+    std::env::set_var("VPT_RUN_DIR", &dir.path);
     let cfg = session.cfg.run.clone();
     let budget = Budget {
         steps: cfg.steps,

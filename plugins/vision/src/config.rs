@@ -1,6 +1,7 @@
 //! The `dino_dense` task config (JSON Schema via schemars; every field has a default).
 
 use crate::augment::MultiCropSpec;
+use crate::clutter::SceneConfig;
 use crate::dino::DinoConfig;
 use crate::vit::VitConfig;
 use schemars::JsonSchema;
@@ -105,6 +106,10 @@ pub struct FeedbackConfig {
     /// Adam steps of a warm-started refit in `prepare_feedback`.
     #[serde(default = "d_warm")]
     pub warm_steps: usize,
+    /// Feedback-train scenes whose features a warm refit recomputes (a window, in turn; the
+    /// others keep their features from earlier refits). Unset: all of them, every refit.
+    #[serde(default)]
+    pub refit_scenes: Option<usize>,
     /// Learning rate of the head fit.
     #[serde(default = "d_hlr")]
     pub head_lr: f64,
@@ -204,6 +209,9 @@ pub struct DinoDenseConfig {
     /// Unlabeled scenes per learner batch.
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Clutter and perspective in the scenes (all off by default).
+    #[serde(default)]
+    pub scenes: SceneConfig,
     /// The ViT.
     #[serde(default)]
     pub vit: VitConfig,
