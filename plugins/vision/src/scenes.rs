@@ -458,8 +458,7 @@ mod tests {
         assert!(patterns.len() > 1, "scenes draw different patterns");
         let again = gen_with(4, r#"{"clutter": 0.5}"#).scene(Split::Unlabeled, 3);
         assert_eq!(again.pixels, cl.scene(Split::Unlabeled, 3).pixels);
-        let (_, _, _) = to_tensors(&[again.clone()], Device::Cpu).unwrap();
-        let reg = regions_to_tensor(&[again.clone()], Device::Cpu).unwrap();
+        let reg = regions_to_tensor(std::slice::from_ref(&again), Device::Cpu).unwrap();
         assert_eq!(reg.size(), [1, 2, 64, 64]);
         let obj = again.region.iter().filter(|&&r| r == REGION_OBJECT).count() as f64;
         assert_eq!(
