@@ -106,6 +106,11 @@ pub struct FeedbackConfig {
     /// Adam steps of a warm-started refit in `prepare_feedback`.
     #[serde(default = "d_warm")]
     pub warm_steps: usize,
+    /// How a warm refit steps: `adam` (fresh Adam moments at lr `head_lr`, the earlier
+    /// behaviour; its steps keep their size near the optimum, so g_down's direction depends on
+    /// the refit's details) or `descent` (gradient descent at step 1/L: smooth in the features).
+    #[serde(default)]
+    pub warm_fit: WarmFit,
     /// Feedback-train scenes whose features a warm refit recomputes (a window, in turn; the
     /// others keep their features from earlier refits). Unset: all of them, every refit.
     #[serde(default)]
@@ -155,6 +160,17 @@ impl Default for FeedbackConfig {
     fn default() -> Self {
         serde_json::from_str("{}").expect("all fields have defaults")
     }
+}
+
+/// How a warm refit of the segmentation head steps (see [`FeedbackConfig::warm_fit`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmFit {
+    /// Adam, moments fresh at every refit.
+    #[default]
+    Adam,
+    /// Gradient descent at step 1/L.
+    Descent,
 }
 
 /// Evaluation sizes (each also capped by the host's `eval_limit`).

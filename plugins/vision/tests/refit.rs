@@ -143,64 +143,45 @@ fn windowed_refit_matches_the_full_one() {
     assert!(e.contains("refit_scenes"), "{e}");
 }
 
-/// The check behind `refit_scenes` in `examples/vision-fmnist.toml`: from the shipped config's
-/// stage-0 base (built and cached on first use), 8 meta rounds of the config's period with
-/// sign-SGD learner steps in between; prints every round's cosine between g_down with the full
-/// refit and with the shipped window, and, as the noise floor of the refit itself, between the
-/// full refit and the full refit with one more warm Adam step. Run:
-/// `cargo test --release -p vpt-vision --test refit -- --ignored --nocapture`
+/// The check behind `warm_fit = "descent"` in `examples/vision-fmnist.toml`, and the measurement
+/// that keeps `refit_scenes` off there: from the shipped config's stage-0 base (built and cached
+/// on first use), 6 meta rounds of the config's period with sign-SGD learner steps in between;
+/// prints every round's cosine between two g_down: with Adam refits of 20 and of 21 warm steps
+/// (how much g_down's direction depends on the refit's details under Adam), the same under
+/// descent, and descent refitting on all scenes' fresh features against a window of 32. Asserts
+/// that under descent g_down's direction does not depend on the refit's length (cosine ≥ 0.99).
+/// Run: `cargo test --release -p vpt-vision --test refit -- --ignored --nocapture`
 #[test]
 #[ignore]
-fn shipped_window_keeps_the_g_down_direction() {
+fn descent_refit_fixes_the_g_down_direction() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/vision-fmnist.toml"
     );
     let doc: toml::Value = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut cfg = serde_json::to_value(&doc["task"]["config"]).unwrap();
-    let n = cfg["feedback"]["refit_scenes"].clone();
-    assert!(n.is_u64(), "the config sets feedback.refit_scenes");
-    cfg["feedback"]
-        .as_object_mut()
-        .unwrap()
-        .remove("refit_scenes");
+    let cfg = serde_json::to_value(&doc["task"]["config"]).unwrap();
+    assert_eq!(cfg["feedback"]["warm_fit"], "descent");
     let period = doc["meta"]["period"].as_integer().unwrap_or(4) as usize;
     let warm = cfg["feedback"]["warm_steps"].as_u64().unwrap_or(20);
     let report = |what: &str, c: &[f64]| {
         let min = c.iter().cloned().fold(f64::MAX, f64::min);
         let mean = c.iter().sum::<f64>() / c.len() as f64;
-        eprintln!("g_down cosine, full refit vs {what}: {c:.5?}; min {min:.5}, mean {mean:.5}");
+        eprintln!("g_down cosine, {what}: {c:.5?}; min {min:.5}, mean {mean:.5}");
         min
     };
-    let floor = cosines(
-        &cfg,
-        &with(&cfg, "warm_steps", (warm + 1).into()),
-        8,
-        period,
+    let longer = |c: &serde_json::Value| with(c, "warm_steps", (warm + 1).into());
+    let adam = with(&cfg, "warm_fit", "adam".into());
+    report(
+        &format!("adam, warm_steps {warm} vs {}", warm + 1),
+        &cosines(&adam, &longer(&adam), 6, period),
     );
-    report(&format!("warm_steps {}", warm + 1), &floor);
-    let c = cosines(&cfg, &with(&cfg, "refit_scenes", n.clone()), 8, period);
-    let min = report(&format!("refit_scenes = {n}"), &c);
+    let min = report(
+        &format!("descent, warm_steps {warm} vs {}", warm + 1),
+        &cosines(&cfg, &longer(&cfg), 6, period),
+    );
+    report(
+        "descent, all scenes vs refit_scenes = 32",
+        &cosines(&cfg, &with(&cfg, "refit_scenes", 32.into()), 6, period),
+    );
     assert!(min >= 0.99, "cosine {min} < 0.99");
-}
-
-/// The feature cache and the window position are part of the task's state: a task restored
-/// from it refits exactly as the original does.
-#[test]
-fn the_feature_cache_survives_a_state_round_trip() {
-    let cfg = with(&tiny_config(), "refit_scenes", 4.into());
-    let mut a = build(&cfg);
-    a.prepare_feedback().unwrap();
-    a.prepare_feedback().unwrap();
-    let state = a.state().unwrap();
-    assert!(state.tensors.get("fb_maps").is_some());
-    let mut b = build(&cfg);
-    b.load_state(state).unwrap();
-    // move θ so the next window's fresh features differ from the cached ones
-    step_both(&mut a, &mut b, 1e-2);
-    a.prepare_feedback().unwrap();
-    b.prepare_feedback().unwrap();
-    let fb = a.next_batch(FEEDBACK).unwrap();
-    let (la, lb) = (a.feedback_loss(&fb).unwrap(), b.feedback_loss(&fb).unwrap());
-    assert_eq!(la.double_value(&[]), lb.double_value(&[]));
 }

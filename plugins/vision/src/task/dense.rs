@@ -2,7 +2,8 @@
 //! loss) and the task's evaluation.
 
 use super::{DinoDenseTask, CHUNK};
-use crate::probe::{fit_ridge, fit_softmax, fit_softmax_map, iou_counts, miou, LinearHead};
+use crate::config::WarmFit;
+use crate::probe::{fit_ridge, fit_softmax, fit_softmax_map, iou_counts, miou, LinearHead, Step};
 use crate::scenes::{pixels_to_tensor, to_tensors, Split, CANVAS, SEG_CLASSES};
 use crate::supervised::SupervisedHeads;
 use tch::{Kind, Tensor};
@@ -84,7 +85,12 @@ impl DinoDenseTask {
             .f_permute([0, 2, 3, 1])?
             .f_reshape([-1, 1])?;
         // the seg head's logits at (h,w), upsampled: the same fit as on `rows`, (h·w)/r² the matmuls
-        let seg = fit_softmax_map(maps, r, &soft, &rows, steps, f.head_lr, 1e-4, warm)?;
+        // a warm refit steps as `feedback.warm_fit` says; a fresh fit always with Adam
+        let step = match (warm, f.warm_fit) {
+            (Some(_), WarmFit::Descent) => Step::Descent,
+            _ => Step::Adam(f.head_lr),
+        };
+        let seg = fit_softmax_map(maps, r, &soft, &rows, steps, step, 1e-4, warm)?;
         let dep = fit_ridge(&rows, &dep, f.ridge)?;
         Ok((seg, dep))
     }
