@@ -695,6 +695,8 @@ pub fn run(
     halt_after: Option<u64>,
     progress: &progress::Options,
 ) -> Result<RunSummary> {
+    // plugins that draw pictures of a run (vision's view grids) find its directory here
+    std::env::set_var("VPT_RUN_DIR", &dir.path);
     let cfg = session.cfg.run.clone();
     let budget = Budget {
         steps: cfg.steps,

@@ -66,14 +66,16 @@ pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
         .op("gaussian blur")
 }
 
-/// Random resized crops of `x` (N,C,H,W) to `size`×`size`, with flips and photometric jitter.
+/// Random resized crops of `x` (N,C,H,W) to `size`×`size`, with flips and photometric jitter;
+/// `aux` (N,A,H,W), when given, gets the same geometric crop (no photometric change).
 fn crops(
     x: &Tensor,
+    aux: Option<&Tensor>,
     rng: &mut SplitMix64,
     size: i64,
     scale: (f64, f64),
     spec: &MultiCropSpec,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let n = x.size()[0];
     let c = x.size()[1];
     let (mut theta, mut bright, mut contrast, mut blur) =
@@ -112,6 +114,13 @@ fn crops(
     let out = x
         .f_grid_sampler(&grid, 0, 0, false)
         .op("random resized crop")?;
+    let aux = match aux {
+        Some(a) => Some(
+            a.f_grid_sampler(&grid.f_to_kind(a.kind())?, 0, 0, false)
+                .op("aux crop")?,
+        ),
+        None => None,
+    };
     let mean = out.f_mean_dim([1i64, 2, 3].as_slice(), true, kind)?;
     let out = out.f_mul(&t(&bright, &[n, 1, 1, 1])?)?;
     let mean = mean.f_mul(&t(&bright, &[n, 1, 1, 1])?)?;
@@ -123,9 +132,10 @@ fn crops(
     let b = t(&blur, &[n, 1, 1, 1])?;
     let blurred = gaussian_blur(&out, 1.0)?;
     // out·(1−b) + blur(out)·b, per sample.
-    Ok(out
+    let out = out
         .f_mul(&b.f_neg()?.f_add_scalar(1.0)?)?
-        .f_add(&blurred.f_mul(&b)?)?)
+        .f_add(&blurred.f_mul(&b)?)?;
+    Ok((out, aux))
 }
 
 /// Multi-crop of `images` (B,C,H,W): returns global (B,Vg,C,G,G) and local (B,Vl,C,L,L) crops.
@@ -134,23 +144,50 @@ pub fn multi_crop(
     rng: &mut SplitMix64,
     spec: &MultiCropSpec,
 ) -> Result<(Tensor, Tensor)> {
+    let (g, l, _) = multi_crop_with(images, None, rng, spec)?;
+    Ok((g, l))
+}
+
+/// [`multi_crop`], plus the global crops' geometry applied to `aux` (B,A,H,W) (e.g. region
+/// maps): returns (global, local, global aux (B,Vg,A,G,G)). The random draws are those of
+/// `multi_crop`, so the crops are the same with or without `aux`.
+pub fn multi_crop_with(
+    images: &Tensor,
+    aux: Option<&Tensor>,
+    rng: &mut SplitMix64,
+    spec: &MultiCropSpec,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let s = images.size();
     let (b, c) = (s[0], s[1]);
-    let view = |k: usize, size: i64, scale: (f64, f64), rng: &mut SplitMix64| -> Result<Tensor> {
-        let mut vs = Vec::new();
-        for _ in 0..k {
-            vs.push(crops(images, rng, size, scale, spec)?);
-        }
+    let stack = |vs: Vec<Tensor>, ch: i64, size: i64| -> Result<Tensor> {
         if vs.is_empty() {
-            return Tensor::f_zeros([b, 0, c, size, size], (images.kind(), images.device()))
+            return Tensor::f_zeros([b, 0, ch, size, size], (images.kind(), images.device()))
                 .op("no crops");
         }
         // k × (B,C,S,S) → (B,k,C,S,S)
         Tensor::f_stack(&vs, 1).op("stack crops")
     };
-    let g = view(spec.globals, spec.global_size, spec.global_scale, rng)?;
-    let l = view(spec.locals, spec.local_size, spec.local_scale, rng)?;
-    Ok((g, l))
+    let view = |k: usize,
+                size: i64,
+                scale: (f64, f64),
+                aux: Option<&Tensor>,
+                rng: &mut SplitMix64|
+     -> Result<(Tensor, Option<Tensor>)> {
+        let (mut vs, mut avs) = (Vec::new(), Vec::new());
+        for _ in 0..k {
+            let (v, a) = crops(images, aux, rng, size, scale, spec)?;
+            vs.push(v);
+            avs.extend(a);
+        }
+        let a = match aux {
+            Some(a) => Some(stack(avs, a.size()[1], size)?),
+            None => None,
+        };
+        Ok((stack(vs, c, size)?, a))
+    };
+    let (g, ga) = view(spec.globals, spec.global_size, spec.global_scale, aux, rng)?;
+    let (l, _) = view(spec.locals, spec.local_size, spec.local_scale, None, rng)?;
+    Ok((g, l, ga))
 }
 
 #[cfg(test)]
@@ -170,6 +207,25 @@ mod tests {
         let (g3, _) = multi_crop(&x, &mut SplitMix64::new(6), &spec).unwrap();
         assert!(!g1.equal(&g3));
         assert!(g1.min().double_value(&[]) >= 0.0 && g1.max().double_value(&[]) <= 1.0);
+    }
+
+    /// The aux tensor gets the global crops' geometry (without jitter and blur it is the
+    /// image's own crop), and the crops do not change when aux is given.
+    #[test]
+    fn aux_maps_get_the_same_geometric_crop() {
+        let x = Tensor::rand([2, 1, 64, 64], (Kind::Float, tch::Device::Cpu));
+        let aux = Tensor::cat(&[&x, &(x.ones_like() - &x)], 1);
+        let spec = MultiCropSpec {
+            jitter: 0.0,
+            blur_p: 0.0,
+            ..MultiCropSpec::default()
+        };
+        let (g, l) = multi_crop(&x, &mut SplitMix64::new(9), &spec).unwrap();
+        let (g2, l2, a) = multi_crop_with(&x, Some(&aux), &mut SplitMix64::new(9), &spec).unwrap();
+        assert!(g.equal(&g2) && l.equal(&l2));
+        let a = a.unwrap();
+        assert_eq!(a.size(), [2, 2, 2, 64, 64]);
+        assert!(a.narrow(2, 0, 1).allclose(&g, 1e-6, 1e-6, false));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `dino_dense` task config (JSON Schema via schemars; every field has a default).
 
 use crate::augment::MultiCropSpec;
+use crate::clutter::SceneConfig;
 use crate::dino::DinoConfig;
 use crate::vit::VitConfig;
 use schemars::JsonSchema;
@@ -106,6 +107,15 @@ pub struct FeedbackConfig {
     /// Adam steps of a warm-started refit in `prepare_feedback`.
     #[serde(default = "d_warm")]
     pub warm_steps: usize,
+    /// How a warm refit steps: `adam` (fresh Adam moments at lr `head_lr`, the earlier
+    /// behaviour; its steps keep their size near the optimum, so g_down's direction depends on
+    /// the refit's details) or `descent` (gradient descent at step 1/L: smooth in the features).
+    #[serde(default)]
+    pub warm_fit: WarmFit,
+    /// Feedback-train scenes whose features a warm refit recomputes (a window, in turn; the
+    /// others keep their features from earlier refits). Unset: all of them, every refit.
+    #[serde(default)]
+    pub refit_scenes: Option<usize>,
     /// Learning rate of the head fit.
     #[serde(default = "d_hlr")]
     pub head_lr: f64,
@@ -151,6 +161,17 @@ impl Default for FeedbackConfig {
     fn default() -> Self {
         serde_json::from_str("{}").expect("all fields have defaults")
     }
+}
+
+/// How a warm refit of the segmentation head steps (see [`FeedbackConfig::warm_fit`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmFit {
+    /// Adam, moments fresh at every refit.
+    #[default]
+    Adam,
+    /// Gradient descent at step 1/L.
+    Descent,
 }
 
 /// Evaluation sizes (each also capped by the host's `eval_limit`).
@@ -206,6 +227,9 @@ pub struct DinoDenseConfig {
     /// Unlabeled scenes per learner batch.
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Clutter and perspective in the scenes (all off by default).
+    #[serde(default)]
+    pub scenes: SceneConfig,
     /// The ViT.
     #[serde(default)]
     pub vit: VitConfig,

@@ -232,6 +232,8 @@ pub struct UnetMask {
     vs: VarStore,
     net: UNet,
     cfg: UnetMaskConfig,
+    /// φ₀: φ as built (a pure function of the seed, so a resumed run rebuilds the same φ₀).
+    phi0: Vec<(String, Tensor)>,
 }
 
 impl DesignerFactory for UnetMask {
@@ -282,7 +284,32 @@ impl UnetMask {
         let vs = VarStore::new(ctx.device());
         let logit = (init / (1.0 - init)).ln();
         let net = UNet::new(vs.root() / "unet", mc.channels, cfg.width, logit)?;
-        Ok(UnetMask { vs, net, cfg })
+        let mut phi0: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.detach().copy()))
+            .collect();
+        phi0.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(UnetMask { vs, net, cfg, phi0 })
+    }
+
+    /// ‖φ − φ₀‖: how far the designer has moved from its initialisation (all of φ, L2).
+    pub fn phi_drift(&self) -> Result<f64> {
+        let vars = self.vs.variables();
+        let mut sq = 0.0;
+        for (n, p0) in &self.phi0 {
+            let p = vars
+                .get(n)
+                .ok_or_else(|| Error::msg(format!("unet_mask: parameter `{n}` vanished")))?;
+            sq += tch::no_grad(|| {
+                p.f_to_kind(Kind::Double)?
+                    .f_sub(&p0.f_to_kind(Kind::Double)?)?
+                    .f_square()?
+                    .f_sum(Kind::Double)?
+                    .f_double_value(&[])
+            })?;
+        }
+        Ok(sq.sqrt())
     }
 
     /// Converts φ to `kind` (tests use `Kind::Double` for finite differences).
@@ -316,12 +343,13 @@ impl Designer for UnetMask {
             tensors: TensorMap::new().with(MASK, mask),
         })
     }
-    /// `keep_mean`: the mean of the step's masks (the fraction of each view kept).
+    /// `keep_mean`: the mean of the step's masks (the fraction of each view kept);
+    /// `phi_drift`: ‖φ − φ₀‖.
     fn metrics(&self, c: &Construction) -> Result<Metrics> {
-        Ok(Metrics::from([(
-            "keep_mean".to_string(),
-            c.mean_of(MASK, None)?,
-        )]))
+        Ok(Metrics::from([
+            ("keep_mean".to_string(), c.mean_of(MASK, None)?),
+            ("phi_drift".to_string(), self.phi_drift()?),
+        ]))
     }
     fn regularizer(&mut self, c: &Construction) -> Result<Option<Tensor>> {
         let m = c.tensors.require(MASK)?;
@@ -508,6 +536,28 @@ mod tests {
         let bad: UnetMaskConfig = serde_json::from_str(r#"{"init_keep": 1.0}"#).unwrap();
         let err = UnetMask::build(bad, &tc, &bc).err().unwrap().to_string();
         assert!(err.contains("init_keep"), "{err}");
+    }
+
+    /// ‖φ − φ₀‖ is 0 as built and the norm of the change after φ moves.
+    #[test]
+    fn phi_drift_measures_the_distance_from_the_initial_phi() {
+        let (tc, bc) = ctx();
+        let cfg: UnetMaskConfig = serde_json::from_str("{}").unwrap();
+        let d = UnetMask::new(cfg, &tc, &bc).unwrap();
+        assert_eq!(d.phi_drift().unwrap(), 0.0);
+        let p = d.parameters().unwrap();
+        let (_, w) = p.iter().next().unwrap();
+        let n = w.numel() as f64;
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().f_add_scalar_(0.5).unwrap();
+        });
+        assert!((d.phi_drift().unwrap() - 0.5 * n.sqrt()).abs() < 1e-4);
+        let c = UnetMask::new(serde_json::from_str("{}").unwrap(), &tc, &bc)
+            .unwrap()
+            .construct(&inputs())
+            .unwrap();
+        let m = d.metrics(&c).unwrap();
+        assert!(m.contains_key("keep_mean") && m["phi_drift"] > 0.0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (control). See `task/mod.rs` for the data flow and `task/stage0.rs` for the cached base checkpoint.
 
 pub mod augment;
+pub mod clutter;
 pub mod config;
 pub mod data;
 pub mod designer;
@@ -15,6 +16,7 @@ pub mod probe;
 pub mod scenes;
 pub mod supervised;
 pub mod task;
+pub mod viewgrid;
 pub mod vit;
 
 vpt_sdk::export_plugin! {

@@ -95,7 +95,11 @@ pub fn fit_softmax(
     let x = x.detach();
     let stats = head_stats(init, &x)?;
     let xs = x.f_sub(&stats.0)?.f_div(&stats.1)?;
-    let fit = SoftmaxFit { steps, lr, wd };
+    let fit = SoftmaxFit {
+        steps,
+        step: Step::Adam(lr),
+        wd,
+    };
     fit.run(&xs, t, stats, init, |w, b| Ok(xs.f_linear(w, Some(b))?))
 }
 
@@ -112,7 +116,7 @@ pub fn fit_softmax_map(
     t: &Tensor,
     stats_rows: &Tensor,
     steps: usize,
-    lr: f64,
+    step: Step,
     wd: f64,
     init: Option<&LinearHead>,
 ) -> Result<LinearHead> {
@@ -122,7 +126,7 @@ pub fn fit_softmax_map(
         .f_permute([0, 2, 3, 1])?
         .f_sub(&stats.0)?
         .f_div(&stats.1)?; // (N,h,w,d)
-    let fit = SoftmaxFit { steps, lr, wd };
+    let fit = SoftmaxFit { steps, step, wd };
     fit.run(&xs, t, stats, init, |w, b| {
         let c = w.size()[0];
         Ok(xs
@@ -134,10 +138,23 @@ pub fn fit_softmax_map(
     })
 }
 
-/// Full-batch Adam on the soft cross-entropy of a linear head (+ L2 on the weights).
+/// How a softmax head's fit steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step {
+    /// Adam with this learning rate (moments fresh at every fit). Near the optimum its steps
+    /// keep their size (about lr per weight, the sign of a vanishing gradient), so a warm
+    /// refit lands wherever those signs send it.
+    Adam(f64),
+    /// Plain gradient descent with step 1/L, L = λ_max of the standardised features' second
+    /// moment + 2·wd (a bound on the loss's curvature): its steps shrink with the gradient, so
+    /// a warm refit moves the head smoothly towards the optimum for the current features.
+    Descent,
+}
+
+/// Full-batch fit of the soft cross-entropy of a linear head (+ L2 on the weights).
 struct SoftmaxFit {
     steps: usize,
-    lr: f64,
+    step: Step,
     wd: f64,
 }
 
@@ -170,6 +187,19 @@ impl SoftmaxFit {
             .collect::<std::result::Result<_, _>>()?;
         let (b1, b2) = (0.9f64, 0.999f64);
         let rows = t.size()[0] as f64;
+        let descent_lr = match self.step {
+            Step::Descent => {
+                let x = xs.f_reshape([-1, d])?;
+                let m2 = x
+                    .f_transpose(0, 1)?
+                    .f_matmul(&x)?
+                    .f_div_scalar(x.size()[0] as f64)?
+                    .f_to_kind(tch::Kind::Double)?;
+                let top = m2.f_linalg_eigvalsh("L")?.f_max()?.f_double_value(&[])?;
+                Some(1.0 / (top + 2.0 * self.wd).max(1e-6))
+            }
+            Step::Adam(_) => None,
+        };
         tch::with_grad(|| -> Result<()> {
             for step in 1..=self.steps {
                 let logp = logits(&params[0], &params[1])?.f_log_softmax(-1, xs.kind())?;
@@ -186,6 +216,16 @@ impl SoftmaxFit {
                 let grads =
                     Tensor::f_run_backward(&[loss], &params, false, false).op("probe fit")?;
                 tch::no_grad(|| -> Result<()> {
+                    if let Some(lr) = descent_lr {
+                        for (p, g) in params.iter().zip(&grads) {
+                            let _ = p.shallow_clone().f_sub_(&g.f_mul_scalar(lr)?)?;
+                        }
+                        return Ok(());
+                    }
+                    let lr = match self.step {
+                        Step::Adam(lr) => lr,
+                        Step::Descent => 0.0,
+                    };
                     for i in 0..2 {
                         m[i] = m[i]
                             .f_mul_scalar(b1)?
@@ -197,7 +237,7 @@ impl SoftmaxFit {
                         let vh = v[i].f_div_scalar(1.0 - b2.powi(step as i32))?;
                         let upd = mh
                             .f_div(&vh.f_sqrt()?.f_add_scalar(1e-8)?)?
-                            .f_mul_scalar(self.lr)?;
+                            .f_mul_scalar(lr)?;
                         let mut p = params[i].shallow_clone();
                         let _ = p.f_sub_(&upd)?;
                     }
@@ -297,15 +337,56 @@ mod tests {
             .reshape([-1, d]);
         let t = Tensor::randn([n * res * res, c], opts).softmax(-1, Kind::Double);
         let a = fit_softmax(&rows, &t, 15, 0.05, 1e-3, None).unwrap();
-        let b = fit_softmax_map(&maps, res, &t, &rows, 15, 0.05, 1e-3, None).unwrap();
+        let b = fit_softmax_map(&maps, res, &t, &rows, 15, Step::Adam(0.05), 1e-3, None).unwrap();
         let warm_a = fit_softmax(&rows, &t, 5, 0.05, 1e-3, Some(&a)).unwrap();
-        let warm_b = fit_softmax_map(&maps, res, &t, &rows, 5, 0.05, 1e-3, Some(&b)).unwrap();
+        let warm_b =
+            fit_softmax_map(&maps, res, &t, &rows, 5, Step::Adam(0.05), 1e-3, Some(&b)).unwrap();
         for (x, y) in [(&a, &b), (&warm_a, &warm_b)] {
             let dw = (&x.w - &y.w).abs().max().double_value(&[]);
             let db = (&x.b - &y.b).abs().max().double_value(&[]);
             assert!(dw < 1e-10 && db < 1e-10, "w {dw}, b {db}");
             assert!(x.w.abs().max().double_value(&[]) > 1e-3, "the fit moved");
         }
+    }
+
+    /// A warm refit by descent lowers the loss and moves the head in proportion to a change of
+    /// the features; a fresh-moment Adam refit moves it by about lr per weight whatever the
+    /// change (so its result is set by the signs of vanishing gradients).
+    #[test]
+    fn descent_refit_is_smooth_in_the_features() {
+        tch::manual_seed(4);
+        let opts = (Kind::Double, Device::Cpu);
+        let (n, d, h, c) = (6, 5, 4, 3);
+        let maps = Tensor::randn([n, d, h, h], opts);
+        let rows = maps.permute([0, 2, 3, 1]).reshape([-1, d]);
+        let t = rows
+            .matmul(&Tensor::randn([d, c], opts))
+            .softmax(-1, Kind::Double);
+        let fresh =
+            fit_softmax_map(&maps, h, &t, &rows, 200, Step::Adam(0.05), 1e-3, None).unwrap();
+        let loss = |hd: &LinearHead| {
+            let lp = hd.forward(&rows).unwrap().log_softmax(-1, Kind::Double);
+            -(&t * lp).sum(Kind::Double).double_value(&[]) / rows.size()[0] as f64
+        };
+        let eps = 1e-7;
+        let nudged = &maps + Tensor::randn([n, d, h, h], opts) * eps;
+        let refit = |m: &Tensor, step: Step| {
+            fit_softmax_map(m, h, &t, &rows, 20, step, 1e-3, Some(&fresh)).unwrap()
+        };
+        let moved = |a: &LinearHead, b: &LinearHead| (&a.w - &b.w).abs().max().double_value(&[]);
+        let (g0, g1) = (refit(&maps, Step::Descent), refit(&nudged, Step::Descent));
+        assert!(loss(&g0) <= loss(&fresh) + 1e-12);
+        assert!(
+            moved(&g0, &g1) < 1e3 * eps,
+            "descent moved {}",
+            moved(&g0, &g1)
+        );
+        let a0 = refit(&maps, Step::Adam(0.05));
+        assert!(
+            moved(&a0, &fresh) > 0.01,
+            "Adam's warm steps keep their size"
+        );
+        assert!(moved(&g0, &fresh) < moved(&a0, &fresh));
     }
 
     #[test]

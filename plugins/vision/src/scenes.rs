@@ -2,8 +2,11 @@
 //! scales and depths, with a semantic map (10 classes + background) and a depth map.
 //!
 //! Scene `i` of a split is a pure function of (seed, split, i): random access, no state beyond a
-//! cursor. Splits draw their items from disjoint partitions of the source images.
+//! cursor. Splits draw their items from disjoint partitions of the source images. Clutter and
+//! perspective (`task.config.scenes`, see [`crate::clutter`]) are off unless a config turns them
+//! on; clutter draws from its own stream, so the items of a scene are the same with or without it.
 
+use crate::clutter::{perspective_place, ClutterBank, SceneConfig};
 use crate::data::{FashionMnist, CLASSES, SIDE};
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -22,6 +25,14 @@ pub const FAR: f32 = 1.0;
 pub const COVER_THRESHOLD: f32 = 0.1;
 /// Seed of the fixed partition of source images (the same for every run, arm and seed).
 const PARTITION_SEED: u64 = 0x5eed_f00d;
+/// Key of a scene's clutter stream (separate from its items' stream).
+const CLUTTER_KEY: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Region of a pixel no item covers and no clutter fills.
+pub const REGION_BACKGROUND: u8 = 0;
+/// Region of a clutter pixel (clutter fills every pixel no item covers).
+pub const REGION_CLUTTER: u8 = 1;
+/// Region of a pixel an item covers.
+pub const REGION_OBJECT: u8 = 2;
 
 /// A named data split. Every split but `Test` draws from a disjoint part of the 60k training
 /// images; `Test` draws from the 10k test images.
@@ -100,6 +111,23 @@ pub struct Scene {
     pub depth: Vec<f32>,
     /// The items, in paint order (far to near).
     pub items: Vec<Item>,
+    /// 64×64 regions: [`REGION_BACKGROUND`], [`REGION_CLUTTER`] or [`REGION_OBJECT`].
+    pub region: Vec<u8>,
+    /// The clutter pattern drawn for this scene (`None` without clutter).
+    pub clutter: Option<u8>,
+}
+
+impl Scene {
+    fn blank() -> Scene {
+        Scene {
+            pixels: vec![0.0; CANVAS * CANVAS],
+            labels: vec![BACKGROUND; CANVAS * CANVAS],
+            depth: vec![FAR; CANVAS * CANVAS],
+            items: Vec::new(),
+            region: vec![REGION_BACKGROUND; CANVAS * CANVAS],
+            clutter: None,
+        }
+    }
 }
 
 /// Bilinear resize of a 28×28 u8 image to `size`×`size` intensities in [0,1].
@@ -136,6 +164,9 @@ pub struct SceneGen {
     pub items: (usize, usize),
     /// Range of item sides on the canvas (pixels).
     pub sizes: (usize, usize),
+    /// Clutter and perspective settings.
+    pub config: SceneConfig,
+    bank: Option<Arc<ClutterBank>>,
 }
 
 impl SceneGen {
@@ -171,7 +202,17 @@ impl SceneGen {
             parts,
             items: (2, 4),
             sizes: (20, 44),
+            config: SceneConfig::default(),
+            bank: None,
         })
+    }
+
+    /// This generator with clutter and perspective as `config` says (validated).
+    pub fn with_scenes(mut self, config: SceneConfig) -> Result<Self> {
+        config.validate()?;
+        self.bank = ClutterBank::new(&self.data, &config).map(Arc::new);
+        self.config = config;
+        Ok(self)
     }
 
     /// The source-image indices of `split` (into the test set for `Test`, else the train set).
@@ -198,13 +239,24 @@ impl SceneGen {
             SplitMix64::stream_keyed(self.seed, split.id() << 48 ^ index, 0xD1B5_4A32_D192_ED03);
         let pool = self.sources(split);
         let n = self.items.0 + rng.below(self.items.1 - self.items.0 + 1);
+        let perspective = self.config.perspective;
         let mut items: Vec<Item> = (0..n)
             .map(|_| {
                 let source = pool[rng.below(pool.len())];
-                let size = self.sizes.0 + rng.below(self.sizes.1 - self.sizes.0 + 1);
-                let top = rng.below(CANVAS - size + 1);
-                let left = rng.below(CANVAS - size + 1);
-                let z = rng.range(0.1, 0.9) as f32;
+                let (size, top, left, z) = if perspective {
+                    // depth first; size and bottom row follow it
+                    let z = rng.range(0.1, 0.9) as f32;
+                    let (size, bottom) = perspective_place(z, self.sizes);
+                    let bottom = (bottom as i64 + rng.int_range(-2, 2))
+                        .clamp(size as i64, CANVAS as i64)
+                        as usize;
+                    (size, bottom - size, rng.below(CANVAS - size + 1), z)
+                } else {
+                    let size = self.sizes.0 + rng.below(self.sizes.1 - self.sizes.0 + 1);
+                    let top = rng.below(CANVAS - size + 1);
+                    let left = rng.below(CANVAS - size + 1);
+                    (size, top, left, rng.range(0.1, 0.9) as f32)
+                };
                 Item {
                     source,
                     class: self.image(split, source).1,
@@ -217,12 +269,15 @@ impl SceneGen {
             .collect();
         // Paint far to near, so the front-most item is painted last.
         items.sort_by(|a, b| b.z.total_cmp(&a.z));
-        let mut scene = Scene {
-            pixels: vec![0.0; CANVAS * CANVAS],
-            labels: vec![BACKGROUND; CANVAS * CANVAS],
-            depth: vec![FAR; CANVAS * CANVAS],
-            items: Vec::new(),
-        };
+        let mut scene = Scene::blank();
+        if let Some(bank) = &self.bank {
+            let mut crng =
+                SplitMix64::stream_keyed(self.seed, split.id() << 48 ^ index, CLUTTER_KEY);
+            let c = bank.draw(&mut crng);
+            scene.pixels.copy_from_slice(&c.pixels);
+            scene.region.fill(REGION_CLUTTER);
+            scene.clutter = Some(c.pattern);
+        }
         for it in &items {
             let img = resize_item(self.image(split, it.source).0, it.size);
             paint(&mut scene, &img, it);
@@ -244,12 +299,7 @@ impl SceneGen {
             size,
             z: 0.5,
         };
-        let mut scene = Scene {
-            pixels: vec![0.0; CANVAS * CANVAS],
-            labels: vec![BACKGROUND; CANVAS * CANVAS],
-            depth: vec![FAR; CANVAS * CANVAS],
-            items: vec![],
-        };
+        let mut scene = Scene::blank();
         paint(&mut scene, &resize_item(img, size), &it);
         (scene.pixels, class)
     }
@@ -264,6 +314,7 @@ fn paint(scene: &mut Scene, img: &[f32], it: &Item) {
                 scene.pixels[p] = val;
                 scene.labels[p] = it.class;
                 scene.depth[p] = it.z;
+                scene.region[p] = REGION_OBJECT;
             }
         }
     }
@@ -301,6 +352,25 @@ pub fn to_tensors(scenes: &[Scene], device: Device) -> Result<(Tensor, Tensor, T
     Ok((images, labels, depth))
 }
 
+/// The region indicators of a batch of scenes: (B,2,64,64) f32 on `device`, channel 0 = object,
+/// channel 1 = clutter (background = neither).
+pub fn regions_to_tensor(scenes: &[Scene], device: Device) -> Result<Tensor> {
+    let c = CANVAS as i64;
+    let flat: Vec<f32> = scenes
+        .iter()
+        .flat_map(|s| {
+            let obj = s.region.iter().map(|&r| (r == REGION_OBJECT) as u8 as f32);
+            let clu = s.region.iter().map(|&r| (r == REGION_CLUTTER) as u8 as f32);
+            obj.chain(clu).collect::<Vec<_>>()
+        })
+        .collect();
+    Tensor::f_from_slice(&flat)
+        .op("scene regions")?
+        .f_view([scenes.len() as i64, 2, c, c])?
+        .f_to(device)
+        .op("regions to device")
+}
+
 /// Stacks 64×64 pixel buffers into (B,1,64,64) f32 on `device`.
 pub fn pixels_to_tensor(pixels: &[Vec<f32>], device: Device) -> Result<Tensor> {
     let flat: Vec<f32> = pixels.iter().flat_map(|p| p.iter().copied()).collect();
@@ -321,6 +391,132 @@ mod tests {
     fn gen(seed: u64) -> SceneGen {
         let d = crate::data::load(std::path::Path::new(crate::data::DEFAULT_DIR)).unwrap();
         SceneGen::new(d, seed, PartitionSizes::default()).unwrap()
+    }
+
+    fn gen_with(seed: u64, json: &str) -> SceneGen {
+        gen(seed)
+            .with_scenes(serde_json::from_str(json).unwrap())
+            .unwrap()
+    }
+
+    /// The front-most item covering (r, c), recomputed from the items alone.
+    fn front_item<'a>(
+        g: &SceneGen,
+        split: Split,
+        s: &'a Scene,
+        r: usize,
+        c: usize,
+    ) -> Option<(&'a Item, f32)> {
+        s.items
+            .iter()
+            .filter_map(|it| {
+                if r < it.top || r >= it.top + it.size || c < it.left || c >= it.left + it.size {
+                    return None;
+                }
+                let img = resize_item(g.image(split, it.source).0, it.size);
+                let v = img[(r - it.top) * it.size + c - it.left];
+                (v > COVER_THRESHOLD).then_some((it, v))
+            })
+            .min_by(|a, b| a.0.z.total_cmp(&b.0.z))
+    }
+
+    /// Clutter fills every pixel no item covers (within [0, level], varied), items paint over
+    /// it, the region map says which is which, and the items are those of the clean scene.
+    #[test]
+    fn clutter_fills_the_background_and_keeps_the_items() {
+        let (clean, cl) = (gen(4), gen_with(4, r#"{"clutter": 0.5}"#));
+        let mut patterns = HashSet::new();
+        for i in 0..8 {
+            let (a, s) = (
+                clean.scene(Split::Unlabeled, i),
+                cl.scene(Split::Unlabeled, i),
+            );
+            assert_eq!(a.items, s.items, "clutter must not move the items");
+            assert_eq!(a.labels, s.labels);
+            assert_eq!(a.depth, s.depth);
+            assert!(a.clutter.is_none() && a.region.iter().all(|&r| r != REGION_CLUTTER));
+            patterns.insert(s.clutter.unwrap());
+            let mut bg = Vec::new();
+            for p in 0..CANVAS * CANVAS {
+                if s.labels[p] == BACKGROUND {
+                    assert_eq!(s.region[p], REGION_CLUTTER);
+                    assert!((0.0..=0.5).contains(&s.pixels[p]));
+                    bg.push(s.pixels[p]);
+                } else {
+                    assert_eq!(s.region[p], REGION_OBJECT);
+                    assert_eq!(s.pixels[p], a.pixels[p], "items paint over the clutter");
+                }
+            }
+            let mean = bg.iter().sum::<f32>() / bg.len() as f32;
+            let var = bg.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / bg.len() as f32;
+            assert!(
+                mean > 0.05 && var.sqrt() > 0.03,
+                "clutter mean {mean} std {}",
+                var.sqrt()
+            );
+        }
+        assert!(patterns.len() > 1, "scenes draw different patterns");
+        let again = gen_with(4, r#"{"clutter": 0.5}"#).scene(Split::Unlabeled, 3);
+        assert_eq!(again.pixels, cl.scene(Split::Unlabeled, 3).pixels);
+        let reg = regions_to_tensor(std::slice::from_ref(&again), Device::Cpu).unwrap();
+        assert_eq!(reg.size(), [1, 2, 64, 64]);
+        let obj = again.region.iter().filter(|&&r| r == REGION_OBJECT).count() as f64;
+        assert_eq!(
+            reg.get(0).get(0).sum(tch::Kind::Double).double_value(&[]),
+            obj
+        );
+        assert_eq!(
+            reg.get(0).get(1).sum(tch::Kind::Double).double_value(&[]),
+            4096.0 - obj
+        );
+    }
+
+    /// Under perspective a nearer item is at least as large and its bottom edge at least as low
+    /// (up to the ±2-row jitter), and the front-most item wins every pixel.
+    #[test]
+    fn perspective_makes_nearer_items_larger_and_lower_and_occlusion_follow_depth() {
+        let g = gen_with(5, r#"{"perspective": true}"#);
+        let mut pairs = 0;
+        for i in 0..30 {
+            let s = g.scene(Split::FeedbackTrain, i);
+            for a in &s.items {
+                for b in &s.items {
+                    if a.z < b.z {
+                        pairs += 1;
+                        assert!(a.size >= b.size, "{a:?} nearer than {b:?} but smaller");
+                        assert!(
+                            a.top + a.size + 4 >= b.top + b.size,
+                            "{a:?} higher than {b:?}"
+                        );
+                    }
+                }
+            }
+            for r in (0..CANVAS).step_by(3) {
+                for c in (0..CANVAS).step_by(3) {
+                    let p = r * CANVAS + c;
+                    match front_item(&g, Split::FeedbackTrain, &s, r, c) {
+                        None => assert_eq!(s.labels[p], BACKGROUND),
+                        Some((it, v)) => {
+                            assert_eq!((s.labels[p], s.depth[p], s.pixels[p]), (it.class, it.z, v))
+                        }
+                    }
+                }
+            }
+        }
+        assert!(pairs > 30);
+        // Without perspective, size does not follow depth.
+        let flat = gen(5);
+        let inverted = (0..30)
+            .flat_map(|i| {
+                let s = flat.scene(Split::FeedbackTrain, i);
+                let its = s.items.clone();
+                its.iter()
+                    .flat_map(|a| its.iter().map(move |b| (a.clone(), b.clone())))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|(a, b)| a.z < b.z && a.size < b.size)
+            .count();
+        assert!(inverted > 5, "old scenes keep size independent of depth");
     }
 
     #[test]

@@ -560,3 +560,76 @@ fn supervised_diagnostic_trains_s_and_heads_on_labels() {
         "every tensor of S and the heads moves"
     );
 }
+
+/// A masked learner step on cluttered scenes: after_step reports the mask's keep on objects,
+/// background and clutter (matching the masks' mean, weighted by region), a baseline step
+/// reports none, and with `VPT_RUN_DIR` set the start grid is written on the first masked step
+/// and the end grid at evaluation, as PNG files.
+#[test]
+fn masked_steps_report_keep_by_region_and_draw_the_view_grid() {
+    let dir = std::env::temp_dir().join(format!("vpt-vision-views-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cfg = tiny_config();
+    cfg["scenes"] = serde_json::json!({"clutter": 0.5, "perspective": true});
+    let mut t = {
+        tch::set_num_threads(2);
+        let _rng = torch_rng();
+        DinoDenseTask::new(vpt_sdk::parse_config(&cfg).unwrap(), &ctx(8)).unwrap()
+    };
+    let mut d = unet(&t, 8);
+    let bu = t.next_batch(UNLABELED).unwrap();
+    assert_eq!(
+        bu.tensors.require("region_global").unwrap().size(),
+        [4, 2, 2, 64, 64]
+    );
+    // baseline: teacher side outputs only, no statistics
+    let f = t.pretrain_forward(&bu).unwrap();
+    let base = t
+        .pretrain_loss_from_forward(
+            &bu,
+            &f.state,
+            &Construction::baseline(),
+            Differentiation::Once,
+        )
+        .unwrap();
+    assert!(t.after_step(0, &[base.side]).unwrap().is_empty());
+    std::env::set_var(vpt_vision::viewgrid::RUN_DIR_ENV, &dir);
+    let f = t.pretrain_forward(&bu).unwrap();
+    let c = d.construct(&f.design_inputs).unwrap();
+    let out = t
+        .pretrain_loss_from_forward(&bu, &f.state, &c, Differentiation::Once)
+        .unwrap();
+    let m = t.after_step(1, &[out.side]).unwrap();
+    for k in [
+        "keep_objects",
+        "keep_background",
+        "keep_clutter",
+        "keep_object_margin",
+    ] {
+        assert!(m.get(k).is_some_and(|v| v.is_finite()), "{k}: {m:?}");
+    }
+    assert!((m["keep_object_margin"] - (m["keep_objects"] - m["keep_background"])).abs() < 1e-9);
+    // the region-weighted keeps bracket the plain mean of the masks
+    let mean = c
+        .tensors
+        .require(MASK)
+        .unwrap()
+        .mean(Kind::Double)
+        .double_value(&[]);
+    let (lo, hi) = (
+        m["keep_objects"].min(m["keep_background"]),
+        m["keep_objects"].max(m["keep_background"]),
+    );
+    assert!(
+        lo - 1e-3 <= mean && mean <= hi + 1e-3,
+        "{mean} not in [{lo}, {hi}]"
+    );
+    let start = dir.join(vpt_vision::task::VIEWS_START_PNG);
+    assert!(std::fs::read(&start).unwrap().starts_with(b"\x89PNG"));
+    t.evaluate(Some(4)).unwrap();
+    std::env::remove_var(vpt_vision::viewgrid::RUN_DIR_ENV);
+    let end = std::fs::read(dir.join(vpt_vision::task::VIEWS_END_PNG)).unwrap();
+    assert!(end.starts_with(b"\x89PNG"));
+    assert!(d.metrics(&c).unwrap().contains_key("phi_drift"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,7 +2,8 @@
 //! loss) and the task's evaluation.
 
 use super::{DinoDenseTask, CHUNK};
-use crate::probe::{fit_ridge, fit_softmax, fit_softmax_map, iou_counts, miou, LinearHead};
+use crate::config::WarmFit;
+use crate::probe::{fit_ridge, fit_softmax, fit_softmax_map, iou_counts, miou, LinearHead, Step};
 use crate::scenes::{pixels_to_tensor, to_tensors, Split, CANVAS, SEG_CLASSES};
 use crate::supervised::SupervisedHeads;
 use tch::{Kind, Tensor};
@@ -30,7 +31,7 @@ impl DinoDenseTask {
     }
 
     /// Patch features (N,d,h,w) of images, in chunks, without graph.
-    fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
+    pub(super) fn frozen_patch_maps(&self, images: &Tensor) -> Result<Tensor> {
         self.frozen_chunks(images, "patch maps", |x| {
             self.student.net.backbone.patch_map(x)
         })
@@ -49,9 +50,20 @@ impl DinoDenseTask {
         warm: Option<&LinearHead>,
         steps: usize,
     ) -> Result<(LinearHead, LinearHead)> {
+        let maps = self.frozen_patch_maps(&self.fb_train.0)?; // (N,d,h,w)
+        self.fit_heads_on(&maps, warm, steps)
+    }
+
+    /// Fits (seg, depth) heads on `maps` (N,d,h,w), the patch features of the feedback-train
+    /// scenes in order.
+    pub(super) fn fit_heads_on(
+        &self,
+        maps: &Tensor,
+        warm: Option<&LinearHead>,
+        steps: usize,
+    ) -> Result<(LinearHead, LinearHead)> {
         let f = &self.cfg.feedback;
-        let (images, labels, depth) = &self.fb_train;
-        let maps = self.frozen_patch_maps(images)?; // (N,d,h,w)
+        let (_, labels, depth) = &self.fb_train;
         let r = f.fit_res;
         let k = CANVAS as i64 / r;
         let d = maps.size()[1];
@@ -73,7 +85,12 @@ impl DinoDenseTask {
             .f_permute([0, 2, 3, 1])?
             .f_reshape([-1, 1])?;
         // the seg head's logits at (h,w), upsampled: the same fit as on `rows`, (h·w)/r² the matmuls
-        let seg = fit_softmax_map(&maps, r, &soft, &rows, steps, f.head_lr, 1e-4, warm)?;
+        // a warm refit steps as `feedback.warm_fit` says; a fresh fit always with Adam
+        let step = match (warm, f.warm_fit) {
+            (Some(_), WarmFit::Descent) => Step::Descent,
+            _ => Step::Adam(f.head_lr),
+        };
+        let seg = fit_softmax_map(maps, r, &soft, &rows, steps, step, 1e-4, warm)?;
         let dep = fit_ridge(&rows, &dep, f.ridge)?;
         Ok((seg, dep))
     }
@@ -156,6 +173,46 @@ impl DinoDenseTask {
         self.dense_objective(&ce, &l1)
     }
 
+    /// With clutter on: the accuracy of a linear probe that reads each scene's clutter pattern
+    /// off its mean patch feature (fit on the feedback-train scenes, scored on the test scenes
+    /// whose patch maps are `test_maps`, in order from scene 0). Chance is 1/clutter_patterns.
+    fn clutter_probe(&self, test_maps: &Tensor) -> Result<Option<f64>> {
+        if self.cfg.scenes.clutter <= 0.0 {
+            return Ok(None);
+        }
+        let ids = |split: Split, n: i64| -> Result<Tensor> {
+            let v: Vec<i64> = (0..n as u64)
+                .map(|i| self.gen.scene(split, i).clutter.map_or(0, i64::from))
+                .collect();
+            Tensor::f_from_slice(&v)?
+                .f_to(self.device)
+                .op("clutter ids")
+        };
+        let pool = |maps: &Tensor| maps.f_mean_dim([2i64, 3].as_slice(), false, maps.kind());
+        let xtr = pool(&self.frozen_patch_maps(&self.fb_train.0)?)?;
+        let xte = pool(test_maps)?;
+        let k = self.cfg.scenes.clutter_patterns as i64;
+        let ytr = ids(Split::FeedbackTrain, xtr.size()[0])?;
+        let yte = ids(Split::Test, xte.size()[0])?;
+        let f = &self.cfg.feedback;
+        let probe = fit_softmax(
+            &xtr,
+            &ytr.f_one_hot(k)?.f_to_kind(xtr.kind())?,
+            2 * f.head_steps,
+            f.head_lr,
+            1e-4,
+            None,
+        )?;
+        let acc = probe
+            .forward(&xte)?
+            .f_argmax(-1, false)?
+            .f_eq_tensor(&yte)?
+            .f_to_kind(Kind::Double)?
+            .f_mean(Kind::Double)?
+            .f_double_value(&[])?;
+        Ok(Some(acc))
+    }
+
     pub(super) fn evaluate_inner(&mut self, limit: Option<u64>) -> Result<Metrics> {
         let cap = |n: usize| limit.map_or(n, |l| n.min(l as usize)).max(1);
         let e = self.cfg.eval.clone();
@@ -194,6 +251,9 @@ impl DinoDenseTask {
         }
         m.insert("miou".into(), miou(&inter, &union));
         m.insert("depth_rmse".into(), (se / npx).sqrt());
+        if let Some(acc) = self.clutter_probe(&maps)? {
+            m.insert("clutter_probe_acc".into(), acc);
+        }
         // Shared feedback_loss on the held-out feedback split, with the same fresh heads.
         let (fi, fl, fd) = self.feedback_scenes(Split::FeedbackEval, 0, cap(e.feedback_scenes))?;
         let (ce, l1) = tch::no_grad(|| self.dense_losses(&fi, &fl, &fd, &seg, &dep))?;

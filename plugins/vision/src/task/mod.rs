@@ -7,15 +7,17 @@
 //! Stage 0 (the cached base) is in [`stage0`], the dense heads and evaluation in `dense`.
 
 mod dense;
+mod refit;
 pub mod stage0;
 
-use crate::augment::{gaussian_blur, multi_crop};
+use crate::augment::{gaussian_blur, multi_crop_with};
 use crate::config::DinoDenseConfig;
 use crate::designer::{MaskContext, INPUT_GLOBAL, MASK};
 use crate::dino::{dino_loss, ema_update, momentum_at, updated_center, zero_center, Model};
 use crate::probe::LinearHead;
-use crate::scenes::{to_tensors, PartitionSizes, SceneGen, Split, CANVAS};
+use crate::scenes::{regions_to_tensor, to_tensors, PartitionSizes, SceneGen, Split, CANVAS};
 use crate::supervised::{freeze_outside, SupervisedHeads};
+use crate::viewgrid::{keep_by_region, run_file, write_views_png, GRID_EXAMPLES};
 use tch::{Device, Kind, Tensor};
 use vpt_sdk::rng::SplitMix64;
 use vpt_sdk::{
@@ -30,6 +32,14 @@ pub const FEEDBACK_SET: &str = "fmnist_seg_depth";
 const CROP_STREAM: u64 = 0xC409;
 /// Features are extracted in chunks of this many images (memory bound).
 const CHUNK: i64 = 64;
+/// Batch tensor: the global crops' region indicators (B,V,2,H,W), object and clutter.
+const REGION_GLOBAL: &str = "region_global";
+/// Prefix of the mask statistics among a learner step's side outputs.
+const STAT: &str = "stat.";
+/// The view grid of the first masked learner step, in the run directory.
+pub const VIEWS_START_PNG: &str = "views-start.png";
+/// The view grid of the latest masked step, rewritten at every evaluation (the last is the end).
+pub const VIEWS_END_PNG: &str = "views-end.png";
 
 /// The task factory (name `dino_dense`).
 pub struct DinoDense;
@@ -56,6 +66,14 @@ pub struct DinoDenseTask {
     align: Vec<String>,
     /// The supervised diagnostic's heads (`task.config.diagnostic_supervised`; see supervised.rs).
     supervised: Option<SupervisedHeads>,
+    /// Patch features of the feedback-train scenes as of the last refit (only with
+    /// `feedback.refit_scenes` below `train_scenes`; see refit.rs).
+    fb_maps: Option<Tensor>,
+    /// Refits since the feature cache was filled (picks the next window).
+    refits: u64,
+    /// The latest masked step's first global crops, masks and masked views (3,N,H,W), for the
+    /// view grid.
+    last_views: Option<Tensor>,
 }
 
 impl TaskFactory for DinoDense {
@@ -116,6 +134,12 @@ fn check(cfg: &DinoDenseConfig) -> Result<()> {
     {
         return bad("feedback", "train_scenes ≥ 8 and fit_res must divide 64");
     }
+    if cfg.feedback.refit_scenes == Some(0) {
+        return bad(
+            "feedback.refit_scenes",
+            "must be ≥ 1 (or unset: all scenes)",
+        );
+    }
     Ok(())
 }
 
@@ -126,7 +150,8 @@ impl DinoDenseTask {
         check(&cfg)?;
         let device = ctx.device();
         let data = crate::data::load(&cfg.data_dir)?;
-        let gen = SceneGen::new(data, ctx.seed, PartitionSizes::default())?;
+        let gen = SceneGen::new(data, ctx.seed, PartitionSizes::default())?
+            .with_scenes(cfg.scenes.clone())?;
         tch::manual_seed(ctx.seed as i64);
         let student = Model::new(device, &cfg.vit, &cfg.dino)?;
         let mut teacher = Model::new(device, &cfg.vit, &cfg.dino)?;
@@ -165,6 +190,9 @@ impl DinoDenseTask {
             fb_train,
             align,
             supervised: None,
+            fb_maps: None,
+            refits: 0,
+            last_views: None,
         };
         stage0::prepare_base(&mut task)?;
         if task.cfg.diagnostic_supervised {
@@ -186,13 +214,15 @@ impl DinoDenseTask {
             .map(|i| self.gen.scene(split, i))
             .collect();
         let (images, _, _) = to_tensors(&scenes, self.device)?;
+        let regions = regions_to_tensor(&scenes, self.device)?;
         let mut rng = SplitMix64::stream_keyed(
             self.seed ^ (split as u64) << 56,
             CROP_STREAM ^ start,
             0xD1B5_4A32_D192_ED03,
         );
-        let (global, local) =
-            multi_crop(&images, &mut rng, &self.cfg.crops.spec(self.cfg.vit.image))?;
+        let spec = self.cfg.crops.spec(self.cfg.vit.image);
+        let (global, local, region) = multi_crop_with(&images, Some(&regions), &mut rng, &spec)?;
+        let region = region.ok_or_else(|| Error::msg("multi_crop_with lost the region crops"))?;
         let index = Tensor::f_arange_start(
             start as i64,
             (start + n as u64) as i64,
@@ -202,7 +232,54 @@ impl DinoDenseTask {
             .with("images", images)
             .with(INPUT_GLOBAL, global)
             .with("local", local)
+            .with(REGION_GLOBAL, region)
             .with("index", index))
+    }
+
+    /// μ⊙v + (1−μ)⊙blur(v) for global crops (B,V,C,H,W) and masks (B,V,1,H,W); blur(v) is data
+    /// only (no θ, no φ).
+    fn masked_views(&self, global: &Tensor, m: &Tensor) -> Result<Tensor> {
+        let gs = global.size();
+        let flat = global.f_reshape([gs[0] * gs[1], gs[2], gs[3], gs[4]])?;
+        let blurred =
+            gaussian_blur(&flat, self.cfg.crops.mask_blur_sigma)?.f_reshape(gs.as_slice())?;
+        let m = m.f_to_kind(global.kind())?;
+        m.f_mul(global)?
+            .f_add(&m.f_neg()?.f_add_scalar(1.0)?.f_mul(&blurred)?)
+            .op("masked views")
+    }
+
+    /// Keeps the first crops, masks and masked views of a masked step for the view grid, and
+    /// writes the start grid on the first one (when the host named a run directory and the
+    /// file is not there yet, e.g. after a resume).
+    fn capture_views(&mut self, global: &Tensor, mask: &Tensor) -> Result<()> {
+        let views = tch::no_grad(|| -> Result<Tensor> {
+            let n = global.size()[0].min(GRID_EXAMPLES);
+            let g = global.f_narrow(0, 0, n)?.f_detach()?;
+            let m = mask.f_narrow(0, 0, n)?.f_detach()?;
+            let v = self.masked_views(&g, &m)?;
+            // view 0, channel 0 of each: (N,H,W) × 3
+            let pick = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.f_select(1, 0)?.f_select(1, 0)?.f_to_kind(Kind::Float)?)
+            };
+            Tensor::f_stack(&[pick(&g)?, pick(&m)?, pick(&v)?], 0).op("view grid")
+        })?;
+        let first = self.last_views.is_none();
+        self.last_views = Some(views);
+        if first {
+            if let Some(p) = run_file(VIEWS_START_PNG).filter(|p| !p.exists()) {
+                self.write_views(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the latest captured view grid to `path` (nothing when no masked step ran yet).
+    pub(crate) fn write_views(&self, path: &std::path::Path) -> Result<()> {
+        match &self.last_views {
+            Some(v) => write_views_png(path, v),
+            None => Ok(()),
+        }
     }
 
     /// DINO loss per example (B,) of the student on (optionally masked) views against the
@@ -247,13 +324,7 @@ impl DinoDenseTask {
                         ),
                     });
                 }
-                // blur(v) is data only (no θ, no φ): μ⊙v + (1−μ)⊙blur(v)
-                let flat = global.f_reshape([gs[0] * gs[1], gs[2], gs[3], gs[4]])?;
-                let blurred = gaussian_blur(&flat, self.cfg.crops.mask_blur_sigma)?
-                    .f_reshape(gs.as_slice())?;
-                let m = m.f_to_kind(global.kind())?;
-                m.f_mul(global)?
-                    .f_add(&m.f_neg()?.f_add_scalar(1.0)?.f_mul(&blurred)?)?
+                self.masked_views(global, m)?
             }
         };
         let mut student = self.student.net.view_logits(&student_global)?;
@@ -301,6 +372,9 @@ impl DinoDenseTask {
         self.center = self.center.f_to_kind(kind)?;
         let (i, l, d) = &self.fb_train;
         self.fb_train = (i.f_to_kind(kind)?, l.shallow_clone(), d.f_to_kind(kind)?);
+        if let Some(m) = &self.fb_maps {
+            self.fb_maps = Some(m.f_to_kind(kind)?);
+        }
         Ok(())
     }
 }
@@ -442,11 +516,20 @@ impl Task for DinoDenseTask {
             .collect::<Option<Vec<_>>>();
         // the teacher's logits go to after_step (centre update) as side outputs
         let (loss, teacher) = self.dino_with_teacher(&batch.tensors, mask, teacher)?;
-        let side = teacher
+        let mut side: TensorMap = teacher
             .into_iter()
             .enumerate()
             .map(|(i, t)| (format!("teacher.{i}"), t.detach()))
             .collect();
+        // what the designer keeps, by region (for after_step's metrics), and the view grid
+        if let Some(m) = mask {
+            if let Some(region) = batch.tensors.get(REGION_GLOBAL) {
+                for (k, v) in keep_by_region(m, region)? {
+                    side.insert(format!("{STAT}{k}"), v);
+                }
+            }
+            self.capture_views(batch.tensors.require(INPUT_GLOBAL)?, m)?;
+        }
         Ok(PretrainLoss {
             per_example: loss,
             side,
@@ -484,7 +567,8 @@ impl Task for DinoDenseTask {
         } else {
             f.head_steps
         };
-        let (seg, dep) = self.fit_heads(self.seg_head.as_ref(), steps)?;
+        let warm = self.seg_head.take();
+        let (seg, dep) = self.refit_heads(warm.as_ref(), steps)?;
         self.seg_head = Some(seg);
         self.dep_head = Some(dep);
         Ok(())
@@ -505,10 +589,20 @@ impl Task for DinoDenseTask {
         };
         let steps = self.cfg.dino.momentum_steps;
         self.ema_step(step, steps, &teacher)?;
-        Ok(Metrics::new())
+        // the mask statistics of the step's construction (none for the baseline)
+        let mut m = Metrics::new();
+        for (k, v) in side[0].iter() {
+            if let Some(name) = k.strip_prefix(STAT) {
+                m.insert(name.to_string(), v.f_double_value(&[])?);
+            }
+        }
+        Ok(m)
     }
 
     fn evaluate(&mut self, limit: Option<u64>) -> Result<Metrics> {
+        if let Some(p) = run_file(VIEWS_END_PNG) {
+            self.write_views(&p)?;
+        }
         self.evaluate_inner(limit)
     }
 
@@ -531,11 +625,15 @@ impl Task for DinoDenseTask {
                 tensors.insert(n, t.copy());
             }
         }
+        if let Some(m) = &self.fb_maps {
+            tensors.insert("fb_maps", m.copy());
+        }
         let json = serde_json::json!({
             "unlabeled_cursor": self.unlabeled_cursor,
             "feedback_cursor": self.feedback_cursor,
             "seed": self.seed,
             "heads": self.seg_head.is_some(),
+            "refits": self.refits,
         });
         Ok(State { json, tensors })
     }
@@ -569,6 +667,8 @@ impl Task for DinoDenseTask {
             self.seg_head = None;
             self.dep_head = None;
         }
+        self.fb_maps = state.tensors.get("fb_maps").map(Tensor::copy);
+        self.refits = j.get("refits").and_then(|v| v.as_u64()).unwrap_or(0);
         self.unlabeled_cursor = u("unlabeled_cursor")?;
         self.feedback_cursor = u("feedback_cursor")?;
         Ok(())

@@ -53,10 +53,14 @@ pub fn prepare_base(task: &mut DinoDenseTask) -> Result<()> {
 /// The cache file for this task's stage-0 settings.
 pub fn cache_path(task: &DinoDenseTask) -> Result<PathBuf> {
     let c = &task.cfg;
-    let key = serde_json::json!({
+    let mut key = serde_json::json!({
         "recipe": RECIPE, "seed": task.seed, "vit": c.vit, "dino": c.dino, "crops": c.crops,
         "batch_size": c.batch_size, "steps": c.stage0_steps, "lr": c.stage0_lr, "data_dir": c.data_dir,
     });
+    // other scenes, another base (the default scenes keep the keys older caches were saved under)
+    if c.scenes != crate::clutter::SceneConfig::default() {
+        key["scenes"] = serde_json::json!(c.scenes);
+    }
     let dir = match &c.cache_dir {
         Some(d) => d.to_path_buf(),
         None => match std::env::var_os("VPT_CACHE") {
