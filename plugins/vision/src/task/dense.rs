@@ -194,23 +194,35 @@ impl DinoDenseTask {
         let k = self.cfg.scenes.clutter_patterns as i64;
         let ytr = ids(Split::FeedbackTrain, xtr.size()[0])?;
         let yte = ids(Split::Test, xte.size()[0])?;
+        Ok(Some(self.linear_probe_accuracy(&xtr, &ytr, &xte, &yte, k)?))
+    }
+
+    /// Accuracy on (`xte`, `yte`) of a softmax probe over `classes` fit on (`xtr`, `ytr`) with
+    /// the feedback heads' optimiser settings (twice their steps).
+    fn linear_probe_accuracy(
+        &self,
+        xtr: &Tensor,
+        ytr: &Tensor,
+        xte: &Tensor,
+        yte: &Tensor,
+        classes: i64,
+    ) -> Result<f64> {
         let f = &self.cfg.feedback;
         let probe = fit_softmax(
-            &xtr,
-            &ytr.f_one_hot(k)?.f_to_kind(xtr.kind())?,
+            xtr,
+            &ytr.f_one_hot(classes)?.f_to_kind(xtr.kind())?,
             2 * f.head_steps,
             f.head_lr,
             1e-4,
             None,
         )?;
-        let acc = probe
-            .forward(&xte)?
+        Ok(probe
+            .forward(xte)?
             .f_argmax(-1, false)?
-            .f_eq_tensor(&yte)?
+            .f_eq_tensor(yte)?
             .f_to_kind(Kind::Double)?
             .f_mean(Kind::Double)?
-            .f_double_value(&[])?;
-        Ok(Some(acc))
+            .f_double_value(&[])?)
     }
 
     pub(super) fn evaluate_inner(&mut self, limit: Option<u64>) -> Result<Metrics> {
@@ -293,21 +305,8 @@ impl DinoDenseTask {
             .f_to(self.device)?;
         let yte = Tensor::f_from_slice(&tel.iter().map(|&l| l as i64).collect::<Vec<_>>())?
             .f_to(self.device)?;
-        let probe = fit_softmax(
-            &xtr,
-            &ytr.f_one_hot(10)?.f_to_kind(xtr.kind())?,
-            2 * f.head_steps,
-            f.head_lr,
-            1e-4,
-            None,
-        )?;
-        let acc = probe
-            .forward(&xte)?
-            .f_argmax(-1, false)?
-            .f_eq_tensor(&yte)?
-            .f_to_kind(Kind::Double)?
-            .f_mean(Kind::Double)?;
-        m.insert("probe_acc".into(), acc.f_double_value(&[])?);
+        let acc = self.linear_probe_accuracy(&xtr, &ytr, &xte, &yte, 10)?;
+        m.insert("probe_acc".into(), acc);
         Ok(m)
     }
 }
