@@ -69,7 +69,8 @@ pub fn vpt_command() -> std::process::Command {
         .find(|p| p.is_file())
         .expect("target/release/vpt: run `cargo build --release --workspace` first");
     let mut c = std::process::Command::new(bin);
-    // from the repository root, as users run it (configs name data/… relative to it)
+    // from the repository root: the tests name configs as examples/… (the configs' own paths
+    // are relative to each config file, so any directory would do for those)
     c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .arg("--plugin")
         .arg(tiny_plugin())

@@ -224,8 +224,8 @@ fn eval_series(records: &[Record], metric: &str, axis: Axis) -> Vec<(f64, f64)> 
 /// Writes every plot of `report` into `dir` and returns their paths: for each metric seen in
 /// any eval record, `plot_{metric}_vs_step.svg` and `plot_{metric}_vs_seconds.svg`; then
 /// `plot_pretrain_loss_vs_step.svg` when there are train records, and
-/// `plot_meta_cos_vs_step.svg` and `plot_meta_regularizer_vs_step.svg` when some arm took meta
-/// steps, and `plot_train_{name}_vs_step.svg` for each named scalar of the learner steps
+/// `plot_meta_value_vs_step.svg`, `plot_meta_cos_vs_step.svg` and
+/// `plot_meta_regularizer_vs_step.svg` when some arm took meta steps, and `plot_train_{name}_vs_step.svg` for each named scalar of the learner steps
 /// ([`Report::step_metrics`]: designer metrics such as `alpha_mean`). Diagnostic arms are labelled so in legends. Each arm keeps one colour
 /// ([`PALETTE`], by its place in the report) on every plot.
 pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
@@ -289,11 +289,14 @@ pub fn write_plots(dir: &Path, report: &Report) -> Result<Vec<PathBuf>> {
 /// A train-record series plotted vs step, smoothed: its name and how to read it.
 type TrainSeries = (&'static str, fn(&TrainRecord) -> Option<f64>);
 
-/// `pretrain_loss` of every step, `meta_cos` = cos(g_down, g_pre) of every meta step that was
-/// not skipped (arms without meta steps have no line), and `meta_regularizer` = R(φ, c) of
-/// every meta step (the LM designers' off-target mass on loss-bearing positions).
-const TRAIN_SERIES: [TrainSeries; 3] = [
+/// `pretrain_loss` of every step; of every meta step that was not skipped (arms without meta
+/// steps have no line): `meta_value` = V, `meta_cos` = cos(g_down, g_pre) and
+/// `meta_regularizer` = R(φ, c) (the LM designers' off-target mass on loss-bearing positions).
+const TRAIN_SERIES: [TrainSeries; 4] = [
     ("pretrain_loss", |t| Some(t.pretrain_loss)),
+    ("meta_value", |t| {
+        t.meta.as_ref().filter(|m| !m.skipped).map(|m| m.value)
+    }),
     ("meta_cos", |t| {
         t.meta.as_ref().filter(|m| !m.skipped).map(|m| m.cos)
     }),
@@ -659,6 +662,7 @@ mod tests {
                 "plot_pass_at_1_vs_step.svg",
                 "plot_pass_at_1_vs_seconds.svg",
                 "plot_pretrain_loss_vs_step.svg",
+                "plot_meta_value_vs_step.svg",
                 "plot_meta_cos_vs_step.svg",
                 "plot_meta_regularizer_vs_step.svg",
             ]
@@ -707,7 +711,11 @@ mod tests {
         let pre = std::fs::read_to_string(&written[6]).unwrap();
         assert!(pre.contains("pretrain_loss vs step"));
         // Only v takes meta steps: one orange line (v's colour everywhere), no blue one.
-        let meta = std::fs::read_to_string(&written[7]).unwrap();
+        let value = std::fs::read_to_string(&written[7]).unwrap();
+        assert!(value.contains("meta_value vs step"));
+        assert_eq!(polylines(&value, PALETTE[1], 2), 1);
+        assert_eq!(polylines(&value, PALETTE[0], 2), 0);
+        let meta = std::fs::read_to_string(&written[8]).unwrap();
         assert_eq!(polylines(&meta, PALETTE[1], 2), 1);
         assert_eq!(polylines(&meta, PALETTE[0], 2), 0);
         assert!(meta.contains("\nv (3 seeds)\n") && !meta.contains("baseline"));

@@ -52,8 +52,7 @@ fn failed_export(mut vpt: Command, args: &[&str], out: &Path, run: &Path) -> Str
 /// The run's task rebuilt in-process from its `config.json`, θ restored from its latest
 /// checkpoint: vpt's own model, the reference every export is compared with.
 fn restored_task(run: &Path) -> CausalLm {
-    // configs name data/… relative to the repository root, where users (and vpt_command) run
-    std::env::set_current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).unwrap();
+    // config.json stores every path absolute, so this works from any directory
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     let task_cfg: CausalLmConfig = serde_json::from_value(cfg["task"]["config"].clone()).unwrap();

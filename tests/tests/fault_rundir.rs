@@ -184,10 +184,15 @@ fn sighup_checkpoints_and_names_the_resume_command() {
 #[test]
 fn shipped_configs_checkpoint_during_the_run() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let template = examples.join("designer-template");
     let mut seen = 0;
-    for e in std::fs::read_dir(&examples).unwrap() {
+    let configs = [&examples, &template]
+        .into_iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap());
+    for e in configs {
         let p = e.unwrap().path();
-        if p.extension().is_none_or(|x| x != "toml") {
+        // run configs only: the template's Cargo.toml is a TOML file too
+        if p.extension().is_none_or(|x| x != "toml") || p.ends_with("Cargo.toml") {
             continue;
         }
         let doc: toml::Value = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
@@ -204,7 +209,7 @@ fn shipped_configs_checkpoint_during_the_run() {
         );
         seen += 1;
     }
-    assert!(seen >= 5, "found {seen} example configs");
+    assert!(seen >= 7, "found {seen} example and template configs");
 }
 
 /// `export RUN --out RUN` (or a directory inside it) is refused, and the run still resumes.

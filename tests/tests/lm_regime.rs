@@ -75,7 +75,7 @@ fn has_prefix(m: &BTreeMap<String, f64>, p: &str) -> bool {
 #[test]
 fn regime_configs_run_every_arm_on_the_tiny_model() {
     tch::set_num_threads(1);
-    // the configs read data/ by relative path, from the repository root
+    // the config paths below (examples/…) are relative to the repository root
     std::env::set_current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
     let soft = [
         "v",
