@@ -1,6 +1,8 @@
 //! The windowed refit (`feedback.refit_scenes`) against the full one: the same heads when the
 //! window is everything, and the same g_down direction on the shipped config.
 
+mod common;
+use common::tiny_config;
 use tch::{Kind, Tensor};
 use vpt_sdk::value::{alignment_subset, feedback_gradient};
 use vpt_sdk::{BatchSource, BuildContext, Differentiation, Task};
@@ -102,18 +104,6 @@ fn with(cfg: &serde_json::Value, key: &str, value: serde_json::Value) -> serde_j
     let mut c = cfg.clone();
     c["feedback"][key] = value;
     c
-}
-
-fn tiny_config() -> serde_json::Value {
-    serde_json::json!({
-        "batch_size": 4,
-        "vit": {"dim": 32, "depth": 2, "heads": 2},
-        "dino": {"out_dim": 64, "hidden": 64, "bottleneck": 16},
-        "crops": {"locals": 2},
-        "align_blocks": 1,
-        "feedback": {"batch_size": 4, "train_scenes": 16, "head_steps": 20, "warm_steps": 5},
-        "eval": {"test_scenes": 8, "feedback_scenes": 8, "general_scenes": 4, "probe_train": 40, "probe_test": 20}
-    })
 }
 
 /// A window as large as the set is the full refit (cosine 1 to rounding); a smaller window

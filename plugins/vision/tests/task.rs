@@ -1,5 +1,7 @@
 //! In-process tests of `dino_dense` and the mask designers through the SDK traits, on a tiny ViT.
 
+mod common;
+use common::tiny_config;
 use tch::{Kind, Tensor};
 use vpt_sdk::testing::sgd_step;
 use vpt_sdk::value::{alignment_subset, designer_gradient, feedback_gradient, value, Align};
@@ -12,18 +14,6 @@ use vpt_vision::task::DinoDenseTask;
 
 const UNLABELED: BatchSource = BatchSource::Unlabeled { domain: 0 };
 const FEEDBACK: BatchSource = BatchSource::Feedback { set: 0 };
-
-fn tiny_config() -> serde_json::Value {
-    serde_json::json!({
-        "batch_size": 4,
-        "vit": {"dim": 32, "depth": 2, "heads": 2},
-        "dino": {"out_dim": 64, "hidden": 64, "bottleneck": 16},
-        "crops": {"locals": 2},
-        "align_blocks": 1,
-        "feedback": {"batch_size": 4, "train_scenes": 16, "head_steps": 20, "warm_steps": 5},
-        "eval": {"test_scenes": 8, "feedback_scenes": 8, "general_scenes": 4, "probe_train": 40, "probe_test": 20}
-    })
-}
 
 fn ctx(seed: u64) -> BuildContext {
     BuildContext {
